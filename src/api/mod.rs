@@ -1,0 +1,220 @@
+//! The HTTP API: health, readiness, metrics, the registry and readings.
+//!
+//! `app(state)` builds the whole router, so tests drive it with `tower::ServiceExt::oneshot`
+//! without a socket. Errors are JSON `{"error": {"status": …, "message": …}}` with the status code.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::pipeline::writer::LatestValues;
+use crate::reading::Reading;
+use crate::registry::RegistryHandle;
+use crate::store::embedded::{self, EmbeddedReader};
+
+/// Liveness facts the readiness check reports.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Whether an MQTT source is configured at all.
+    pub mqtt_enabled: AtomicBool,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: RegistryHandle,
+    pub metrics: Metrics,
+    pub latest: LatestValues,
+    /// Present when readings go to the embedded store.
+    pub readings: Option<EmbeddedReader>,
+    pub health: Arc<Health>,
+}
+
+/// A JSON error with its status code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"status": self.status.as_u16(), "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The router with every endpoint.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/sites", get(list_sites))
+        .route("/api/v1/sensors", get(list_sensors))
+        .route("/api/v1/sensors/{id}", get(get_sensor))
+        .route("/api/v1/readings/latest", get(latest))
+        .route("/api/v1/readings", get(readings))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let mqtt_enabled = s.health.mqtt_enabled.load(Ordering::Relaxed);
+    let broker = !mqtt_enabled || s.metrics.mqtt_connected.get() == 1;
+    // Writable until a write has failed; the gauge is set by every write.
+    let store = s.metrics.store_writable.get() == 1;
+    let body = json!({
+        "ready": broker && store,
+        "checks": {
+            "broker_connected": if mqtt_enabled { json!(broker) } else { json!("disabled") },
+            "store_writable": store,
+        }
+    });
+    let status = if broker && store { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn list_sites(State(s): State<AppState>) -> Response {
+    let reg = s.registry.snapshot();
+    Json(json!({"sites": reg.sites.values().collect::<Vec<_>>()})).into_response()
+}
+
+async fn list_sensors(State(s): State<AppState>) -> Response {
+    let reg = s.registry.snapshot();
+    Json(json!({"sensors": reg.sensors.values().collect::<Vec<_>>()})).into_response()
+}
+
+async fn get_sensor(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let reg = s.registry.snapshot();
+    let sensor = reg
+        .sensors
+        .get(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("sensor {id:?} does not exist")))?;
+    Ok(Json(sensor).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatestParams {
+    site: Option<String>,
+    sensor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LatestReading {
+    #[serde(flatten)]
+    reading: Reading,
+    age_seconds: f64,
+}
+
+async fn latest(State(s): State<AppState>, q: Result<Query<LatestParams>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let now = Utc::now();
+    let items: Vec<LatestReading> = s
+        .latest
+        .snapshot()
+        .into_iter()
+        .filter(|r| q.site.as_ref().is_none_or(|x| *x == r.site))
+        .filter(|r| q.sensor.as_ref().is_none_or(|x| *x == r.sensor))
+        .map(|r| LatestReading {
+            age_seconds: (now - r.ts).num_milliseconds() as f64 / 1000.0,
+            reading: r,
+        })
+        .collect();
+    Ok(Json(json!({"readings": items})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadingsParams {
+    sensor: String,
+    quantity: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// RFC 3339 or epoch milliseconds.
+fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: {v:?} is neither RFC 3339 nor epoch milliseconds ({e})")))
+}
+
+const MAX_LIMIT: usize = 100_000;
+
+async fn readings(State(s): State<AppState>, q: Result<Query<ReadingsParams>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let reader = s.readings.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "readings are stored in InfluxDB (store.kind = \"influxdb\"); query them there",
+        )
+    })?;
+    if !s.registry.snapshot().sensors.contains_key(&q.sensor) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("sensor {:?} does not exist", q.sensor)));
+    }
+    let quantity = match &q.quantity {
+        Some(name) => Some(
+            crate::catalogue::find_quantity(name)
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("quantity: {name:?} is not in the catalogue")))?
+                .key
+                .to_string(),
+        ),
+        None => None,
+    };
+    let from_ms = q.from.as_deref().map(|v| parse_time("from", v)).transpose()?;
+    let to_ms = q.to.as_deref().map(|v| parse_time("to", v)).transpose()?;
+    let limit = q.limit.unwrap_or(10_000);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("limit: {limit} is outside 1..={MAX_LIMIT}")));
+    }
+    let rows = reader
+        .history(embedded::Query {
+            sensor: q.sensor.clone(),
+            quantity,
+            from_ms,
+            to_ms,
+            limit,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "readings query failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "readings query failed; see the daemon's log")
+        })?;
+    Ok(Json(json!({"sensor": q.sensor, "count": rows.len(), "readings": rows})).into_response())
+}

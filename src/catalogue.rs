@@ -1,0 +1,337 @@
+//! The quantity catalogue: what can be measured, its canonical unit, its HJ 212 code, and how units
+//! convert.
+//!
+//! Sensors declare which catalogue quantities they measure and in which unit; payloads may name a
+//! quantity by key, alias or HJ 212 code and may send any unit of the same dimension. Codes are from
+//! HJ 212-2017 Appendix B as listed in `shared/reference/standards.md` §5.
+
+use serde::Serialize;
+
+/// Physical dimension: two units convert only within one dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    /// Mass concentration in gas (base mg/m3). `ppm` converts for gases with a molar factor.
+    GasConcentration,
+    /// Mass concentration in water (base mg/L).
+    WaterConcentration,
+    /// Volume fraction in percent.
+    Percent,
+    /// Temperature (base degC).
+    Temperature,
+    /// Pressure (base kPa).
+    Pressure,
+    /// Speed (base m/s).
+    Velocity,
+    /// Volume flow (base m3/h).
+    Flow,
+    /// Volume (base m3), e.g. a flow meter's totalizer.
+    Volume,
+    /// pH (dimensionless, its own scale).
+    Ph,
+}
+
+/// A unit the daemon understands: canonical spelling, dimension, and the affine map to the
+/// dimension's base unit (`base = value * factor + offset`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Unit {
+    pub symbol: &'static str,
+    pub dimension: Dimension,
+    factor: f64,
+    offset: f64,
+}
+
+const fn unit(symbol: &'static str, dimension: Dimension, factor: f64, offset: f64) -> Unit {
+    Unit {
+        symbol,
+        dimension,
+        factor,
+        offset,
+    }
+}
+
+/// Every unit, canonical spelling first. `ppm` is listed as a gas concentration; it converts only for
+/// quantities that have a `ppm_to_mg_m3` factor.
+const UNITS: &[Unit] = &[
+    unit("mg/m3", Dimension::GasConcentration, 1.0, 0.0),
+    unit("ug/m3", Dimension::GasConcentration, 0.001, 0.0),
+    unit("ppm", Dimension::GasConcentration, f64::NAN, 0.0),
+    unit("mg/L", Dimension::WaterConcentration, 1.0, 0.0),
+    unit("ug/L", Dimension::WaterConcentration, 0.001, 0.0),
+    unit("%", Dimension::Percent, 1.0, 0.0),
+    unit("degC", Dimension::Temperature, 1.0, 0.0),
+    unit("K", Dimension::Temperature, 1.0, -273.15),
+    unit("kPa", Dimension::Pressure, 1.0, 0.0),
+    unit("Pa", Dimension::Pressure, 0.001, 0.0),
+    unit("hPa", Dimension::Pressure, 0.1, 0.0),
+    unit("m/s", Dimension::Velocity, 1.0, 0.0),
+    unit("m3/h", Dimension::Flow, 1.0, 0.0),
+    unit("m3/s", Dimension::Flow, 3600.0, 0.0),
+    unit("L/s", Dimension::Flow, 3.6, 0.0),
+    unit("m3/d", Dimension::Flow, 1.0 / 24.0, 0.0),
+    unit("m3", Dimension::Volume, 1.0, 0.0),
+    unit("L", Dimension::Volume, 0.001, 0.0),
+    unit("pH", Dimension::Ph, 1.0, 0.0),
+];
+
+/// Other spellings seen on the wire, mapped to the canonical symbol.
+const UNIT_ALIASES: &[(&str, &str)] = &[
+    ("mg/m³", "mg/m3"),
+    ("mg/nm3", "mg/m3"),
+    ("mg/nm³", "mg/m3"),
+    ("µg/m3", "ug/m3"),
+    ("μg/m3", "ug/m3"),
+    ("µg/m³", "ug/m3"),
+    ("μg/m³", "ug/m3"),
+    ("ug/m³", "ug/m3"),
+    ("mg/l", "mg/L"),
+    ("µg/l", "ug/L"),
+    ("μg/l", "ug/L"),
+    ("ug/l", "ug/L"),
+    ("°c", "degC"),
+    ("℃", "degC"),
+    ("c", "degC"),
+    ("celsius", "degC"),
+    ("m³/h", "m3/h"),
+    ("m³/s", "m3/s"),
+    ("m³/d", "m3/d"),
+    ("l/s", "L/s"),
+    ("m³", "m3"),
+    ("l", "L"),
+    ("percent", "%"),
+    ("vol%", "%"),
+];
+
+/// Look a unit up by canonical symbol or alias (case-insensitive).
+pub fn find_unit(spelling: &str) -> Option<&'static Unit> {
+    let s = spelling.trim();
+    if let Some(u) = UNITS.iter().find(|u| u.symbol == s) {
+        return Some(u);
+    }
+    let lower = s.to_lowercase();
+    let canonical = UNIT_ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == lower)
+        .map(|(_, c)| *c)
+        .unwrap_or(lower.as_str());
+    UNITS
+        .iter()
+        .find(|u| u.symbol.eq_ignore_ascii_case(canonical))
+}
+
+/// One measurable quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Quantity {
+    /// Catalogue key, as written in seeds and payloads, e.g. `SO2`, `PM2.5`.
+    pub key: &'static str,
+    /// Line-protocol field name (lowercase ASCII).
+    pub field: &'static str,
+    /// Chinese name (operators read it first).
+    pub name_zh: &'static str,
+    /// English name.
+    pub name_en: &'static str,
+    pub dimension: Dimension,
+    /// Unit used when a sensor channel does not name one.
+    pub default_unit: &'static str,
+    /// HJ 212-2017 pollutant code, where the standard has one.
+    pub hj212: Option<&'static str>,
+    /// Plausible range in `default_unit`; a channel may narrow or widen it.
+    pub min: f64,
+    pub max: f64,
+    /// ppm → mg/m3 at standard state (M/22.4), HJ 75-2017, standards.md §3.
+    #[serde(skip)]
+    pub ppm_to_mg_m3: Option<f64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn q(
+    key: &'static str,
+    field: &'static str,
+    name_zh: &'static str,
+    name_en: &'static str,
+    dimension: Dimension,
+    default_unit: &'static str,
+    hj212: Option<&'static str>,
+    min: f64,
+    max: f64,
+    ppm_to_mg_m3: Option<f64>,
+) -> Quantity {
+    Quantity {
+        key,
+        field,
+        name_zh,
+        name_en,
+        dimension,
+        default_unit,
+        hj212,
+        min,
+        max,
+        ppm_to_mg_m3,
+    }
+}
+
+use Dimension::*;
+
+/// The catalogue. Flue-gas quantities first, then ambient air, then water.
+pub const QUANTITIES: &[Quantity] = &[
+    q("SO2", "so2", "二氧化硫", "sulphur dioxide", GasConcentration, "mg/m3", Some("a21026"), 0.0, 20_000.0, Some(2.86)),
+    q("NOx", "nox", "氮氧化物(以NO2计)", "nitrogen oxides as NO2", GasConcentration, "mg/m3", Some("a21002"), 0.0, 10_000.0, Some(2.05)),
+    q("NO", "no", "一氧化氮", "nitric oxide", GasConcentration, "mg/m3", Some("a21003"), 0.0, 10_000.0, Some(1.34)),
+    q("NO2", "no2", "二氧化氮", "nitrogen dioxide", GasConcentration, "mg/m3", Some("a21004"), 0.0, 10_000.0, Some(2.05)),
+    q("CO", "co", "一氧化碳", "carbon monoxide", GasConcentration, "mg/m3", Some("a21005"), 0.0, 10_000.0, Some(1.25)),
+    q("O2", "o2", "氧含量", "oxygen", Percent, "%", Some("a19001"), 0.0, 25.0, None),
+    q("PM", "pm", "颗粒物(烟尘)", "particulate (smoke dust)", GasConcentration, "mg/m3", Some("a34013"), 0.0, 10_000.0, None),
+    q("flue_velocity", "flue_velocity", "烟气流速", "flue gas velocity", Velocity, "m/s", Some("a01011"), 0.0, 60.0, None),
+    q("flue_temp", "flue_temp", "烟气温度", "flue gas temperature", Temperature, "degC", Some("a01012"), -40.0, 600.0, None),
+    q("flue_pressure", "flue_pressure", "烟气压力", "flue gas pressure", Pressure, "kPa", Some("a01013"), -20.0, 200.0, None),
+    q("moisture", "moisture", "烟气湿度", "flue gas moisture", Percent, "%", Some("a01014"), 0.0, 100.0, None),
+    q("flue_flow", "flue_flow", "烟气流量", "flue gas flow", Flow, "m3/h", Some("a00000"), 0.0, 1.0e8, None),
+    q("PM2.5", "pm25", "细颗粒物", "fine particulate matter", GasConcentration, "ug/m3", Some("a34004"), 0.0, 5_000.0, None),
+    q("PM10", "pm10", "可吸入颗粒物", "inhalable particulate matter", GasConcentration, "ug/m3", Some("a34002"), 0.0, 10_000.0, None),
+    q("O3", "o3", "臭氧", "ozone", GasConcentration, "ug/m3", Some("a05024"), 0.0, 5_000.0, Some(2.14)),
+    q("COD", "cod", "化学需氧量", "chemical oxygen demand", WaterConcentration, "mg/L", Some("w01018"), 0.0, 100_000.0, None),
+    q("NH3-N", "nh3n", "氨氮", "ammonia nitrogen", WaterConcentration, "mg/L", Some("w21003"), 0.0, 2_000.0, None),
+    q("TP", "tp", "总磷", "total phosphorus", WaterConcentration, "mg/L", Some("w21011"), 0.0, 500.0, None),
+    q("TN", "tn", "总氮", "total nitrogen", WaterConcentration, "mg/L", Some("w21001"), 0.0, 2_000.0, None),
+    q("pH", "ph", "pH值", "pH", Ph, "pH", Some("w01001"), 0.0, 14.0, None),
+    q("CODMn", "codmn", "高锰酸盐指数", "permanganate index", WaterConcentration, "mg/L", Some("w01019"), 0.0, 1_000.0, None),
+    q("BOD5", "bod5", "五日生化需氧量", "five-day biochemical oxygen demand", WaterConcentration, "mg/L", Some("w01017"), 0.0, 50_000.0, None),
+    q("SS", "ss", "悬浮物", "suspended solids", WaterConcentration, "mg/L", Some("w01012"), 0.0, 100_000.0, None),
+    q("DO", "do", "溶解氧", "dissolved oxygen", WaterConcentration, "mg/L", Some("w01009"), 0.0, 25.0, None),
+    q("water_temp", "water_temp", "水温", "water temperature", Temperature, "degC", Some("w01010"), -5.0, 60.0, None),
+    q("water_flow", "water_flow", "污水流量", "water flow", Flow, "m3/h", Some("w00000"), 0.0, 1.0e6, None),
+    q("flow_total", "flow_total", "累计流量", "totalized volume", Volume, "m3", None, 0.0, 1.0e13, None),
+];
+
+/// Other names payloads use for a quantity (compared case-insensitively, after the key and code).
+const QUANTITY_ALIASES: &[(&str, &str)] = &[
+    ("pm25", "PM2.5"),
+    ("pm2_5", "PM2.5"),
+    ("nh3n", "NH3-N"),
+    ("nh3_n", "NH3-N"),
+    ("dust", "PM"),
+    ("particulate", "PM"),
+    ("smoke", "PM"),
+];
+
+/// Find a quantity by key, field name, HJ 212 code or alias (case-insensitive).
+pub fn find_quantity(name: &str) -> Option<&'static Quantity> {
+    let n = name.trim();
+    QUANTITIES
+        .iter()
+        .find(|q| {
+            q.key.eq_ignore_ascii_case(n)
+                || q.field.eq_ignore_ascii_case(n)
+                || q.hj212.is_some_and(|c| c.eq_ignore_ascii_case(n))
+        })
+        .or_else(|| {
+            QUANTITY_ALIASES
+                .iter()
+                .find(|(alias, _)| alias.eq_ignore_ascii_case(n))
+                .and_then(|(_, key)| QUANTITIES.iter().find(|q| q.key == *key))
+        })
+}
+
+/// Why a value could not be converted.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum UnitError {
+    #[error("unknown unit {0:?}")]
+    Unknown(String),
+    #[error("cannot convert {from} to {to} for {quantity}")]
+    Incompatible {
+        from: &'static str,
+        to: &'static str,
+        quantity: &'static str,
+    },
+}
+
+/// Convert `value` from `from` to `to` for `quantity`. `ppm` converts to and from mass
+/// concentrations only for gases with a molar factor (HJ 75-2017: mg/m3 = ppm × M/22.4).
+pub fn convert(value: f64, from: &Unit, to: &Unit, quantity: &Quantity) -> Result<f64, UnitError> {
+    if from.symbol == to.symbol {
+        return Ok(value);
+    }
+    let incompatible = || UnitError::Incompatible {
+        from: from.symbol,
+        to: to.symbol,
+        quantity: quantity.key,
+    };
+    if from.dimension != to.dimension || from.dimension != quantity.dimension {
+        return Err(incompatible());
+    }
+    let to_base = |v: f64, u: &Unit| -> Result<f64, UnitError> {
+        if u.symbol == "ppm" {
+            quantity.ppm_to_mg_m3.map(|k| v * k).ok_or_else(incompatible)
+        } else {
+            Ok(v * u.factor + u.offset)
+        }
+    };
+    let base = to_base(value, from)?;
+    if to.symbol == "ppm" {
+        quantity.ppm_to_mg_m3.map(|k| base / k).ok_or_else(incompatible)
+    } else {
+        Ok((base - to.offset) / to.factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> &'static Unit {
+        find_unit(s).unwrap()
+    }
+
+    #[test]
+    fn quantities_are_found_by_key_field_code_and_alias() {
+        assert_eq!(find_quantity("so2").unwrap().key, "SO2");
+        assert_eq!(find_quantity("a21026").unwrap().key, "SO2");
+        assert_eq!(find_quantity("A34004").unwrap().key, "PM2.5");
+        assert_eq!(find_quantity("pm25").unwrap().key, "PM2.5");
+        assert_eq!(find_quantity("nh3n").unwrap().key, "NH3-N");
+        assert!(find_quantity("Hg").is_none());
+    }
+
+    #[test]
+    fn keys_fields_and_codes_are_unique() {
+        for (i, a) in QUANTITIES.iter().enumerate() {
+            assert!(find_unit(a.default_unit).is_some(), "{} default unit", a.key);
+            for b in &QUANTITIES[i + 1..] {
+                assert_ne!(a.key.to_lowercase(), b.key.to_lowercase());
+                assert_ne!(a.field, b.field);
+                if a.hj212.is_some() {
+                    assert_ne!(a.hj212, b.hj212, "{} vs {}", a.key, b.key);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ppm_converts_with_the_hj75_factors() {
+        // HJ 75-2017 / standards.md §3: SO2 2.86, NO 1.34, NO2 2.05, CO 1.25 mg/m3 per ppm.
+        let so2 = find_quantity("SO2").unwrap();
+        assert!((convert(10.0, u("ppm"), u("mg/m3"), so2).unwrap() - 28.6).abs() < 1e-9);
+        let no = find_quantity("NO").unwrap();
+        assert!((convert(100.0, u("ppm"), u("mg/m3"), no).unwrap() - 134.0).abs() < 1e-9);
+        let co = find_quantity("CO").unwrap();
+        assert!((convert(4.0, u("ppm"), u("mg/m3"), co).unwrap() - 5.0).abs() < 1e-9);
+        let pm = find_quantity("PM").unwrap();
+        assert!(convert(1.0, u("ppm"), u("mg/m3"), pm).is_err());
+    }
+
+    #[test]
+    fn units_convert_within_a_dimension_only() {
+        let pm25 = find_quantity("PM2.5").unwrap();
+        assert!((convert(0.035, u("mg/m3"), u("µg/m³"), pm25).unwrap() - 35.0).abs() < 1e-9);
+        let t = find_quantity("flue_temp").unwrap();
+        assert!((convert(323.15, u("K"), u("℃"), t).unwrap() - 50.0).abs() < 1e-9);
+        let flow = find_quantity("water_flow").unwrap();
+        assert!((convert(1.0, u("L/s"), u("m3/h"), flow).unwrap() - 3.6).abs() < 1e-12);
+        assert!((convert(2400.0, u("m3/d"), u("m3/h"), flow).unwrap() - 100.0).abs() < 1e-9);
+        let so2 = find_quantity("SO2").unwrap();
+        assert!(matches!(
+            convert(1.0, u("mg/L"), u("mg/m3"), so2),
+            Err(UnitError::Incompatible { .. })
+        ));
+    }
+}

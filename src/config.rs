@@ -1,0 +1,645 @@
+//! Configuration: serde structs, layered loading and validation that reports every error at once.
+//!
+//! Layers, later wins: the embedded defaults (`config/default.toml`, compiled in), the file given with
+//! `--config`, then `ENVIROMON__SECTION__KEY` environment variables. Every struct denies unknown
+//! fields, so a typo is an error rather than a silently ignored setting. `validate()` is pure: it
+//! checks values and returns *all* problems with their field paths; nothing opens a socket until it
+//! passes.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The documented defaults, compiled in so the daemon runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+/// The demo's settings layered over the defaults by `enviromon demo`.
+pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
+
+/// A configuration problem at one field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{} configuration error(s):\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldError>),
+    #[error("cannot read secret file {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    /// Every field error, whatever the variant (a parse error is one).
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            ConfigError::Invalid(v) => v.clone(),
+            ConfigError::Parse { path, message } => vec![FieldError {
+                path: path.clone(),
+                message: message.clone(),
+            }],
+            other => vec![FieldError {
+                path: String::new(),
+                message: other.to_string(),
+            }],
+        }
+    }
+}
+
+/// A secret (password, token). Its `Debug` never shows the value, so it cannot reach a log line.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// A secret given inline (normally through `ENVIROMON__…` env) or as a file path; not both.
+fn resolve_secret(
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (inline, file) {
+        (Some(s), _) => Ok(Some(s.clone())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())))
+            .map_err(|source| ConfigError::SecretFile {
+                path: path.clone(),
+                source,
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Top level. See `config/default.toml` for every default with its explanation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub pipeline: PipelineConfig,
+    pub store: StoreConfig,
+    pub registry: RegistryConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            daemon: DaemonConfig::default(),
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            pipeline: PipelineConfig::default(),
+            store: StoreConfig::default(),
+            registry: RegistryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Directory for the embedded database and the dead-letter file. Default `data`.
+    pub data_dir: PathBuf,
+    /// How long shutdown may take to drain and flush before it gives up. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            data_dir: PathBuf::from("data"),
+            shutdown_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP API and `/metrics`. Default `127.0.0.1:8080`.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Subscribe to a broker at all. Default true.
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    /// Fixed client id: with `clean_session = false` the broker keeps our queue while we are down.
+    pub client_id: String,
+    pub clean_session: bool,
+    pub username: Option<String>,
+    /// Password inline (use `ENVIROMON__MQTT__PASSWORD`, never a committed file) …
+    pub password: Option<Secret>,
+    /// … or read from this file.
+    pub password_file: Option<PathBuf>,
+    pub tls: Option<TlsConfig>,
+    /// Topic filters subscribed at QoS `qos`.
+    pub subscriptions: Vec<String>,
+    pub qos: u8,
+    /// How a sensor's topic is derived when its registry entry names none.
+    pub topic_pattern: String,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Reconnect backoff doubles from `reconnect_min` up to this cap, forever.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Payloads larger than this are dead-lettered as `payload_too_large`.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "enviromon".into(),
+            clean_session: false,
+            username: None,
+            password: None,
+            password_file: None,
+            tls: None,
+            subscriptions: vec!["enviromon/#".into()],
+            qos: 1,
+            topic_pattern: "enviromon/{site}/{sensor}".into(),
+            keep_alive: Duration::from_secs(30),
+            reconnect_max: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(200),
+            max_payload_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl MqttConfig {
+    pub fn resolved_password(&self) -> Result<Option<Secret>, ConfigError> {
+        resolve_secret(&self.password, &self.password_file)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for brokers that require client authentication.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Capacity of the bounded channel between sources and the store writer (messages).
+    pub channel_capacity: usize,
+    /// A reading stamped further than this in the future is rejected (`future_timestamp`).
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// At most one warn log per rejection reason per this interval; the rest are counted.
+    #[serde(with = "humantime_serde")]
+    pub reject_log_interval: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            channel_capacity: 1024,
+            max_future_skew: Duration::from_secs(300),
+            reject_log_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which store readings go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// SQLite in `daemon.data_dir` (the default: runs anywhere).
+    Embedded,
+    /// InfluxDB v2 write API (`/api/v2/write`) through the influxdb2 crate.
+    Influxdb,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// A batch is written when it holds this many readings …
+    pub batch_size: usize,
+    /// … or its oldest reading has waited this long, or no more input is queued.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Retry backoff on a failing store: doubles up to this cap, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    pub embedded: EmbeddedConfig,
+    pub influxdb: InfluxConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Embedded,
+            batch_size: 5000,
+            flush_interval: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            embedded: EmbeddedConfig::default(),
+            influxdb: InfluxConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedConfig {
+    /// Readings older than this are deleted hourly; `0s` keeps them forever. Default 400 days.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            retention: Duration::from_secs(400 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfluxConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    pub org: String,
+    pub bucket: String,
+    /// Token inline (`ENVIROMON__STORE__INFLUXDB__TOKEN`) or from `token_file`.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for InfluxConfig {
+    fn default() -> Self {
+        InfluxConfig {
+            url: String::new(),
+            org: "jianxi".into(),
+            bucket: "enviromon".into(),
+            token: None,
+            token_file: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl InfluxConfig {
+    pub fn resolved_token(&self) -> Result<Option<Secret>, ConfigError> {
+        resolve_secret(&self.token, &self.token_file)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Directory of `sites.toml`, `units.toml`, `sensors.toml`, `targets.toml`; empty means the
+    /// district seeds compiled into the binary.
+    pub seeds_dir: Option<PathBuf>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { seeds_dir: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `enviromon=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Load defaults, then `file` (if any), then `ENVIROMON__…` env; then validate.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_layers(file, &[], true)
+    }
+
+    /// Load with extra TOML layers after the defaults (the demo uses this) and optionally the env.
+    pub fn load_layers(
+        file: Option<&Path>,
+        extra: &[&str],
+        with_env: bool,
+    ) -> Result<Config, ConfigError> {
+        use config::{Environment, File, FileFormat};
+        let mut b = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        for layer in extra {
+            b = b.add_source(File::from_str(layer, FileFormat::Toml));
+        }
+        if let Some(path) = file {
+            b = b.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        if with_env {
+            b = b.add_source(
+                Environment::with_prefix("ENVIROMON")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        }
+        let layered = b.build()?;
+        let cfg: Config = serde_path_to_error::deserialize(layered).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Parse {
+                path,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        cfg.validate().map_err(ConfigError::Invalid)?;
+        Ok(cfg)
+    }
+
+    /// Check every value; return all problems, each with its field path.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let mut err = |path: &str, message: String| {
+            errs.push(FieldError {
+                path: path.into(),
+                message,
+            })
+        };
+        if self.daemon.shutdown_deadline.is_zero() {
+            err("daemon.shutdown_deadline", "must be greater than 0s".into());
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            err(
+                "http.listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", self.http.listen),
+            );
+        }
+        let m = &self.mqtt;
+        if m.enabled {
+            if m.host.trim().is_empty() {
+                err("mqtt.host", "must not be empty".into());
+            }
+            if m.port == 0 {
+                err("mqtt.port", "0 is not a usable port (1..=65535)".into());
+            }
+            if m.client_id.trim().is_empty() {
+                err("mqtt.client_id", "must not be empty (a fixed id keeps the broker's queue)".into());
+            }
+            if m.qos > 2 {
+                err("mqtt.qos", format!("{} is not an MQTT QoS (0, 1 or 2)", m.qos));
+            }
+            if m.subscriptions.is_empty() {
+                err("mqtt.subscriptions", "must name at least one topic filter".into());
+            }
+            for (i, f) in m.subscriptions.iter().enumerate() {
+                if let Err(why) = check_topic_filter(f) {
+                    err(&format!("mqtt.subscriptions[{i}]"), why);
+                }
+            }
+            if !m.topic_pattern.contains("{sensor}") {
+                err("mqtt.topic_pattern", "must contain {sensor}".into());
+            }
+            if m.password.is_some() && m.password_file.is_some() {
+                err("mqtt.password_file", "give the password or password_file, not both".into());
+            }
+            if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
+                err("mqtt.username", "a password needs a username".into());
+            }
+            if m.keep_alive < Duration::from_secs(5) {
+                err("mqtt.keep_alive", "must be at least 5s".into());
+            }
+            if m.reconnect_min.is_zero() || m.reconnect_min > m.reconnect_max {
+                err("mqtt.reconnect_min", "must be > 0s and <= mqtt.reconnect_max".into());
+            }
+            if m.max_payload_bytes == 0 {
+                err("mqtt.max_payload_bytes", "must be at least 1".into());
+            }
+            if let Some(tls) = &m.tls {
+                for (path, file) in [
+                    ("mqtt.tls.ca_file", Some(&tls.ca_file)),
+                    ("mqtt.tls.client_cert_file", tls.client_cert_file.as_ref()),
+                    ("mqtt.tls.client_key_file", tls.client_key_file.as_ref()),
+                ] {
+                    if let Some(f) = file {
+                        if !f.is_file() {
+                            err(path, format!("{} does not exist", f.display()));
+                        }
+                    }
+                }
+                if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+                    err("mqtt.tls.client_key_file", "client_cert_file and client_key_file go together".into());
+                }
+            }
+            if let Some(f) = &m.password_file {
+                if !f.is_file() {
+                    err("mqtt.password_file", format!("{} does not exist", f.display()));
+                }
+            }
+        }
+        if self.pipeline.channel_capacity == 0 {
+            err("pipeline.channel_capacity", "must be at least 1".into());
+        }
+        let s = &self.store;
+        if s.batch_size == 0 || s.batch_size > 100_000 {
+            err("store.batch_size", format!("{} is outside 1..=100000", s.batch_size));
+        }
+        if s.flush_interval.is_zero() {
+            err("store.flush_interval", "must be greater than 0s".into());
+        }
+        if s.retry_max < Duration::from_millis(100) {
+            err("store.retry_max", "must be at least 100ms".into());
+        }
+        if s.kind == StoreKind::Influxdb {
+            let i = &s.influxdb;
+            match url::Url::parse(&i.url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                Ok(u) => err("store.influxdb.url", format!("scheme {:?} is not http or https", u.scheme())),
+                Err(e) => err("store.influxdb.url", format!("{:?} is not a URL: {e}", i.url)),
+            }
+            if i.org.trim().is_empty() {
+                err("store.influxdb.org", "must not be empty".into());
+            }
+            if i.bucket.trim().is_empty() {
+                err("store.influxdb.bucket", "must not be empty".into());
+            }
+            if i.token.is_some() && i.token_file.is_some() {
+                err("store.influxdb.token_file", "give the token or token_file, not both".into());
+            }
+            if let Some(f) = &i.token_file {
+                if !f.is_file() {
+                    err("store.influxdb.token_file", format!("{} does not exist", f.display()));
+                }
+            }
+            if i.timeout.is_zero() {
+                err("store.influxdb.timeout", "must be greater than 0s".into());
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            err("log.level", format!("{:?} is not a tracing filter", self.log.level));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            err("log.format", format!("{:?} is not \"text\" or \"json\"", self.log.format));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+/// MQTT 3.1.1 §4.7: `#` only as the last level, `+` only as a whole level.
+fn check_topic_filter(f: &str) -> Result<(), String> {
+    if f.is_empty() {
+        return Err("a topic filter must not be empty".into());
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err(format!("{f:?}: '#' must be the whole last level"));
+        }
+        if level.contains('+') && *level != "+" {
+            return Err(format!("{f:?}: '+' must be a whole level"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_toml_equals_the_code_defaults() {
+        let cfg = Config::load_layers(None, &[], false).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn demo_layer_is_valid() {
+        Config::load_layers(None, &[DEMO_TOML], false).unwrap();
+    }
+
+    #[test]
+    fn three_mistakes_are_all_reported_with_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bad.toml");
+        std::fs::write(
+            &f,
+            "[http]\nlisten = \"nowhere\"\n[mqtt]\nport = 0\n[store]\nbatch_size = 0\n",
+        )
+        .unwrap();
+        let e = Config::load_layers(Some(&f), &[], false).unwrap_err();
+        let paths: Vec<String> = e.field_errors().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, vec!["http.listen", "mqtt.port", "store.batch_size"]);
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("typo.toml");
+        std::fs::write(&f, "[store]\nbatch_sise = 10\n").unwrap();
+        let e = Config::load_layers(Some(&f), &[], false).unwrap_err();
+        let errs = e.field_errors();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("batch_sise"), "{errs:?}");
+        assert!(errs[0].path.starts_with("store"), "{errs:?}");
+    }
+
+    #[test]
+    fn influx_store_needs_a_url_and_one_token_source() {
+        let mut cfg = Config::default();
+        cfg.store.kind = StoreKind::Influxdb;
+        cfg.store.influxdb.url = "ftp://x".into();
+        cfg.store.influxdb.token = Some(Secret::new("t"));
+        cfg.store.influxdb.token_file = Some("/nonexistent/token".into());
+        let errs = cfg.validate().unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["store.influxdb.url", "store.influxdb.token_file", "store.influxdb.token_file"]
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let mut cfg = Config::default();
+        cfg.mqtt.password = Some(Secret::new("hunter2"));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn topic_filters_follow_mqtt_rules() {
+        assert!(check_topic_filter("enviromon/#").is_ok());
+        assert!(check_topic_filter("a/+/b").is_ok());
+        assert!(check_topic_filter("a/#/b").is_err());
+        assert!(check_topic_filter("a/b+").is_err());
+        assert!(check_topic_filter("").is_err());
+    }
+}

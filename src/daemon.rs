@@ -1,0 +1,288 @@
+//! Wiring: builds every component from the configuration, runs them, and shuts them down in order.
+//!
+//! Start: data dir → database and registry (seeds applied) → metrics, dead-letter file → store →
+//! channel and writer → MQTT source → HTTP API.
+//! Shutdown (signal → drain → deadline): sources stop taking messages; the writer drains the channel
+//! and writes the last batch; acks reach the broker; the HTTP server stops last. If the store is
+//! still failing when `daemon.shutdown_deadline` passes, the writer gives up and the unacknowledged
+//! messages stay with the broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState, Health};
+use crate::config::{Config, StoreKind};
+use crate::ingest::mqtt::{self, MqttSource};
+use crate::metrics::Metrics;
+use crate::pipeline::deadletter::DeadLetter;
+use crate::pipeline::writer::{LatestValues, Writer, WriterConfig};
+use crate::registry::{self, RegistryHandle, Seeds};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::influx::InfluxStore;
+use crate::store::Store;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    DeadLetter(#[from] crate::pipeline::deadletter::DeadLetterError),
+    #[error(transparent)]
+    Embedded(#[from] crate::store::embedded::EmbeddedError),
+    #[error(transparent)]
+    Influx(#[from] crate::store::influx::InfluxBuildError),
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon.
+pub struct Running {
+    /// Where the HTTP API actually listens (useful with port 0).
+    pub http_addr: SocketAddr,
+    pub metrics: Metrics,
+    pub registry: RegistryHandle,
+    pub deadletter_path: PathBuf,
+    pub db_path: PathBuf,
+    stop_sources: CancellationToken,
+    hard_stop: CancellationToken,
+    stop_http: CancellationToken,
+    sources: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+    http: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    deadline: Duration,
+}
+
+/// How shutdown went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Everything drained and flushed.
+    Clean,
+    /// The deadline passed first; unacknowledged messages stay with the broker.
+    DeadlineExceeded,
+}
+
+/// Build and start every component.
+pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
+    let data_dir = cfg.daemon.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| DaemonError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let db_path = data_dir.join("enviromon.db");
+
+    // Registry: seeds into the database (only ids not there yet), then the snapshot.
+    let seeds = match &cfg.registry.seeds_dir {
+        Some(dir) => Seeds::from_dir(dir)?,
+        None => Seeds::embedded()?,
+    };
+    let conn = crate::db::open(&db_path)?;
+    let inserted = registry::apply_seeds(&conn, &seeds)?;
+    let reg = registry::load(&conn, &cfg.mqtt.topic_pattern)?;
+    drop(conn);
+    tracing::info!(
+        sites = reg.sites.len(),
+        units = reg.units.len(),
+        sensors = reg.sensors.len(),
+        seeded = inserted,
+        db = %db_path.display(),
+        "registry loaded"
+    );
+    let registry = RegistryHandle::new(reg);
+
+    let metrics = Metrics::new()?;
+    let deadletter_path = data_dir.join("deadletter.jsonl");
+    let deadletter = Arc::new(DeadLetter::open(&deadletter_path, metrics.clone(), cfg.pipeline.reject_log_interval)?);
+
+    let latest = LatestValues::default();
+    let mut background = Vec::new();
+    let (store, reader) = match cfg.store.kind {
+        StoreKind::Embedded => {
+            let s = EmbeddedStore::open(&db_path)?;
+            let reader = s.reader()?;
+            latest.update(&reader.latest_all().await?);
+            let retention = cfg.store.embedded.retention;
+            if !retention.is_zero() {
+                let s2 = s.clone();
+                background.push(tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                    loop {
+                        tick.tick().await;
+                        match s2.purge_older_than(retention).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(deleted = n, "embedded store retention"),
+                            Err(e) => tracing::warn!(error = %e, "embedded store retention failed"),
+                        }
+                    }
+                }));
+            }
+            (Store::Embedded(s), Some(reader))
+        }
+        StoreKind::Influxdb => (Store::Influx(InfluxStore::new(&cfg.store.influxdb)?), None),
+    };
+    tracing::info!(store = store.name(), "store ready");
+    metrics.store_writable.set(1);
+
+    let stop_sources = CancellationToken::new();
+    let hard_stop = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(cfg.pipeline.channel_capacity);
+    let writer = tokio::spawn(
+        Writer {
+            rx,
+            store,
+            deadletter: deadletter.clone(),
+            latest: latest.clone(),
+            metrics: metrics.clone(),
+            config: WriterConfig {
+                batch_size: cfg.store.batch_size,
+                retry_min: Duration::from_millis(100),
+                retry_max: cfg.store.retry_max,
+            },
+            hard_stop: hard_stop.clone(),
+        }
+        .run(),
+    );
+
+    let health = Arc::new(Health::default());
+    let mut sources = Vec::new();
+    if cfg.mqtt.enabled {
+        health.mqtt_enabled.store(true, Ordering::Relaxed);
+        let opts = mqtt::options(&cfg.mqtt)?;
+        let source = MqttSource {
+            config: cfg.mqtt.clone(),
+            registry: registry.clone(),
+            tx: tx.clone(),
+            deadletter: deadletter.clone(),
+            metrics: metrics.clone(),
+            max_future_skew: cfg.pipeline.max_future_skew,
+            stop: stop_sources.clone(),
+        };
+        sources.push(tokio::spawn(source.run(opts)));
+    }
+    drop(tx);
+
+    let state = AppState {
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        latest,
+        readings: reader,
+        health,
+    };
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: cfg.http.listen.clone(),
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| DaemonError::Listen {
+        addr: cfg.http.listen.clone(),
+        source,
+    })?;
+    let stop_http = CancellationToken::new();
+    let stop = stop_http.clone();
+    let router = api::app(state);
+    let http = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%http_addr, "HTTP API listening");
+
+    Ok(Running {
+        http_addr,
+        metrics,
+        registry,
+        deadletter_path,
+        db_path,
+        stop_sources,
+        hard_stop,
+        stop_http,
+        sources,
+        writer,
+        http,
+        background,
+        deadline: cfg.daemon.shutdown_deadline,
+    })
+}
+
+impl Running {
+    /// Stop sources, drain and flush, stop the API; never longer than the deadline (plus a second).
+    pub async fn shutdown(self) -> ShutdownOutcome {
+        tracing::info!(deadline_secs = self.deadline.as_secs_f64(), "shutting down: stopping sources, draining");
+        self.stop_sources.cancel();
+        let mut sources = self.sources;
+        let mut writer = self.writer;
+        let drained = tokio::time::timeout(self.deadline, async {
+            let _ = (&mut writer).await;
+            for s in sources.iter_mut() {
+                let _ = s.await;
+            }
+        })
+        .await;
+        let outcome = if drained.is_ok() {
+            ShutdownOutcome::Clean
+        } else {
+            tracing::warn!("shutdown deadline passed before the store accepted everything");
+            self.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+            for s in &sources {
+                s.abort();
+            }
+            ShutdownOutcome::DeadlineExceeded
+        };
+        for b in self.background {
+            b.abort();
+        }
+        self.stop_http.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.http).await;
+        tracing::info!(?outcome, "stopped");
+        outcome
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,252 @@
+//! Simulated instruments for the demo: the four coal units' CEMS, the air stations and the
+//! wastewater plant, publishing over real MQTT like field data loggers.
+//!
+//! Magnitudes follow `shared/reference/standards.md` §7 (demo data only, never compliance logic):
+//! load follows the time of day; stack O2 rises at low load; corrected SO2 10–30, NOx 25–45,
+//! particulate 1–5 mg/m3, with occasional excursions above the ultra-low limits; one unit (双源 #2)
+//! stops for a while in every cycle and reports flag F.
+
+use std::f64::consts::PI;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+use rand::Rng;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::reading::Domain;
+use crate::registry::{Protocol, Registry};
+
+/// The unit that stops for a while in every cycle.
+pub const STOPPING_UNIT: &str = "sy-2";
+/// Seconds running, then seconds stopped, in the stopping unit's cycle.
+const RUN_SECS: u64 = 150;
+const STOP_SECS: u64 = 45;
+
+fn gauss(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(1e-12);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * PI * u2).cos()
+}
+
+/// Load fraction by hour of day in China Standard Time: low at night, peak in the day.
+fn load_fraction(hour_cst: f64) -> f64 {
+    (0.75 + 0.2 * (2.0 * PI * (hour_cst - 9.0) / 24.0).sin()).clamp(0.4, 1.0)
+}
+
+/// State of one simulated CEMS.
+struct Cems {
+    capacity_mw: f64,
+    excursion_left: u32,
+    excursion_pollutant: &'static str,
+    stops: bool,
+}
+
+impl Cems {
+    fn values(&mut self, rng: &mut impl Rng, tick: u64, hour_cst: f64) -> (Map<String, Value>, &'static str) {
+        let mut v = Map::new();
+        let stopped = self.stops && tick % (RUN_SECS + STOP_SECS) >= RUN_SECS;
+        if stopped {
+            v.insert("SO2".into(), json!(round2((0.3 + 0.2 * gauss(rng)).max(0.0))));
+            v.insert("NOx".into(), json!(round2((0.5 + 0.2 * gauss(rng)).max(0.0))));
+            v.insert("PM".into(), json!(round2((0.1 + 0.05 * gauss(rng)).max(0.0))));
+            v.insert("O2".into(), json!(round2(20.6 + 0.1 * gauss(rng))));
+            v.insert("flue_temp".into(), json!(round2(28.0 + gauss(rng))));
+            v.insert("moisture".into(), json!(round2(2.0 + 0.3 * gauss(rng))));
+            v.insert("flue_flow".into(), json!(0.0));
+            return (v, "F");
+        }
+        let load = (load_fraction(hour_cst) + 0.02 * gauss(rng)).clamp(0.35, 1.0);
+        let o2 = (6.0 + (1.0 - load) * 10.0 + 0.2 * gauss(rng)).clamp(3.0, 15.0);
+        if self.excursion_left == 0 && rng.random::<f64>() < 1.0 / 240.0 {
+            self.excursion_left = rng.random_range(30..90);
+            self.excursion_pollutant = if rng.random::<bool>() { "SO2" } else { "NOx" };
+        }
+        let (mut so2, mut nox) = (18.0 + 4.0 * gauss(rng), 35.0 + 4.0 * gauss(rng));
+        if self.excursion_left > 0 {
+            self.excursion_left -= 1;
+            match self.excursion_pollutant {
+                "SO2" => so2 = 48.0 + 5.0 * gauss(rng),
+                _ => nox = 62.0 + 5.0 * gauss(rng),
+            }
+        }
+        let pm = 2.5 + 0.8 * gauss(rng);
+        // Corrected → measured: C_measured = C_ref × (21 − O2)/(21 − 6) (HJ 75-2017, inverted).
+        let k = (21.0 - o2) / 15.0;
+        v.insert("SO2".into(), json!(round2((so2 * k).max(0.0))));
+        v.insert("NOx".into(), json!(round2((nox * k).max(0.0))));
+        v.insert("PM".into(), json!(round2((pm * k).max(0.0))));
+        v.insert("O2".into(), json!(round2(o2)));
+        v.insert("flue_temp".into(), json!(round2(50.0 + 1.5 * gauss(rng))));
+        v.insert("moisture".into(), json!(round2(12.0 + 0.8 * gauss(rng))));
+        v.insert("flue_flow".into(), json!((self.capacity_mw * 3700.0 * load).round()));
+        (v, "N")
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn air_values(rng: &mut impl Rng, hour_cst: f64, station: usize) -> Map<String, Value> {
+    let o3_diurnal = 70.0 + 60.0 * (2.0 * PI * (hour_cst - 9.0) / 24.0).sin().max(0.0);
+    let bias = station as f64 * 3.0;
+    let mut v = Map::new();
+    v.insert("PM2.5".into(), json!((52.0 + bias + 8.0 * gauss(rng)).max(1.0).round()));
+    v.insert("PM10".into(), json!((90.0 + bias + 12.0 * gauss(rng)).max(2.0).round()));
+    v.insert("SO2".into(), json!((10.0 + 2.0 * gauss(rng)).max(1.0).round()));
+    v.insert("NO2".into(), json!((35.0 + 6.0 * gauss(rng)).max(1.0).round()));
+    v.insert("CO".into(), json!(round2((0.8 + 0.15 * gauss(rng)).max(0.1))));
+    v.insert("O3".into(), json!((o3_diurnal + 10.0 * gauss(rng)).max(1.0).round()));
+    v
+}
+
+fn water_values(rng: &mut impl Rng, sensor: &str, tick: u64) -> Map<String, Value> {
+    let mut v = Map::new();
+    let mut put = |k: &str, mean: f64, sd: f64, min: f64| {
+        v.insert(k.into(), json!(round2((mean + sd * gauss(rng)).max(min))));
+    };
+    match sensor {
+        "wwtp-inlet-quality" => {
+            put("COD", 300.0, 30.0, 50.0);
+            put("NH3-N", 28.0, 3.0, 5.0);
+            put("TP", 4.5, 0.5, 0.5);
+            put("TN", 38.0, 3.0, 5.0);
+            put("pH", 7.3, 0.1, 6.0);
+            put("water_temp", 16.0, 0.3, 5.0);
+        }
+        "wwtp-outlet-quality" => {
+            put("COD", 22.0, 3.0, 5.0);
+            put("NH3-N", 0.8, 0.3, 0.05);
+            put("TP", 0.25, 0.05, 0.02);
+            put("TN", 10.0, 1.0, 2.0);
+            put("pH", 7.1, 0.1, 6.0);
+            put("SS", 6.0, 1.0, 1.0);
+            put("water_temp", 16.5, 0.3, 5.0);
+        }
+        "wwtp-inlet-flow" | "wwtp-outlet-flow" => {
+            // ≈ 150,000 m3/d; the outlet slightly less (sludge water).
+            let base = if sensor.ends_with("inlet-flow") { 6250.0 } else { 6150.0 };
+            put("water_flow", base, 150.0, 0.0);
+            v.insert("flow_total".into(), json!(round2(1.0e6 + base * tick as f64 / 3600.0)));
+        }
+        _ => {
+            put("COD", 16.0, 2.0, 2.0);
+            put("CODMn", 4.5, 0.5, 0.5);
+            put("NH3-N", 0.6, 0.15, 0.02);
+            put("TP", 0.12, 0.03, 0.01);
+            put("DO", 7.0, 0.5, 1.0);
+            put("pH", 7.6, 0.1, 6.0);
+            put("water_temp", 14.0, 0.3, 2.0);
+        }
+    }
+    v
+}
+
+/// Publish simulated data for every MQTT sensor of the registry, every `interval`, until `stop`.
+pub async fn run(broker_host: String, broker_port: u16, registry: Arc<Registry>, interval: Duration, stop: CancellationToken) {
+    let mut opts = MqttOptions::new("enviromon-demo-simulator", broker_host, broker_port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let el_stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = el_stop.cancelled() => break,
+                ev = eventloop.poll() => if let Err(e) = ev {
+                    tracing::debug!(error = %e, "simulator connection error");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    let mut cems: Vec<(String, String, Cems)> = registry
+        .sensors
+        .values()
+        .filter(|s| s.domain == Domain::Cems && s.protocol == Protocol::Mqtt)
+        .filter_map(|s| {
+            let unit = registry.units.get(s.unit.as_deref()?)?;
+            Some((
+                s.id.clone(),
+                s.topic.clone()?,
+                Cems {
+                    capacity_mw: unit.capacity_mw,
+                    excursion_left: 0,
+                    excursion_pollutant: "SO2",
+                    stops: unit.id == STOPPING_UNIT,
+                },
+            ))
+        })
+        .collect();
+    let others: Vec<(String, String, Domain)> = registry
+        .sensors
+        .values()
+        .filter(|s| s.domain != Domain::Cems && s.protocol == Protocol::Mqtt)
+        .filter_map(|s| Some((s.id.clone(), s.topic.clone()?, s.domain)))
+        .collect();
+    let mut ticker = tokio::time::interval(interval);
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut tick: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let now = Utc::now();
+        let cst = now + chrono::Duration::hours(8);
+        let hour_cst = cst.hour() as f64 + cst.minute() as f64 / 60.0;
+        let ts = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (_, topic, unit) in cems.iter_mut() {
+            let (values, flag) = unit.values(&mut rng, tick, hour_cst);
+            let payload = json!({"ts": ts, "flag": flag, "values": values});
+            let _ = client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string()).await;
+        }
+        for (i, (id, topic, domain)) in others.iter().enumerate() {
+            let values = match domain {
+                Domain::Air => air_values(&mut rng, hour_cst, i),
+                _ => water_values(&mut rng, id, tick),
+            };
+            let payload = json!({"ts": ts, "values": values});
+            let _ = client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string()).await;
+        }
+        tick += 1;
+    }
+    let _ = client.disconnect().await;
+}
+
+use rand::SeedableRng;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_running_unit_values_are_plausible_and_mostly_within_limits() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut u = Cems { capacity_mw: 300.0, excursion_left: 0, excursion_pollutant: "SO2", stops: false };
+        let mut within = 0;
+        for tick in 0..1000 {
+            let (v, flag) = u.values(&mut rng, tick, 12.0);
+            assert_eq!(flag, "N");
+            let o2 = v["O2"].as_f64().unwrap();
+            assert!((3.0..=15.0).contains(&o2));
+            let so2_corrected = v["SO2"].as_f64().unwrap() * 15.0 / (21.0 - o2);
+            if so2_corrected < 35.0 {
+                within += 1;
+            }
+        }
+        assert!(within > 800, "{within}");
+    }
+
+    #[test]
+    fn the_stopping_unit_reports_flag_f_while_stopped() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut u = Cems { capacity_mw: 165.0, excursion_left: 0, excursion_pollutant: "SO2", stops: true };
+        assert_eq!(u.values(&mut rng, 0, 12.0).1, "N");
+        let (v, flag) = u.values(&mut rng, RUN_SECS, 12.0);
+        assert_eq!(flag, "F");
+        assert_eq!(v["flue_flow"], json!(0.0));
+    }
+}

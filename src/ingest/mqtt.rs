@@ -1,0 +1,271 @@
+//! MQTT source: subscribe, map topic → sensor, decode and validate payloads, and acknowledge each
+//! QoS 1 message only after its readings are stored (or its refusal is dead-lettered).
+//!
+//! Delivery (see `shared/reference/delivery.md`, MQTT 3.1.1 §4.3–4.6):
+//! - manual acks (`set_manual_acks(true)`): the broker forgets a message only after we have it;
+//! - fixed client id and `clean_session = false`: the broker queues messages while we are away and
+//!   resends unacknowledged ones when we reconnect;
+//! - acks go out in arrival order (the writer fires them batch by batch, in order), and acks that
+//!   belong to an earlier connection are dropped (the broker resends those messages; the stores'
+//!   idempotent writes absorb the duplicates);
+//! - reconnects forever with capped exponential backoff; `enviromon_mqtt_connected` tells the state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::{ConfigError, MqttConfig};
+use crate::metrics::Metrics;
+use crate::pipeline::deadletter::DeadLetter;
+use crate::pipeline::validate::{self, Context};
+use crate::pipeline::{Acknowledge, Envelope, RejectReason, Rejection};
+use crate::reading::Source;
+use crate::registry::RegistryHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Secret(#[from] ConfigError),
+}
+
+/// The largest packet MQTT allows (3.1.1 §2.2.3): we read whatever the broker sends and refuse
+/// oversize payloads ourselves, so an oversize message is dead-lettered and acknowledged instead of
+/// breaking the connection and being redelivered forever.
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
+/// Build the client options from the configuration (reads TLS and secret files).
+pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, MqttError> {
+    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    o.set_keep_alive(cfg.keep_alive)
+        .set_clean_session(cfg.clean_session)
+        .set_manual_acks(true)
+        .set_max_packet_size(MQTT_MAX_PACKET, 1024 * 1024);
+    if let Some(user) = &cfg.username {
+        let pass = cfg.resolved_password()?.map(|s| s.expose().to_string()).unwrap_or_default();
+        o.set_credentials(user.clone(), pass);
+    }
+    if let Some(tls) = &cfg.tls {
+        let read = |what: &'static str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| MqttError::ReadFile {
+                what,
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let ca = read("mqtt.tls.ca_file", &tls.ca_file)?;
+        let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
+            (Some(c), Some(k)) => Some((read("mqtt.tls.client_cert_file", c)?, read("mqtt.tls.client_key_file", k)?)),
+            _ => None,
+        };
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(o)
+}
+
+/// Fires the PUBACK for one message through the acker task.
+#[derive(Debug)]
+struct MqttAck {
+    tx: mpsc::UnboundedSender<(u64, Publish)>,
+    epoch: u64,
+    publish: Publish,
+}
+
+impl Acknowledge for MqttAck {
+    fn ack(self: Box<Self>) {
+        // If the acker is gone we are shutting down: the broker will redeliver.
+        let _ = self.tx.send((self.epoch, self.publish));
+    }
+}
+
+/// What the source needs from the daemon.
+pub struct MqttSource {
+    pub config: MqttConfig,
+    pub registry: RegistryHandle,
+    pub tx: mpsc::Sender<Envelope>,
+    pub deadletter: Arc<DeadLetter>,
+    pub metrics: Metrics,
+    pub max_future_skew: Duration,
+    /// Cancelled when the daemon begins shutdown: stop taking new messages.
+    pub stop: CancellationToken,
+}
+
+impl MqttSource {
+    /// Run until `stop`, then keep the connection up until every pending ack is sent.
+    pub async fn run(self, opts: MqttOptions) {
+        let (client, mut eventloop) = AsyncClient::new(opts, 4096);
+        let epoch = Arc::new(AtomicU64::new(0));
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let acker = tokio::spawn(run_acker(client.clone(), ack_rx, epoch.clone(), self.metrics.clone()));
+        let qos = match self.config.qos {
+            0 => QoS::AtMostOnce,
+            2 => QoS::ExactlyOnce,
+            _ => QoS::AtLeastOnce,
+        };
+        let mut backoff = self.config.reconnect_min;
+        let mut connected = false;
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                ev = eventloop.poll() => ev,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    let e = epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                    connected = true;
+                    backoff = self.config.reconnect_min;
+                    self.metrics.mqtt_connected.set(1);
+                    tracing::info!(host = %self.config.host, port = self.config.port, session_present = ack.session_present, connection = e, "MQTT connected");
+                    for filter in &self.config.subscriptions {
+                        if let Err(err) = client.try_subscribe(filter.clone(), qos) {
+                            tracing::error!(filter, error = %err, "cannot queue MQTT subscribe");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let ack = (p.qos != QoS::AtMostOnce).then(|| {
+                        Box::new(MqttAck {
+                            tx: ack_tx.clone(),
+                            epoch: epoch.load(Ordering::SeqCst),
+                            publish: Publish {
+                                payload: bytes::Bytes::new(),
+                                ..p.clone()
+                            },
+                        }) as Box<dyn Acknowledge>
+                    });
+                    let span = tracing::debug_span!("mqtt_message", topic = %p.topic, bytes = p.payload.len());
+                    if self.handle_publish(&p, ack).instrument(span).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    self.metrics.mqtt_connection_errors.inc();
+                    self.metrics.mqtt_connected.set(0);
+                    if connected {
+                        tracing::warn!(error = %err, "MQTT connection lost; reconnecting");
+                    } else {
+                        tracing::debug!(error = %err, retry_in_ms = backoff.as_millis() as u64, "MQTT connect failed");
+                        if backoff >= self.config.reconnect_max {
+                            tracing::warn!(error = %err, host = %self.config.host, port = self.config.port, "MQTT broker unreachable; still retrying");
+                        }
+                    }
+                    connected = false;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stop.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(self.config.reconnect_max);
+                }
+            }
+        }
+        // Shutdown: no more envelopes from us. Keep polling so the acks the writer fires while it
+        // drains reach the broker; messages that arrive now are left unacknowledged (redelivered).
+        let MqttSource { tx, metrics, .. } = self;
+        drop(tx);
+        drop(ack_tx);
+        let mut acker = acker;
+        if connected {
+            loop {
+                tokio::select! {
+                    _ = &mut acker => break,
+                    ev = eventloop.poll() => if ev.is_err() { break },
+                }
+            }
+            let _ = client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Ok(ev) = eventloop.poll().await {
+                    if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        } else {
+            acker.abort();
+        }
+        metrics.mqtt_connected.set(0);
+        tracing::info!("MQTT source stopped");
+    }
+
+    /// Decode one message and send its envelope; `Err` only when the pipeline is closed.
+    async fn handle_publish(&self, p: &Publish, ack: Option<Box<dyn Acknowledge>>) -> Result<(), ()> {
+        self.metrics.messages_received.with_label_values(&["mqtt"]).inc();
+        let now = chrono::Utc::now();
+        let (readings, rejections) = if p.payload.len() > self.config.max_payload_bytes {
+            (
+                Vec::new(),
+                vec![Rejection::new(
+                    RejectReason::PayloadTooLarge,
+                    format!("{} bytes is more than mqtt.max_payload_bytes = {}", p.payload.len(), self.config.max_payload_bytes),
+                )],
+            )
+        } else {
+            let reg = self.registry.snapshot();
+            match validate::sensor_for_topic(&reg, &p.topic) {
+                Err(r) => (Vec::new(), vec![r]),
+                Ok(sensor) => {
+                    let ctx = Context {
+                        now,
+                        max_future_skew: chrono::Duration::from_std(self.max_future_skew).unwrap_or(chrono::Duration::minutes(5)),
+                        source: Source::Mqtt,
+                    };
+                    let d = validate::decode_payload(sensor, &p.payload, &ctx);
+                    (d.readings, d.rejections)
+                }
+            }
+        };
+        let mut ack = ack;
+        if self.deadletter.reject(Source::Mqtt, &p.topic, &p.payload, &rejections).is_err() {
+            // Not recorded: leave the message unacknowledged so the broker keeps it.
+            ack = None;
+        }
+        if !readings.is_empty() {
+            self.metrics.readings_received.with_label_values(&["mqtt"]).inc_by(readings.len() as u64);
+            let assumed = readings.iter().filter(|r| r.ts_assumed).count() as u64;
+            if assumed > 0 {
+                self.metrics.timestamps_assumed.inc_by(assumed);
+                tracing::debug!(topic = %p.topic, count = assumed, "readings without timestamp took the receive time");
+            }
+        }
+        if readings.is_empty() && ack.is_none() {
+            return Ok(());
+        }
+        self.tx.send(Envelope { readings, ack }).await.map_err(|_| ())?;
+        self.metrics.queue_depth.set((self.tx.max_capacity() - self.tx.capacity()) as i64);
+        Ok(())
+    }
+}
+
+/// Sends acks in the order the writer fires them; drops those of an earlier connection.
+async fn run_acker(
+    client: AsyncClient,
+    mut rx: mpsc::UnboundedReceiver<(u64, Publish)>,
+    epoch: Arc<AtomicU64>,
+    metrics: Metrics,
+) {
+    while let Some((e, p)) = rx.recv().await {
+        if e != epoch.load(Ordering::SeqCst) {
+            metrics.mqtt_stale_acks.inc();
+            continue;
+        }
+        if let Err(err) = client.ack(&p).await {
+            tracing::debug!(error = %err, "cannot queue MQTT ack");
+        }
+    }
+}

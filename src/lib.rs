@@ -1,0 +1,32 @@
+//! enviromon: the environmental monitoring daemon of Jianxi District (涧西区), Luoyang.
+//!
+//! # Layout
+//! The folders follow the data path (see `ARCHITECTURE.md`):
+//!
+//! - [`ingest`]: sources. [`ingest::mqtt`] subscribes with manual QoS 1 acks.
+//! - [`pipeline`]: payload decoding ([`pipeline::payload`]), validation and unit normalisation
+//!   ([`pipeline::validate`]), the dead-letter file ([`pipeline::deadletter`]) and the batching store
+//!   writer that acknowledges only what is stored ([`pipeline::writer`]).
+//! - [`store`]: the embedded SQLite store and InfluxDB (v2 write API), both idempotent.
+//! - [`api`]: the HTTP API (`fn app(state) -> Router`), health and `/metrics`.
+//! - [`registry`]: sites, units, sensors and plan targets, seeded from `seeds/`.
+//! - [`catalogue`]: quantities, units, HJ 212 codes and conversions.
+//! - [`reading`]: the one `Reading` type every stage passes on.
+//! - [`config`]: layered configuration with validation that reports every error.
+//! - [`daemon`]: wiring, start-up and the signal → drain → deadline shutdown.
+//! - [`demo`]: embedded broker and simulators for `enviromon demo`.
+//! - [`metrics`]: the daemon's Prometheus metrics.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod catalogue;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod demo;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod reading;
+pub mod registry;
+pub mod store;

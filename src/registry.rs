@@ -1,0 +1,546 @@
+//! The registry of sites, emission units, sensors and plan targets.
+//!
+//! Seeded from `seeds/*.toml` (compiled in, or a configured directory) into the embedded database on
+//! start: a seed entry is inserted only when its id is not there yet, so a later start changes
+//! nothing and entries edited through the API are kept. The daemon reads an immutable snapshot
+//! (`Arc<Registry>`) that is swapped whole when the registry changes, so lookups on the ingest path
+//! never wait for a writer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::{self, find_quantity, find_unit};
+pub use crate::reading::Domain;
+
+/// Seed files compiled into the binary (the repository's `seeds/`).
+pub const EMBEDDED_SEEDS: [(&str, &str); 4] = [
+    ("sites.toml", include_str!("../seeds/sites.toml")),
+    ("units.toml", include_str!("../seeds/units.toml")),
+    ("sensors.toml", include_str!("../seeds/sensors.toml")),
+    ("targets.toml", include_str!("../seeds/targets.toml")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot read seed file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("seed file {file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("registry is inconsistent:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+    #[error("registry database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("registry record {id}: {source}")]
+    Corrupt {
+        id: String,
+        source: serde_json::Error,
+    },
+}
+
+/// What kind of place a site is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteKind {
+    PowerPlant,
+    WastewaterPlant,
+    RiverSection,
+    AirStation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub id: String,
+    pub name_zh: String,
+    pub name_en: String,
+    pub kind: SiteKind,
+    /// The plan names this site; false for names made up to complete the district's picture.
+    #[serde(default)]
+    pub illustrative: bool,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// An emission unit (a coal-fired boiler/generator set) with its limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmissionUnit {
+    pub id: String,
+    pub site: String,
+    pub name_zh: String,
+    pub name_en: String,
+    pub capacity_mw: f64,
+    pub fuel: String,
+    /// Reference oxygen for correction, % (6 for coal-fired boilers, HJ 75-2017).
+    pub o2_ref_percent: f64,
+    /// Hourly limits, mg/m3 at reference O2, by quantity key (ultra-low: PM 10, SO2 35, NOx 50).
+    pub limits: BTreeMap<String, f64>,
+}
+
+/// How a sensor's data reaches the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Mqtt,
+    Modbus,
+    Hj212,
+}
+
+/// Lifecycle of a sensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SensorStatus {
+    #[default]
+    Active,
+    /// Readings are kept but flagged M.
+    Maintenance,
+    /// No more ingest; history and record kept.
+    Retired,
+}
+
+/// One measured quantity of a sensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// Catalogue key (or alias/HJ 212 code; normalised to the key on load).
+    pub quantity: String,
+    /// Unit the readings are stored in; default: the catalogue's unit.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Plausible range in `unit`; default: the catalogue's.
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sensor {
+    pub id: String,
+    pub site: String,
+    /// Emission unit, for CEMS sensors.
+    #[serde(default)]
+    pub unit: Option<String>,
+    pub name_zh: String,
+    pub name_en: String,
+    pub domain: Domain,
+    pub protocol: Protocol,
+    /// MQTT topic; default from `mqtt.topic_pattern`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    pub channels: Vec<Channel>,
+    #[serde(default)]
+    pub status: SensorStatus,
+    #[serde(default)]
+    pub illustrative: bool,
+}
+
+/// A resolved channel: catalogue entry, unit and range ready for validation.
+#[derive(Debug, Clone, Copy)]
+pub struct ResolvedChannel {
+    pub quantity: &'static catalogue::Quantity,
+    pub unit: &'static catalogue::Unit,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Sensor {
+    /// The channel measuring `quantity_key` (a catalogue key), resolved.
+    pub fn channel(&self, quantity_key: &str) -> Option<ResolvedChannel> {
+        let ch = self.channels.iter().find(|c| c.quantity == quantity_key)?;
+        resolve_channel(ch).ok()
+    }
+}
+
+fn resolve_channel(ch: &Channel) -> Result<ResolvedChannel, String> {
+    let quantity =
+        find_quantity(&ch.quantity).ok_or_else(|| format!("unknown quantity {:?}", ch.quantity))?;
+    let unit_name = ch.unit.as_deref().unwrap_or(quantity.default_unit);
+    let unit = find_unit(unit_name).ok_or_else(|| format!("unknown unit {unit_name:?}"))?;
+    let default_unit = find_unit(quantity.default_unit)
+        .ok_or_else(|| format!("catalogue unit {:?} missing", quantity.default_unit))?;
+    let conv = |v: f64| catalogue::convert(v, default_unit, unit, quantity).map_err(|e| e.to_string());
+    let min = match ch.min {
+        Some(v) => v,
+        None => conv(quantity.min)?,
+    };
+    let max = match ch.max {
+        Some(v) => v,
+        None => conv(quantity.max)?,
+    };
+    if min >= max {
+        return Err(format!("min {min} must be below max {max}"));
+    }
+    Ok(ResolvedChannel {
+        quantity,
+        unit,
+        min,
+        max,
+    })
+}
+
+/// A plan indicator with its target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub id: String,
+    pub name_zh: String,
+    pub name_en: String,
+    pub unit: String,
+    /// `>=` or `<=`.
+    pub comparison: String,
+    pub value: f64,
+    /// Where in the plan the figure stands.
+    pub source: String,
+    /// True when enviromon computes the actual value from sensors; false for manual indicators.
+    pub measured: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedFile {
+    #[serde(default)]
+    site: Vec<Site>,
+    #[serde(default)]
+    unit: Vec<EmissionUnit>,
+    #[serde(default)]
+    sensor: Vec<Sensor>,
+    #[serde(default)]
+    target: Vec<Target>,
+}
+
+/// Everything the seeds describe.
+#[derive(Debug, Default, Clone)]
+pub struct Seeds {
+    pub sites: Vec<Site>,
+    pub units: Vec<EmissionUnit>,
+    pub sensors: Vec<Sensor>,
+    pub targets: Vec<Target>,
+}
+
+impl Seeds {
+    /// Parse the compiled-in seeds.
+    pub fn embedded() -> Result<Seeds, RegistryError> {
+        let mut seeds = Seeds::default();
+        for (name, text) in EMBEDDED_SEEDS {
+            seeds.add(name, text)?;
+        }
+        Ok(seeds)
+    }
+
+    /// Parse every `*.toml` in `dir`.
+    pub fn from_dir(dir: &Path) -> Result<Seeds, RegistryError> {
+        let read_err = |source| RegistryError::Read {
+            path: dir.display().to_string(),
+            source,
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(read_err)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        let mut seeds = Seeds::default();
+        for path in files {
+            let text = std::fs::read_to_string(&path).map_err(|source| RegistryError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            seeds.add(&path.display().to_string(), &text)?;
+        }
+        Ok(seeds)
+    }
+
+    fn add(&mut self, file: &str, text: &str) -> Result<(), RegistryError> {
+        let f: SeedFile = toml::from_str(text).map_err(|e| RegistryError::Parse {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?;
+        self.sites.extend(f.site);
+        self.units.extend(f.unit);
+        self.sensors.extend(f.sensor);
+        self.targets.extend(f.target);
+        Ok(())
+    }
+}
+
+/// An immutable snapshot of the registry with its lookup indexes.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub sites: BTreeMap<String, Site>,
+    pub units: BTreeMap<String, EmissionUnit>,
+    pub sensors: BTreeMap<String, Sensor>,
+    pub targets: Vec<Target>,
+    /// MQTT topic → sensor id.
+    topics: HashMap<String, String>,
+}
+
+impl Registry {
+    /// Build and check a snapshot; every inconsistency is reported, not just the first.
+    pub fn build(
+        sites: Vec<Site>,
+        units: Vec<EmissionUnit>,
+        mut sensors: Vec<Sensor>,
+        targets: Vec<Target>,
+        topic_pattern: &str,
+    ) -> Result<Registry, RegistryError> {
+        let mut errs = Vec::new();
+        let mut reg = Registry::default();
+        for s in sites {
+            if reg.sites.insert(s.id.clone(), s.clone()).is_some() {
+                errs.push(format!("site {}: duplicate id", s.id));
+            }
+        }
+        for u in units {
+            if !reg.sites.contains_key(&u.site) {
+                errs.push(format!("unit {}: site {:?} does not exist", u.id, u.site));
+            }
+            for k in u.limits.keys() {
+                if find_quantity(k).is_none() {
+                    errs.push(format!("unit {}: limits.{k}: unknown quantity", u.id));
+                }
+            }
+            if reg.units.insert(u.id.clone(), u.clone()).is_some() {
+                errs.push(format!("unit {}: duplicate id", u.id));
+            }
+        }
+        for s in sensors.iter_mut() {
+            if !reg.sites.contains_key(&s.site) {
+                errs.push(format!("sensor {}: site: {:?} does not exist", s.id, s.site));
+            }
+            if let Some(u) = &s.unit {
+                if !reg.units.contains_key(u) {
+                    errs.push(format!("sensor {}: unit: {u:?} does not exist", s.id));
+                }
+            }
+            if s.channels.is_empty() {
+                errs.push(format!("sensor {}: channels: must list at least one quantity", s.id));
+            }
+            for (i, ch) in s.channels.iter_mut().enumerate() {
+                match resolve_channel(ch) {
+                    Ok(r) => ch.quantity = r.quantity.key.to_string(),
+                    Err(e) => errs.push(format!("sensor {}: channels[{i}]: {e}", s.id)),
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            for ch in &s.channels {
+                if !seen.insert(ch.quantity.clone()) {
+                    errs.push(format!("sensor {}: channels: {} listed twice", s.id, ch.quantity));
+                }
+            }
+            if s.protocol == Protocol::Mqtt && s.topic.is_none() {
+                s.topic = Some(
+                    topic_pattern
+                        .replace("{site}", &s.site)
+                        .replace("{sensor}", &s.id),
+                );
+            }
+        }
+        for s in sensors {
+            if reg.sensors.contains_key(&s.id) {
+                errs.push(format!("sensor {}: duplicate id", s.id));
+                continue;
+            }
+            if let Some(t) = &s.topic {
+                if s.status != SensorStatus::Retired {
+                    if let Some(other) = reg.topics.insert(t.clone(), s.id.clone()) {
+                        errs.push(format!("sensor {}: topic: already used by sensor {other}", s.id));
+                    }
+                }
+            }
+            reg.sensors.insert(s.id.clone(), s);
+        }
+        reg.targets = targets;
+        if errs.is_empty() {
+            Ok(reg)
+        } else {
+            Err(RegistryError::Invalid(errs))
+        }
+    }
+
+    /// The sensor a topic belongs to (retired sensors included, so their messages can be named).
+    pub fn sensor_for_topic(&self, topic: &str) -> Option<&Sensor> {
+        if let Some(id) = self.topics.get(topic) {
+            return self.sensors.get(id);
+        }
+        self.sensors
+            .values()
+            .find(|s| s.status == SensorStatus::Retired && s.topic.as_deref() == Some(topic))
+    }
+}
+
+/// Insert seeds whose ids are not in the database yet; returns how many rows were inserted.
+pub fn apply_seeds(conn: &Connection, seeds: &Seeds) -> Result<usize, RegistryError> {
+    fn put<T: Serialize>(
+        conn: &Connection,
+        table: &str,
+        id: &str,
+        doc: &T,
+    ) -> Result<usize, RegistryError> {
+        let json = serde_json::to_string(doc).map_err(|source| RegistryError::Corrupt {
+            id: id.to_string(),
+            source,
+        })?;
+        Ok(conn.execute(
+            &format!("INSERT OR IGNORE INTO {table} (id, doc) VALUES (?1, ?2)"),
+            (id, json),
+        )?)
+    }
+    let mut n = 0;
+    for s in &seeds.sites {
+        n += put(conn, "sites", &s.id, s)?;
+    }
+    for u in &seeds.units {
+        n += put(conn, "units", &u.id, u)?;
+    }
+    for s in &seeds.sensors {
+        n += put(conn, "sensors", &s.id, s)?;
+    }
+    for t in &seeds.targets {
+        n += put(conn, "targets", &t.id, t)?;
+    }
+    Ok(n)
+}
+
+fn load_table<T: for<'de> Deserialize<'de>>(
+    conn: &Connection,
+    table: &str,
+) -> Result<Vec<T>, RegistryError> {
+    let mut stmt = conn.prepare(&format!("SELECT id, doc FROM {table} ORDER BY id"))?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, doc) = row?;
+        out.push(serde_json::from_str(&doc).map_err(|source| RegistryError::Corrupt { id, source })?);
+    }
+    Ok(out)
+}
+
+/// Load the registry from the database.
+pub fn load(conn: &Connection, topic_pattern: &str) -> Result<Registry, RegistryError> {
+    Registry::build(
+        load_table(conn, "sites")?,
+        load_table(conn, "units")?,
+        load_table(conn, "sensors")?,
+        load_table(conn, "targets")?,
+        topic_pattern,
+    )
+}
+
+/// Shared, swappable registry snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryHandle(Arc<RwLock<Arc<Registry>>>);
+
+impl RegistryHandle {
+    pub fn new(reg: Registry) -> Self {
+        RegistryHandle(Arc::new(RwLock::new(Arc::new(reg))))
+    }
+
+    /// The current snapshot (cheap: one `Arc` clone).
+    pub fn snapshot(&self) -> Arc<Registry> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replace the snapshot.
+    pub fn replace(&self, reg: Registry) {
+        match self.0.write() {
+            Ok(mut g) => *g = Arc::new(reg),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(reg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATTERN: &str = "enviromon/{site}/{sensor}";
+
+    fn seeded_registry() -> Registry {
+        let s = Seeds::embedded().unwrap();
+        Registry::build(s.sites, s.units, s.sensors, s.targets, PATTERN).unwrap()
+    }
+
+    #[test]
+    fn district_seeds_are_consistent_and_complete() {
+        let reg = seeded_registry();
+        // 大唐 2×300 MW and 双源 2×165 MW (plan 专栏 6-4), each with a CEMS.
+        let mut caps: Vec<(String, f64)> =
+            reg.units.values().map(|u| (u.site.clone(), u.capacity_mw)).collect();
+        caps.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        assert_eq!(caps.len(), 4);
+        assert_eq!(caps.iter().filter(|c| c.1 == 300.0).count(), 2);
+        assert_eq!(caps.iter().filter(|c| c.1 == 165.0).count(), 2);
+        for u in reg.units.values() {
+            let cems: Vec<_> = reg
+                .sensors
+                .values()
+                .filter(|s| s.unit.as_deref() == Some(&u.id) && s.domain == Domain::Cems)
+                .collect();
+            assert_eq!(cems.len(), 1, "unit {} has one CEMS", u.id);
+            for q in ["SO2", "NOx", "PM", "O2", "flue_temp", "moisture", "flue_flow"] {
+                assert!(cems[0].channel(q).is_some(), "{} measures {q}", cems[0].id);
+            }
+            assert_eq!(u.limits.get("SO2"), Some(&35.0));
+            assert_eq!(u.limits.get("NOx"), Some(&50.0));
+            assert_eq!(u.limits.get("PM"), Some(&10.0));
+        }
+        let kinds: Vec<SiteKind> = reg.sites.values().map(|s| s.kind).collect();
+        for k in [SiteKind::WastewaterPlant, SiteKind::RiverSection, SiteKind::AirStation] {
+            assert!(kinds.contains(&k), "a {k:?} site");
+        }
+        let t: Vec<(&str, f64)> = reg.targets.iter().map(|t| (t.id.as_str(), t.value)).collect();
+        assert!(t.contains(&("air_good_days_rate", 80.0)));
+        assert!(t.contains(&("sewage_treatment_rate", 96.0)));
+    }
+
+    #[test]
+    fn topics_default_from_the_pattern() {
+        let reg = seeded_registry();
+        let s = reg.sensor_for_topic("enviromon/datang/dt-1-cems").unwrap();
+        assert_eq!(s.id, "dt-1-cems");
+    }
+
+    #[test]
+    fn inconsistencies_are_all_reported() {
+        let mut s = Seeds::embedded().unwrap();
+        s.sensors[0].site = "nowhere".into();
+        s.sensors[1].channels[0].quantity = "unobtainium".into();
+        let dup = s.sensors[2].clone();
+        s.sensors.push(dup);
+        let e = Registry::build(s.sites, s.units, s.sensors, s.targets, PATTERN).unwrap_err();
+        let RegistryError::Invalid(errs) = e else {
+            panic!("{e}")
+        };
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+
+    #[test]
+    fn seeding_is_idempotent_and_keeps_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("t.db")).unwrap();
+        let seeds = Seeds::embedded().unwrap();
+        let first = apply_seeds(&conn, &seeds).unwrap();
+        assert!(first > 10);
+        conn.execute(
+            "UPDATE sensors SET doc = json_set(doc, '$.status', 'maintenance') WHERE id = 'dt-1-cems'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(apply_seeds(&conn, &seeds).unwrap(), 0);
+        let reg = load(&conn, PATTERN).unwrap();
+        assert_eq!(reg.sensors["dt-1-cems"].status, SensorStatus::Maintenance);
+        assert_eq!(reg.sensors.len(), seeds.sensors.len());
+    }
+}
