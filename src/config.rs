@@ -108,7 +108,7 @@ fn resolve_secret(
 }
 
 /// Top level. See `config/default.toml` for every default with its explanation.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub daemon: DaemonConfig,
@@ -118,20 +118,6 @@ pub struct Config {
     pub store: StoreConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            daemon: DaemonConfig::default(),
-            http: HttpConfig::default(),
-            mqtt: MqttConfig::default(),
-            pipeline: PipelineConfig::default(),
-            store: StoreConfig::default(),
-            registry: RegistryConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -350,18 +336,12 @@ impl InfluxConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     /// Directory of `sites.toml`, `units.toml`, `sensors.toml`, `targets.toml`; empty means the
     /// district seeds compiled into the binary.
     pub seeds_dir: Option<PathBuf>,
-}
-
-impl Default for RegistryConfig {
-    fn default() -> Self {
-        RegistryConfig { seeds_dir: None }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -395,7 +375,8 @@ impl Config {
         with_env: bool,
     ) -> Result<Config, ConfigError> {
         use config::{Environment, File, FileFormat};
-        let mut b = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        let mut b =
+            config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         for layer in extra {
             b = b.add_source(File::from_str(layer, FileFormat::Toml));
         }
@@ -437,7 +418,10 @@ impl Config {
         if self.http.listen.parse::<SocketAddr>().is_err() {
             err(
                 "http.listen",
-                format!("{:?} is not an address like 127.0.0.1:8080", self.http.listen),
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8080",
+                    self.http.listen
+                ),
             );
         }
         let m = &self.mqtt;
@@ -449,13 +433,22 @@ impl Config {
                 err("mqtt.port", "0 is not a usable port (1..=65535)".into());
             }
             if m.client_id.trim().is_empty() {
-                err("mqtt.client_id", "must not be empty (a fixed id keeps the broker's queue)".into());
+                err(
+                    "mqtt.client_id",
+                    "must not be empty (a fixed id keeps the broker's queue)".into(),
+                );
             }
             if m.qos > 2 {
-                err("mqtt.qos", format!("{} is not an MQTT QoS (0, 1 or 2)", m.qos));
+                err(
+                    "mqtt.qos",
+                    format!("{} is not an MQTT QoS (0, 1 or 2)", m.qos),
+                );
             }
             if m.subscriptions.is_empty() {
-                err("mqtt.subscriptions", "must name at least one topic filter".into());
+                err(
+                    "mqtt.subscriptions",
+                    "must name at least one topic filter".into(),
+                );
             }
             for (i, f) in m.subscriptions.iter().enumerate() {
                 if let Err(why) = check_topic_filter(f) {
@@ -466,7 +459,10 @@ impl Config {
                 err("mqtt.topic_pattern", "must contain {sensor}".into());
             }
             if m.password.is_some() && m.password_file.is_some() {
-                err("mqtt.password_file", "give the password or password_file, not both".into());
+                err(
+                    "mqtt.password_file",
+                    "give the password or password_file, not both".into(),
+                );
             }
             if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
                 err("mqtt.username", "a password needs a username".into());
@@ -475,7 +471,10 @@ impl Config {
                 err("mqtt.keep_alive", "must be at least 5s".into());
             }
             if m.reconnect_min.is_zero() || m.reconnect_min > m.reconnect_max {
-                err("mqtt.reconnect_min", "must be > 0s and <= mqtt.reconnect_max".into());
+                err(
+                    "mqtt.reconnect_min",
+                    "must be > 0s and <= mqtt.reconnect_max".into(),
+                );
             }
             if m.max_payload_bytes == 0 {
                 err("mqtt.max_payload_bytes", "must be at least 1".into());
@@ -493,12 +492,18 @@ impl Config {
                     }
                 }
                 if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
-                    err("mqtt.tls.client_key_file", "client_cert_file and client_key_file go together".into());
+                    err(
+                        "mqtt.tls.client_key_file",
+                        "client_cert_file and client_key_file go together".into(),
+                    );
                 }
             }
             if let Some(f) = &m.password_file {
                 if !f.is_file() {
-                    err("mqtt.password_file", format!("{} does not exist", f.display()));
+                    err(
+                        "mqtt.password_file",
+                        format!("{} does not exist", f.display()),
+                    );
                 }
             }
         }
@@ -507,7 +512,10 @@ impl Config {
         }
         let s = &self.store;
         if s.batch_size == 0 || s.batch_size > 100_000 {
-            err("store.batch_size", format!("{} is outside 1..=100000", s.batch_size));
+            err(
+                "store.batch_size",
+                format!("{} is outside 1..=100000", s.batch_size),
+            );
         }
         if s.flush_interval.is_zero() {
             err("store.flush_interval", "must be greater than 0s".into());
@@ -519,8 +527,14 @@ impl Config {
             let i = &s.influxdb;
             match url::Url::parse(&i.url) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                Ok(u) => err("store.influxdb.url", format!("scheme {:?} is not http or https", u.scheme())),
-                Err(e) => err("store.influxdb.url", format!("{:?} is not a URL: {e}", i.url)),
+                Ok(u) => err(
+                    "store.influxdb.url",
+                    format!("scheme {:?} is not http or https", u.scheme()),
+                ),
+                Err(e) => err(
+                    "store.influxdb.url",
+                    format!("{:?} is not a URL: {e}", i.url),
+                ),
             }
             if i.org.trim().is_empty() {
                 err("store.influxdb.org", "must not be empty".into());
@@ -529,11 +543,17 @@ impl Config {
                 err("store.influxdb.bucket", "must not be empty".into());
             }
             if i.token.is_some() && i.token_file.is_some() {
-                err("store.influxdb.token_file", "give the token or token_file, not both".into());
+                err(
+                    "store.influxdb.token_file",
+                    "give the token or token_file, not both".into(),
+                );
             }
             if let Some(f) = &i.token_file {
                 if !f.is_file() {
-                    err("store.influxdb.token_file", format!("{} does not exist", f.display()));
+                    err(
+                        "store.influxdb.token_file",
+                        format!("{} does not exist", f.display()),
+                    );
                 }
             }
             if i.timeout.is_zero() {
@@ -541,10 +561,16 @@ impl Config {
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            err("log.level", format!("{:?} is not a tracing filter", self.log.level));
+            err(
+                "log.level",
+                format!("{:?} is not a tracing filter", self.log.level),
+            );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            err("log.format", format!("{:?} is not \"text\" or \"json\"", self.log.format));
+            err(
+                "log.format",
+                format!("{:?} is not \"text\" or \"json\"", self.log.format),
+            );
         }
         if errs.is_empty() {
             Ok(())
@@ -623,7 +649,11 @@ mod tests {
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            vec!["store.influxdb.url", "store.influxdb.token_file", "store.influxdb.token_file"]
+            vec![
+                "store.influxdb.url",
+                "store.influxdb.token_file",
+                "store.influxdb.token_file"
+            ]
         );
     }
 

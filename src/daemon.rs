@@ -114,7 +114,11 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
 
     let metrics = Metrics::new()?;
     let deadletter_path = data_dir.join("deadletter.jsonl");
-    let deadletter = Arc::new(DeadLetter::open(&deadletter_path, metrics.clone(), cfg.pipeline.reject_log_interval)?);
+    let deadletter = Arc::new(DeadLetter::open(
+        &deadletter_path,
+        metrics.clone(),
+        cfg.pipeline.reject_log_interval,
+    )?);
 
     let latest = LatestValues::default();
     let mut background = Vec::new();
@@ -196,10 +200,12 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             addr: cfg.http.listen.clone(),
             source,
         })?;
-    let http_addr = listener.local_addr().map_err(|source| DaemonError::Listen {
-        addr: cfg.http.listen.clone(),
-        source,
-    })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            addr: cfg.http.listen.clone(),
+            source,
+        })?;
     let stop_http = CancellationToken::new();
     let stop = stop_http.clone();
     let router = api::app(state);
@@ -233,7 +239,10 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
 impl Running {
     /// Stop sources, drain and flush, stop the API; never longer than the deadline (plus a second).
     pub async fn shutdown(self) -> ShutdownOutcome {
-        tracing::info!(deadline_secs = self.deadline.as_secs_f64(), "shutting down: stopping sources, draining");
+        tracing::info!(
+            deadline_secs = self.deadline.as_secs_f64(),
+            "shutting down: stopping sources, draining"
+        );
         self.stop_sources.cancel();
         let mut sources = self.sources;
         let mut writer = self.writer;

@@ -57,7 +57,10 @@ fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ENVIROMON_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},rumqttd=warn")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if json {
         b.json().init();
     } else {
@@ -108,7 +111,10 @@ fn main() -> ExitCode {
             interval,
         } => {
             init_logging("info", false);
-            exit(runtime().and_then(|rt| rt.block_on(demo(duration, broker, http, data_dir, interval))))
+            exit(
+                runtime()
+                    .and_then(|rt| rt.block_on(demo(duration, broker, http, data_dir, interval))),
+            )
         }
     }
 }
@@ -147,7 +153,10 @@ async fn demo(
     let (host, port) = match broker_addr {
         Some(a) => {
             let (h, p) = a.rsplit_once(':').context("--broker must be HOST:PORT")?;
-            (h.to_string(), p.parse::<u16>().context("--broker port must be a number")?)
+            (
+                h.to_string(),
+                p.parse::<u16>().context("--broker port must be a number")?,
+            )
         }
         None => {
             let port = broker::free_port()?;
@@ -174,12 +183,20 @@ async fn demo(
     let running = daemon::start(cfg).await?;
     let addr = running.http_addr;
     let stop_sim = tokio_util::sync::CancellationToken::new();
-    let sim = tokio::spawn(simulator::run(host.clone(), port, running.registry.snapshot(), interval, stop_sim.clone()));
+    let sim = tokio::spawn(simulator::run(
+        host.clone(),
+        port,
+        running.registry.snapshot(),
+        interval,
+        stop_sim.clone(),
+    ));
     println!();
     println!("enviromon 演示已启动 / demo running");
     println!("  MQTT 代理 / broker:        {host}:{port}  (topics enviromon/{{site}}/{{sensor}})");
     println!("  最新读数 / latest readings: http://{addr}/api/v1/readings/latest");
-    println!("  历史读数 / history:         http://{addr}/api/v1/readings?sensor=dt-1-cems&quantity=SO2");
+    println!(
+        "  历史读数 / history:         http://{addr}/api/v1/readings?sensor=dt-1-cems&quantity=SO2"
+    );
     println!("  传感器 / sensors:           http://{addr}/api/v1/sensors");
     println!("  指标 / metrics:             http://{addr}/metrics");
     println!("  数据目录 / data dir:        {}", data_dir.display());

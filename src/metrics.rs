@@ -53,11 +53,12 @@ pub struct MetricsError(#[from] prometheus::Error);
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
         let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -69,8 +70,13 @@ impl Metrics {
             Ok(g)
         };
         let store_batch_seconds = HistogramVec::new(
-            HistogramOpts::new("enviromon_store_batch_seconds", "Seconds per successful batch write.")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "enviromon_store_batch_seconds",
+                "Seconds per successful batch write.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
             &["store"],
         )?;
         registry.register(Box::new(store_batch_seconds.clone()))?;
@@ -101,7 +107,10 @@ impl Metrics {
                 &["store", "kind"],
             )?,
             store_batch_seconds,
-            store_writable: gauge("enviromon_store_writable", "1 while the last store write succeeded.")?,
+            store_writable: gauge(
+                "enviromon_store_writable",
+                "1 while the last store write succeeded.",
+            )?,
             queue_depth: gauge(
                 "enviromon_pipeline_queue_depth",
                 "Envelopes queued between sources and the store writer.",
@@ -110,7 +119,10 @@ impl Metrics {
                 "enviromon_store_batch_pending_readings",
                 "Readings in the batch being written or retried.",
             )?,
-            mqtt_connected: gauge("enviromon_mqtt_connected", "1 while connected to the MQTT broker.")?,
+            mqtt_connected: gauge(
+                "enviromon_mqtt_connected",
+                "1 while connected to the MQTT broker.",
+            )?,
             mqtt_connection_errors: counter(
                 "enviromon_mqtt_connection_errors_total",
                 "MQTT connection attempts that failed or connections that dropped.",
@@ -159,7 +171,10 @@ mod tests {
         let text = m.render();
         for r in RejectReason::ALL {
             assert!(
-                text.contains(&format!("enviromon_readings_rejected_total{{reason=\"{}\"}} 0", r.as_str())),
+                text.contains(&format!(
+                    "enviromon_readings_rejected_total{{reason=\"{}\"}} 0",
+                    r.as_str()
+                )),
                 "{r}"
             );
         }

@@ -185,6 +185,9 @@ mod tests {
     #[test]
     fn ms_precision_truncates_sub_millisecond_parts() {
         let ts = Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap();
-        assert_eq!(to_ms_precision(ts).timestamp_nanos_opt(), Some(1_700_000_000_123_000_000));
+        assert_eq!(
+            to_ms_precision(ts).timestamp_nanos_opt(),
+            Some(1_700_000_000_123_000_000)
+        );
     }
 }

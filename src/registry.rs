@@ -167,7 +167,8 @@ fn resolve_channel(ch: &Channel) -> Result<ResolvedChannel, String> {
     let unit = find_unit(unit_name).ok_or_else(|| format!("unknown unit {unit_name:?}"))?;
     let default_unit = find_unit(quantity.default_unit)
         .ok_or_else(|| format!("catalogue unit {:?} missing", quantity.default_unit))?;
-    let conv = |v: f64| catalogue::convert(v, default_unit, unit, quantity).map_err(|e| e.to_string());
+    let conv =
+        |v: f64| catalogue::convert(v, default_unit, unit, quantity).map_err(|e| e.to_string());
     let min = match ch.min {
         Some(v) => v,
         None => conv(quantity.min)?,
@@ -314,7 +315,10 @@ impl Registry {
         }
         for s in sensors.iter_mut() {
             if !reg.sites.contains_key(&s.site) {
-                errs.push(format!("sensor {}: site: {:?} does not exist", s.id, s.site));
+                errs.push(format!(
+                    "sensor {}: site: {:?} does not exist",
+                    s.id, s.site
+                ));
             }
             if let Some(u) = &s.unit {
                 if !reg.units.contains_key(u) {
@@ -322,7 +326,10 @@ impl Registry {
                 }
             }
             if s.channels.is_empty() {
-                errs.push(format!("sensor {}: channels: must list at least one quantity", s.id));
+                errs.push(format!(
+                    "sensor {}: channels: must list at least one quantity",
+                    s.id
+                ));
             }
             for (i, ch) in s.channels.iter_mut().enumerate() {
                 match resolve_channel(ch) {
@@ -333,7 +340,10 @@ impl Registry {
             let mut seen = std::collections::HashSet::new();
             for ch in &s.channels {
                 if !seen.insert(ch.quantity.clone()) {
-                    errs.push(format!("sensor {}: channels: {} listed twice", s.id, ch.quantity));
+                    errs.push(format!(
+                        "sensor {}: channels: {} listed twice",
+                        s.id, ch.quantity
+                    ));
                 }
             }
             if s.protocol == Protocol::Mqtt && s.topic.is_none() {
@@ -352,7 +362,10 @@ impl Registry {
             if let Some(t) = &s.topic {
                 if s.status != SensorStatus::Retired {
                     if let Some(other) = reg.topics.insert(t.clone(), s.id.clone()) {
-                        errs.push(format!("sensor {}: topic: already used by sensor {other}", s.id));
+                        errs.push(format!(
+                            "sensor {}: topic: already used by sensor {other}",
+                            s.id
+                        ));
                     }
                 }
             }
@@ -419,7 +432,9 @@ fn load_table<T: for<'de> Deserialize<'de>>(
     let mut out = Vec::new();
     for row in rows {
         let (id, doc) = row?;
-        out.push(serde_json::from_str(&doc).map_err(|source| RegistryError::Corrupt { id, source })?);
+        out.push(
+            serde_json::from_str(&doc).map_err(|source| RegistryError::Corrupt { id, source })?,
+        );
     }
     Ok(out)
 }
@@ -476,8 +491,11 @@ mod tests {
     fn district_seeds_are_consistent_and_complete() {
         let reg = seeded_registry();
         // 大唐 2×300 MW and 双源 2×165 MW (plan 专栏 6-4), each with a CEMS.
-        let mut caps: Vec<(String, f64)> =
-            reg.units.values().map(|u| (u.site.clone(), u.capacity_mw)).collect();
+        let mut caps: Vec<(String, f64)> = reg
+            .units
+            .values()
+            .map(|u| (u.site.clone(), u.capacity_mw))
+            .collect();
         caps.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
         assert_eq!(caps.len(), 4);
         assert_eq!(caps.iter().filter(|c| c.1 == 300.0).count(), 2);
@@ -489,7 +507,15 @@ mod tests {
                 .filter(|s| s.unit.as_deref() == Some(&u.id) && s.domain == Domain::Cems)
                 .collect();
             assert_eq!(cems.len(), 1, "unit {} has one CEMS", u.id);
-            for q in ["SO2", "NOx", "PM", "O2", "flue_temp", "moisture", "flue_flow"] {
+            for q in [
+                "SO2",
+                "NOx",
+                "PM",
+                "O2",
+                "flue_temp",
+                "moisture",
+                "flue_flow",
+            ] {
                 assert!(cems[0].channel(q).is_some(), "{} measures {q}", cems[0].id);
             }
             assert_eq!(u.limits.get("SO2"), Some(&35.0));
@@ -497,10 +523,18 @@ mod tests {
             assert_eq!(u.limits.get("PM"), Some(&10.0));
         }
         let kinds: Vec<SiteKind> = reg.sites.values().map(|s| s.kind).collect();
-        for k in [SiteKind::WastewaterPlant, SiteKind::RiverSection, SiteKind::AirStation] {
+        for k in [
+            SiteKind::WastewaterPlant,
+            SiteKind::RiverSection,
+            SiteKind::AirStation,
+        ] {
             assert!(kinds.contains(&k), "a {k:?} site");
         }
-        let t: Vec<(&str, f64)> = reg.targets.iter().map(|t| (t.id.as_str(), t.value)).collect();
+        let t: Vec<(&str, f64)> = reg
+            .targets
+            .iter()
+            .map(|t| (t.id.as_str(), t.value))
+            .collect();
         assert!(t.contains(&("air_good_days_rate", 80.0)));
         assert!(t.contains(&("sewage_treatment_rate", 96.0)));
     }

@@ -93,13 +93,20 @@ async fn readyz(State(s): State<AppState>) -> Response {
             "store_writable": store,
         }
     });
-    let status = if broker && store { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if broker && store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
         .into_response()
@@ -115,12 +122,17 @@ async fn list_sensors(State(s): State<AppState>) -> Response {
     Json(json!({"sensors": reg.sensors.values().collect::<Vec<_>>()})).into_response()
 }
 
-async fn get_sensor(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_sensor(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let reg = s.registry.snapshot();
-    let sensor = reg
-        .sensors
-        .get(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("sensor {id:?} does not exist")))?;
+    let sensor = reg.sensors.get(&id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("sensor {id:?} does not exist"),
+        )
+    })?;
     Ok(Json(sensor).into_response())
 }
 
@@ -138,7 +150,10 @@ struct LatestReading {
     age_seconds: f64,
 }
 
-async fn latest(State(s): State<AppState>, q: Result<Query<LatestParams>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+async fn latest(
+    State(s): State<AppState>,
+    q: Result<Query<LatestParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let now = Utc::now();
     let items: Vec<LatestReading> = s
@@ -172,12 +187,20 @@ fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     }
     DateTime::parse_from_rfc3339(v)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: {v:?} is neither RFC 3339 nor epoch milliseconds ({e})")))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{name}: {v:?} is neither RFC 3339 nor epoch milliseconds ({e})"),
+            )
+        })
 }
 
 const MAX_LIMIT: usize = 100_000;
 
-async fn readings(State(s): State<AppState>, q: Result<Query<ReadingsParams>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+async fn readings(
+    State(s): State<AppState>,
+    q: Result<Query<ReadingsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let reader = s.readings.as_ref().ok_or_else(|| {
         ApiError::new(
@@ -186,22 +209,37 @@ async fn readings(State(s): State<AppState>, q: Result<Query<ReadingsParams>, ax
         )
     })?;
     if !s.registry.snapshot().sensors.contains_key(&q.sensor) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("sensor {:?} does not exist", q.sensor)));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("sensor {:?} does not exist", q.sensor),
+        ));
     }
     let quantity = match &q.quantity {
         Some(name) => Some(
             crate::catalogue::find_quantity(name)
-                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("quantity: {name:?} is not in the catalogue")))?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("quantity: {name:?} is not in the catalogue"),
+                    )
+                })?
                 .key
                 .to_string(),
         ),
         None => None,
     };
-    let from_ms = q.from.as_deref().map(|v| parse_time("from", v)).transpose()?;
+    let from_ms = q
+        .from
+        .as_deref()
+        .map(|v| parse_time("from", v))
+        .transpose()?;
     let to_ms = q.to.as_deref().map(|v| parse_time("to", v)).transpose()?;
     let limit = q.limit.unwrap_or(10_000);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("limit: {limit} is outside 1..={MAX_LIMIT}")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit: {limit} is outside 1..={MAX_LIMIT}"),
+        ));
     }
     let rows = reader
         .history(embedded::Query {
@@ -214,7 +252,10 @@ async fn readings(State(s): State<AppState>, q: Result<Query<ReadingsParams>, ax
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "readings query failed");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "readings query failed; see the daemon's log")
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "readings query failed; see the daemon's log",
+            )
         })?;
     Ok(Json(json!({"sensor": q.sensor, "count": rows.len(), "readings": rows})).into_response())
 }

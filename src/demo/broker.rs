@@ -42,7 +42,8 @@ max_inflight_count = 1000
 dynamic_filters = true
 "#
     );
-    let config: rumqttd::Config = toml::from_str(&toml).map_err(|e| BrokerError::Config(e.to_string()))?;
+    let config: rumqttd::Config =
+        toml::from_str(&toml).map_err(|e| BrokerError::Config(e.to_string()))?;
     std::thread::Builder::new()
         .name("demo-broker".into())
         .spawn(move || {

@@ -45,13 +45,27 @@ struct Cems {
 }
 
 impl Cems {
-    fn values(&mut self, rng: &mut impl Rng, tick: u64, hour_cst: f64) -> (Map<String, Value>, &'static str) {
+    fn values(
+        &mut self,
+        rng: &mut impl Rng,
+        tick: u64,
+        hour_cst: f64,
+    ) -> (Map<String, Value>, &'static str) {
         let mut v = Map::new();
         let stopped = self.stops && tick % (RUN_SECS + STOP_SECS) >= RUN_SECS;
         if stopped {
-            v.insert("SO2".into(), json!(round2((0.3 + 0.2 * gauss(rng)).max(0.0))));
-            v.insert("NOx".into(), json!(round2((0.5 + 0.2 * gauss(rng)).max(0.0))));
-            v.insert("PM".into(), json!(round2((0.1 + 0.05 * gauss(rng)).max(0.0))));
+            v.insert(
+                "SO2".into(),
+                json!(round2((0.3 + 0.2 * gauss(rng)).max(0.0))),
+            );
+            v.insert(
+                "NOx".into(),
+                json!(round2((0.5 + 0.2 * gauss(rng)).max(0.0))),
+            );
+            v.insert(
+                "PM".into(),
+                json!(round2((0.1 + 0.05 * gauss(rng)).max(0.0))),
+            );
             v.insert("O2".into(), json!(round2(20.6 + 0.1 * gauss(rng))));
             v.insert("flue_temp".into(), json!(round2(28.0 + gauss(rng))));
             v.insert("moisture".into(), json!(round2(2.0 + 0.3 * gauss(rng))));
@@ -81,7 +95,10 @@ impl Cems {
         v.insert("O2".into(), json!(round2(o2)));
         v.insert("flue_temp".into(), json!(round2(50.0 + 1.5 * gauss(rng))));
         v.insert("moisture".into(), json!(round2(12.0 + 0.8 * gauss(rng))));
-        v.insert("flue_flow".into(), json!((self.capacity_mw * 3700.0 * load).round()));
+        v.insert(
+            "flue_flow".into(),
+            json!((self.capacity_mw * 3700.0 * load).round()),
+        );
         (v, "N")
     }
 }
@@ -94,12 +111,30 @@ fn air_values(rng: &mut impl Rng, hour_cst: f64, station: usize) -> Map<String, 
     let o3_diurnal = 70.0 + 60.0 * (2.0 * PI * (hour_cst - 9.0) / 24.0).sin().max(0.0);
     let bias = station as f64 * 3.0;
     let mut v = Map::new();
-    v.insert("PM2.5".into(), json!((52.0 + bias + 8.0 * gauss(rng)).max(1.0).round()));
-    v.insert("PM10".into(), json!((90.0 + bias + 12.0 * gauss(rng)).max(2.0).round()));
-    v.insert("SO2".into(), json!((10.0 + 2.0 * gauss(rng)).max(1.0).round()));
-    v.insert("NO2".into(), json!((35.0 + 6.0 * gauss(rng)).max(1.0).round()));
-    v.insert("CO".into(), json!(round2((0.8 + 0.15 * gauss(rng)).max(0.1))));
-    v.insert("O3".into(), json!((o3_diurnal + 10.0 * gauss(rng)).max(1.0).round()));
+    v.insert(
+        "PM2.5".into(),
+        json!((52.0 + bias + 8.0 * gauss(rng)).max(1.0).round()),
+    );
+    v.insert(
+        "PM10".into(),
+        json!((90.0 + bias + 12.0 * gauss(rng)).max(2.0).round()),
+    );
+    v.insert(
+        "SO2".into(),
+        json!((10.0 + 2.0 * gauss(rng)).max(1.0).round()),
+    );
+    v.insert(
+        "NO2".into(),
+        json!((35.0 + 6.0 * gauss(rng)).max(1.0).round()),
+    );
+    v.insert(
+        "CO".into(),
+        json!(round2((0.8 + 0.15 * gauss(rng)).max(0.1))),
+    );
+    v.insert(
+        "O3".into(),
+        json!((o3_diurnal + 10.0 * gauss(rng)).max(1.0).round()),
+    );
     v
 }
 
@@ -128,9 +163,16 @@ fn water_values(rng: &mut impl Rng, sensor: &str, tick: u64) -> Map<String, Valu
         }
         "wwtp-inlet-flow" | "wwtp-outlet-flow" => {
             // ≈ 150,000 m3/d; the outlet slightly less (sludge water).
-            let base = if sensor.ends_with("inlet-flow") { 6250.0 } else { 6150.0 };
+            let base = if sensor.ends_with("inlet-flow") {
+                6250.0
+            } else {
+                6150.0
+            };
             put("water_flow", base, 150.0, 0.0);
-            v.insert("flow_total".into(), json!(round2(1.0e6 + base * tick as f64 / 3600.0)));
+            v.insert(
+                "flow_total".into(),
+                json!(round2(1.0e6 + base * tick as f64 / 3600.0)),
+            );
         }
         _ => {
             put("COD", 16.0, 2.0, 2.0);
@@ -146,7 +188,13 @@ fn water_values(rng: &mut impl Rng, sensor: &str, tick: u64) -> Map<String, Valu
 }
 
 /// Publish simulated data for every MQTT sensor of the registry, every `interval`, until `stop`.
-pub async fn run(broker_host: String, broker_port: u16, registry: Arc<Registry>, interval: Duration, stop: CancellationToken) {
+pub async fn run(
+    broker_host: String,
+    broker_port: u16,
+    registry: Arc<Registry>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let mut opts = MqttOptions::new("enviromon-demo-simulator", broker_host, broker_port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
@@ -201,7 +249,9 @@ pub async fn run(broker_host: String, broker_port: u16, registry: Arc<Registry>,
         for (_, topic, unit) in cems.iter_mut() {
             let (values, flag) = unit.values(&mut rng, tick, hour_cst);
             let payload = json!({"ts": ts, "flag": flag, "values": values});
-            let _ = client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string()).await;
+            let _ = client
+                .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string())
+                .await;
         }
         for (i, (id, topic, domain)) in others.iter().enumerate() {
             let values = match domain {
@@ -209,7 +259,9 @@ pub async fn run(broker_host: String, broker_port: u16, registry: Arc<Registry>,
                 _ => water_values(&mut rng, id, tick),
             };
             let payload = json!({"ts": ts, "values": values});
-            let _ = client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string()).await;
+            let _ = client
+                .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string())
+                .await;
         }
         tick += 1;
     }
@@ -225,7 +277,12 @@ mod tests {
     #[test]
     fn simulated_running_unit_values_are_plausible_and_mostly_within_limits() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut u = Cems { capacity_mw: 300.0, excursion_left: 0, excursion_pollutant: "SO2", stops: false };
+        let mut u = Cems {
+            capacity_mw: 300.0,
+            excursion_left: 0,
+            excursion_pollutant: "SO2",
+            stops: false,
+        };
         let mut within = 0;
         for tick in 0..1000 {
             let (v, flag) = u.values(&mut rng, tick, 12.0);
@@ -243,7 +300,12 @@ mod tests {
     #[test]
     fn the_stopping_unit_reports_flag_f_while_stopped() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let mut u = Cems { capacity_mw: 165.0, excursion_left: 0, excursion_pollutant: "SO2", stops: true };
+        let mut u = Cems {
+            capacity_mw: 165.0,
+            excursion_left: 0,
+            excursion_pollutant: "SO2",
+            stops: true,
+        };
         assert_eq!(u.values(&mut rng, 0, 12.0).1, "N");
         let (v, flag) = u.values(&mut rng, RUN_SECS, 12.0);
         assert_eq!(flag, "F");

@@ -52,7 +52,10 @@ pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, MqttError> {
         .set_manual_acks(true)
         .set_max_packet_size(MQTT_MAX_PACKET, 1024 * 1024);
     if let Some(user) = &cfg.username {
-        let pass = cfg.resolved_password()?.map(|s| s.expose().to_string()).unwrap_or_default();
+        let pass = cfg
+            .resolved_password()?
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default();
         o.set_credentials(user.clone(), pass);
     }
     if let Some(tls) = &cfg.tls {
@@ -65,7 +68,10 @@ pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, MqttError> {
         };
         let ca = read("mqtt.tls.ca_file", &tls.ca_file)?;
         let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
-            (Some(c), Some(k)) => Some((read("mqtt.tls.client_cert_file", c)?, read("mqtt.tls.client_key_file", k)?)),
+            (Some(c), Some(k)) => Some((
+                read("mqtt.tls.client_cert_file", c)?,
+                read("mqtt.tls.client_key_file", k)?,
+            )),
             _ => None,
         };
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
@@ -110,7 +116,12 @@ impl MqttSource {
         let (client, mut eventloop) = AsyncClient::new(opts, 4096);
         let epoch = Arc::new(AtomicU64::new(0));
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let acker = tokio::spawn(run_acker(client.clone(), ack_rx, epoch.clone(), self.metrics.clone()));
+        let acker = tokio::spawn(run_acker(
+            client.clone(),
+            ack_rx,
+            epoch.clone(),
+            self.metrics.clone(),
+        ));
         let qos = match self.config.qos {
             0 => QoS::AtMostOnce,
             2 => QoS::ExactlyOnce,
@@ -204,15 +215,26 @@ impl MqttSource {
     }
 
     /// Decode one message and send its envelope; `Err` only when the pipeline is closed.
-    async fn handle_publish(&self, p: &Publish, ack: Option<Box<dyn Acknowledge>>) -> Result<(), ()> {
-        self.metrics.messages_received.with_label_values(&["mqtt"]).inc();
+    async fn handle_publish(
+        &self,
+        p: &Publish,
+        ack: Option<Box<dyn Acknowledge>>,
+    ) -> Result<(), ()> {
+        self.metrics
+            .messages_received
+            .with_label_values(&["mqtt"])
+            .inc();
         let now = chrono::Utc::now();
         let (readings, rejections) = if p.payload.len() > self.config.max_payload_bytes {
             (
                 Vec::new(),
                 vec![Rejection::new(
                     RejectReason::PayloadTooLarge,
-                    format!("{} bytes is more than mqtt.max_payload_bytes = {}", p.payload.len(), self.config.max_payload_bytes),
+                    format!(
+                        "{} bytes is more than mqtt.max_payload_bytes = {}",
+                        p.payload.len(),
+                        self.config.max_payload_bytes
+                    ),
                 )],
             )
         } else {
@@ -222,7 +244,8 @@ impl MqttSource {
                 Ok(sensor) => {
                     let ctx = Context {
                         now,
-                        max_future_skew: chrono::Duration::from_std(self.max_future_skew).unwrap_or(chrono::Duration::minutes(5)),
+                        max_future_skew: chrono::Duration::from_std(self.max_future_skew)
+                            .unwrap_or(chrono::Duration::minutes(5)),
                         source: Source::Mqtt,
                     };
                     let d = validate::decode_payload(sensor, &p.payload, &ctx);
@@ -231,12 +254,19 @@ impl MqttSource {
             }
         };
         let mut ack = ack;
-        if self.deadletter.reject(Source::Mqtt, &p.topic, &p.payload, &rejections).is_err() {
+        if self
+            .deadletter
+            .reject(Source::Mqtt, &p.topic, &p.payload, &rejections)
+            .is_err()
+        {
             // Not recorded: leave the message unacknowledged so the broker keeps it.
             ack = None;
         }
         if !readings.is_empty() {
-            self.metrics.readings_received.with_label_values(&["mqtt"]).inc_by(readings.len() as u64);
+            self.metrics
+                .readings_received
+                .with_label_values(&["mqtt"])
+                .inc_by(readings.len() as u64);
             let assumed = readings.iter().filter(|r| r.ts_assumed).count() as u64;
             if assumed > 0 {
                 self.metrics.timestamps_assumed.inc_by(assumed);
@@ -246,8 +276,13 @@ impl MqttSource {
         if readings.is_empty() && ack.is_none() {
             return Ok(());
         }
-        self.tx.send(Envelope { readings, ack }).await.map_err(|_| ())?;
-        self.metrics.queue_depth.set((self.tx.max_capacity() - self.tx.capacity()) as i64);
+        self.tx
+            .send(Envelope { readings, ack })
+            .await
+            .map_err(|_| ())?;
+        self.metrics
+            .queue_depth
+            .set((self.tx.max_capacity() - self.tx.capacity()) as i64);
         Ok(())
     }
 }

@@ -55,10 +55,14 @@ impl Record {
         let (payload_encoding, text) = match std::str::from_utf8(kept) {
             Ok(s) => ("text", s.to_string()),
             // A cut inside a multi-byte character is still text up to the cut.
-            Err(e) if e.error_len().is_none() && payload.len() > MAX_PAYLOAD_KEPT => {
-                ("text", String::from_utf8_lossy(&kept[..e.valid_up_to()]).into_owned())
-            }
-            Err(_) => ("base64", base64::engine::general_purpose::STANDARD.encode(kept)),
+            Err(e) if e.error_len().is_none() && payload.len() > MAX_PAYLOAD_KEPT => (
+                "text",
+                String::from_utf8_lossy(&kept[..e.valid_up_to()]).into_owned(),
+            ),
+            Err(_) => (
+                "base64",
+                base64::engine::general_purpose::STANDARD.encode(kept),
+            ),
         };
         Record {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -86,7 +90,11 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn open(path: &Path, metrics: Metrics, log_interval: Duration) -> Result<Self, DeadLetterError> {
+    pub fn open(
+        path: &Path,
+        metrics: Metrics,
+        log_interval: Duration,
+    ) -> Result<Self, DeadLetterError> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -122,7 +130,10 @@ impl DeadLetter {
         }
         let mut buf = Vec::new();
         for r in rejections {
-            self.metrics.readings_rejected.with_label_values(&[r.reason.as_str()]).inc();
+            self.metrics
+                .readings_rejected
+                .with_label_values(&[r.reason.as_str()])
+                .inc();
             self.warn_limited(source, topic, r);
             let rec = Record::new(source, topic, payload, r);
             // Serializing a struct of strings and numbers cannot fail.
@@ -140,11 +151,15 @@ impl DeadLetter {
         })();
         match result {
             Ok(()) => {
-                self.metrics.deadletter_records.inc_by(rejections.len() as u64);
+                self.metrics
+                    .deadletter_records
+                    .inc_by(rejections.len() as u64);
                 Ok(())
             }
             Err(e) => {
-                self.metrics.deadletter_errors.inc_by(rejections.len() as u64);
+                self.metrics
+                    .deadletter_errors
+                    .inc_by(rejections.len() as u64);
                 tracing::error!(path = %self.path.display(), error = %e, "cannot write dead-letter records; message left unacknowledged");
                 Err(e.into())
             }
@@ -157,7 +172,9 @@ impl DeadLetter {
             Err(p) => p.into_inner(),
         };
         let now = Instant::now();
-        let entry = map.entry(r.reason).or_insert((now - self.log_interval * 2, 0));
+        let entry = map
+            .entry(r.reason)
+            .or_insert((now - self.log_interval * 2, 0));
         if now.duration_since(entry.0) >= self.log_interval {
             let suppressed = entry.1;
             *entry = (now, 0);
@@ -197,19 +214,35 @@ mod tests {
         let m = Metrics::new().unwrap();
         let dl = DeadLetter::open(&p, m.clone(), Duration::from_secs(10)).unwrap();
         let r = Rejection::new(RejectReason::NotJson, "not JSON: x");
-        dl.reject(Source::Mqtt, "t/1", b"{oops", std::slice::from_ref(&r)).unwrap();
-        dl.reject(Source::Mqtt, "t/2", &[0xff, 0x00, 0x80], std::slice::from_ref(&r)).unwrap();
+        dl.reject(Source::Mqtt, "t/1", b"{oops", std::slice::from_ref(&r))
+            .unwrap();
+        dl.reject(
+            Source::Mqtt,
+            "t/2",
+            &[0xff, 0x00, 0x80],
+            std::slice::from_ref(&r),
+        )
+        .unwrap();
         let big = vec![b'a'; 1_000_000];
         let big_r = Rejection::new(RejectReason::PayloadTooLarge, "1000000 bytes");
         dl.reject(Source::Mqtt, "t/3", &big, &[big_r]).unwrap();
         let recs = read_all(&p).unwrap();
         assert_eq!(recs.len(), 3);
-        assert_eq!((recs[0].payload.as_str(), recs[0].payload_encoding.as_str()), ("{oops", "text"));
-        assert_eq!((recs[1].payload.as_str(), recs[1].payload_encoding.as_str()), ("/wCA", "base64"));
+        assert_eq!(
+            (recs[0].payload.as_str(), recs[0].payload_encoding.as_str()),
+            ("{oops", "text")
+        );
+        assert_eq!(
+            (recs[1].payload.as_str(), recs[1].payload_encoding.as_str()),
+            ("/wCA", "base64")
+        );
         assert_eq!(recs[2].payload.len(), MAX_PAYLOAD_KEPT);
         assert_eq!(recs[2].payload_bytes, 1_000_000);
         assert!(recs[2].payload_truncated);
         assert_eq!(m.deadletter_records.get(), 3);
-        assert_eq!(m.readings_rejected.with_label_values(&["not_json"]).get(), 2);
+        assert_eq!(
+            m.readings_rejected.with_label_values(&["not_json"]).get(),
+            2
+        );
     }
 }

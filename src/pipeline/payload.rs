@@ -36,7 +36,10 @@ pub struct Paths {
 /// Decode a payload into items; a rejection here refuses the whole message.
 pub fn decode(payload: &[u8]) -> Result<Vec<RawItem>, Rejection> {
     if payload.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(Rejection::new(RejectReason::EmptyPayload, "payload is empty"));
+        return Err(Rejection::new(
+            RejectReason::EmptyPayload,
+            "payload is empty",
+        ));
     }
     let doc: Value = serde_json::from_slice(payload)
         .map_err(|e| Rejection::new(RejectReason::NotJson, format!("not JSON: {e}")))?;
@@ -44,7 +47,10 @@ pub fn decode(payload: &[u8]) -> Result<Vec<RawItem>, Rejection> {
     match doc {
         Value::Array(elems) => {
             if elems.is_empty() {
-                return Err(Rejection::new(RejectReason::InvalidPayload, "empty array: no readings"));
+                return Err(Rejection::new(
+                    RejectReason::InvalidPayload,
+                    "empty array: no readings",
+                ));
             }
             for (i, e) in elems.into_iter().enumerate() {
                 decode_object(e, &format!("[{i}]"), &mut items)?;
@@ -68,7 +74,10 @@ fn decode_object(v: Value, path: &str, out: &mut Vec<RawItem>) -> Result<(), Rej
     let Value::Object(mut obj) = v else {
         return Err(Rejection::new(
             RejectReason::InvalidPayload,
-            format!("{here}: expected an object with \"quantity\"/\"value\" or \"values\", found {}", kind(&v)),
+            format!(
+                "{here}: expected an object with \"quantity\"/\"value\" or \"values\", found {}",
+                kind(&v)
+            ),
         ));
     };
     let ts = obj.remove("ts");
@@ -77,7 +86,11 @@ fn decode_object(v: Value, path: &str, out: &mut Vec<RawItem>) -> Result<(), Rej
         let Value::Object(values) = values else {
             return Err(Rejection::new(
                 RejectReason::InvalidPayload,
-                format!("{}: expected an object of quantity → value, found {}", field(path, "values"), kind(&values)),
+                format!(
+                    "{}: expected an object of quantity → value, found {}",
+                    field(path, "values"),
+                    kind(&values)
+                ),
             ));
         };
         if values.is_empty() {
@@ -193,14 +206,19 @@ mod tests {
 
     #[test]
     fn single_multi_and_array_shapes_decode() {
-        let one = decode(br#"{"ts":1,"quantity":"SO2","value":12.3,"unit":"mg/m3","flag":"N"}"#).unwrap();
+        let one =
+            decode(br#"{"ts":1,"quantity":"SO2","value":12.3,"unit":"mg/m3","flag":"N"}"#).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].quantity, Value::from("SO2"));
         let multi = decode(br#"{"ts":"2026-11-24T10:00:00Z","flag":"C","values":{"SO2":12.3,"NOx":{"value":30.1,"unit":"ppm"}}}"#).unwrap();
         assert_eq!(multi.len(), 2);
         let nox = multi.iter().find(|i| i.quantity == "NOx").unwrap();
         assert_eq!(nox.unit, Some(Value::from("ppm")));
-        assert_eq!(nox.flag, Some(Value::from("C")), "top-level flag applies to every value");
+        assert_eq!(
+            nox.flag,
+            Some(Value::from("C")),
+            "top-level flag applies to every value"
+        );
         assert_eq!(nox.paths.value, "values.NOx.value");
         assert_eq!(nox.paths.flag, "flag");
         let arr = decode(br#"[{"quantity":"O2","value":6},{"values":{"SO2":1,"PM":2}}]"#).unwrap();
@@ -211,15 +229,28 @@ mod tests {
 
     #[test]
     fn whole_message_rejections_say_why() {
-        assert_eq!(decode(b"  ").unwrap_err().reason, RejectReason::EmptyPayload);
+        assert_eq!(
+            decode(b"  ").unwrap_err().reason,
+            RejectReason::EmptyPayload
+        );
         assert_eq!(decode(b"{nope").unwrap_err().reason, RejectReason::NotJson);
-        assert_eq!(decode(b"42").unwrap_err().reason, RejectReason::InvalidPayload);
-        assert_eq!(decode(b"[]").unwrap_err().reason, RejectReason::InvalidPayload);
+        assert_eq!(
+            decode(b"42").unwrap_err().reason,
+            RejectReason::InvalidPayload
+        );
+        assert_eq!(
+            decode(b"[]").unwrap_err().reason,
+            RejectReason::InvalidPayload
+        );
         let e = decode(br#"{"quantity":"SO2"}"#).unwrap_err();
         assert_eq!(e.detail, "value: missing");
         let e = decode(br#"{"quantity":"SO2","value":1,"colour":"red"}"#).unwrap_err();
         assert_eq!(e.detail, "colour: unknown field");
         let e = decode(br#"[{"quantity":"SO2","value":1}, 7]"#).unwrap_err();
-        assert!(e.detail.starts_with("[1]: expected an object"), "{}", e.detail);
+        assert!(
+            e.detail.starts_with("[1]: expected an object"),
+            "{}",
+            e.detail
+        );
     }
 }

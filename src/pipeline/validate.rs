@@ -84,15 +84,24 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
     let channel = sensor.channel(quantity.key).ok_or_else(|| {
         Rejection::new(
             RejectReason::UnconfiguredQuantity,
-            format!("{qpath}: sensor {} does not measure {}", sensor.id, quantity.key),
+            format!(
+                "{qpath}: sensor {} does not measure {}",
+                sensor.id, quantity.key
+            ),
         )
     })?;
     let raw = match &item.value {
         Value::Number(n) => n.as_f64().ok_or_else(|| {
-            Rejection::new(RejectReason::NonNumeric, format!("{vpath}: {n} is not a usable number"))
+            Rejection::new(
+                RejectReason::NonNumeric,
+                format!("{vpath}: {n} is not a usable number"),
+            )
         })?,
         Value::String(s) => s.trim().parse::<f64>().map_err(|_| {
-            Rejection::new(RejectReason::NonNumeric, format!("{vpath}: {s:?} is not a number"))
+            Rejection::new(
+                RejectReason::NonNumeric,
+                format!("{vpath}: {s:?} is not a number"),
+            )
         })?,
         other => {
             return Err(Rejection::new(
@@ -110,7 +119,10 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
     let from_unit = match &item.unit {
         None | Some(Value::Null) => channel.unit,
         Some(Value::String(u)) => find_unit(u).ok_or_else(|| {
-            Rejection::new(RejectReason::UnitMismatch, format!("{unit_path}: unknown unit {u:?}"))
+            Rejection::new(
+                RejectReason::UnitMismatch,
+                format!("{unit_path}: unknown unit {u:?}"),
+            )
         })?,
         Some(other) => {
             return Err(Rejection::new(
@@ -123,9 +135,12 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
         .map_err(|e| Rejection::new(RejectReason::UnitMismatch, format!("{unit_path}: {e}")))?;
     let (ts, ts_assumed) = match &item.ts {
         None | Some(Value::Null) => (to_ms_precision(ctx.now), true),
-        Some(v) => (parse_ts(v).map_err(|why| {
-            Rejection::new(RejectReason::InvalidTimestamp, format!("{}: {why}", p.ts))
-        })?, false),
+        Some(v) => (
+            parse_ts(v).map_err(|why| {
+                Rejection::new(RejectReason::InvalidTimestamp, format!("{}: {why}", p.ts))
+            })?,
+            false,
+        ),
     };
     if ts > ctx.now + ctx.max_future_skew {
         return Err(Rejection::new(
@@ -150,9 +165,9 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
     }
     let mut flag = match &item.flag {
         None | Some(Value::Null) => DataFlag::N,
-        Some(Value::String(s)) => s.parse::<DataFlag>().map_err(|e| {
-            Rejection::new(RejectReason::InvalidFlag, format!("{}: {e}", p.flag))
-        })?,
+        Some(Value::String(s)) => s
+            .parse::<DataFlag>()
+            .map_err(|e| Rejection::new(RejectReason::InvalidFlag, format!("{}: {e}", p.flag)))?,
         Some(other) => {
             return Err(Rejection::new(
                 RejectReason::InvalidFlag,
@@ -187,12 +202,18 @@ fn parse_ts(v: &Value) -> Result<Timestamp, String> {
         Value::String(s) => match s.trim().parse::<i64>() {
             Ok(ms) => ms,
             Err(_) => {
-                let t = DateTime::parse_from_rfc3339(s.trim())
-                    .map_err(|e| format!("{s:?} is neither RFC 3339 nor epoch milliseconds ({e})"))?;
+                let t = DateTime::parse_from_rfc3339(s.trim()).map_err(|e| {
+                    format!("{s:?} is neither RFC 3339 nor epoch milliseconds ({e})")
+                })?;
                 return check_epoch(t.with_timezone(&Utc).timestamp_millis());
             }
         },
-        other => return Err(format!("expected RFC 3339 or epoch milliseconds, found {}", kind(other))),
+        other => {
+            return Err(format!(
+                "expected RFC 3339 or epoch milliseconds, found {}",
+                kind(other)
+            ))
+        }
     };
     check_epoch(ms)
 }
@@ -215,7 +236,14 @@ mod tests {
 
     fn registry() -> Registry {
         let s = Seeds::embedded().unwrap();
-        Registry::build(s.sites, s.units, s.sensors, s.targets, "enviromon/{site}/{sensor}").unwrap()
+        Registry::build(
+            s.sites,
+            s.units,
+            s.sensors,
+            s.targets,
+            "enviromon/{site}/{sensor}",
+        )
+        .unwrap()
     }
 
     fn ctx() -> Context {
@@ -238,11 +266,24 @@ mod tests {
 
     #[test]
     fn a_valid_reading_keeps_exact_value_time_and_flag() {
-        let r = one("dt-1-cems", r#"{"ts":"2026-11-24T11:59:00.123+08:00","quantity":"SO2","value":12.3,"flag":"c"}"#).unwrap();
+        let r = one(
+            "dt-1-cems",
+            r#"{"ts":"2026-11-24T11:59:00.123+08:00","quantity":"SO2","value":12.3,"flag":"c"}"#,
+        )
+        .unwrap();
         assert_eq!(r.value, 12.3);
-        assert_eq!(r.ts.timestamp_millis(), Utc.with_ymd_and_hms(2026, 11, 24, 3, 59, 0).unwrap().timestamp_millis() + 123);
+        assert_eq!(
+            r.ts.timestamp_millis(),
+            Utc.with_ymd_and_hms(2026, 11, 24, 3, 59, 0)
+                .unwrap()
+                .timestamp_millis()
+                + 123
+        );
         assert_eq!(r.flag, DataFlag::C);
-        assert_eq!((r.sensor.as_str(), r.site.as_str(), r.unit.as_str()), ("dt-1-cems", "datang", "mg/m3"));
+        assert_eq!(
+            (r.sensor.as_str(), r.site.as_str(), r.unit.as_str()),
+            ("dt-1-cems", "datang", "mg/m3")
+        );
         assert!(!r.ts_assumed);
     }
 
@@ -256,10 +297,18 @@ mod tests {
     #[test]
     fn units_convert_to_the_channel_unit() {
         // 10 ppm SO2 × 2.86 = 28.6 mg/m3 (HJ 75-2017 factor M/22.4).
-        let r = one("dt-1-cems", r#"{"ts":1764000000000,"quantity":"SO2","value":10,"unit":"ppm"}"#).unwrap();
+        let r = one(
+            "dt-1-cems",
+            r#"{"ts":1764000000000,"quantity":"SO2","value":10,"unit":"ppm"}"#,
+        )
+        .unwrap();
         assert!((r.value - 28.6).abs() < 1e-9);
         // An air station stores ug/m3: 0.035 mg/m3 PM2.5 is 35 ug/m3.
-        let r = one("aq-jianxi-1-analyzers", r#"{"ts":1764000000000,"quantity":"pm25","value":0.035,"unit":"mg/m3"}"#).unwrap();
+        let r = one(
+            "aq-jianxi-1-analyzers",
+            r#"{"ts":1764000000000,"quantity":"pm25","value":0.035,"unit":"mg/m3"}"#,
+        )
+        .unwrap();
         assert!((r.value - 35.0).abs() < 1e-9);
         assert_eq!(r.quantity, "PM2.5");
     }
@@ -267,31 +316,95 @@ mod tests {
     #[test]
     fn each_kind_of_bad_item_gets_its_reason_and_path() {
         let cases = [
-            (r#"{"quantity":"Hg","value":1}"#, RejectReason::UnknownQuantity, "quantity"),
-            (r#"{"quantity":"COD","value":1}"#, RejectReason::UnconfiguredQuantity, "quantity"),
-            (r#"{"quantity":"SO2","value":"abc"}"#, RejectReason::NonNumeric, "value"),
-            (r#"{"quantity":"SO2","value":true}"#, RejectReason::NonNumeric, "value"),
-            (r#"{"quantity":"SO2","value":"NaN"}"#, RejectReason::NonFinite, "value"),
-            (r#"{"quantity":"SO2","value":"-inf"}"#, RejectReason::NonFinite, "value"),
-            (r#"{"quantity":"SO2","value":1,"unit":"mg/L"}"#, RejectReason::UnitMismatch, "unit"),
-            (r#"{"quantity":"SO2","value":1,"unit":"furlongs"}"#, RejectReason::UnitMismatch, "unit"),
-            (r#"{"quantity":"SO2","value":1,"ts":"yesterday"}"#, RejectReason::InvalidTimestamp, "ts"),
-            (r#"{"quantity":"SO2","value":1,"ts":1700000000}"#, RejectReason::InvalidTimestamp, "ts"),
-            (r#"{"quantity":"SO2","value":1,"ts":"2026-11-24T12:06:00Z"}"#, RejectReason::FutureTimestamp, "ts"),
-            (r#"{"quantity":"SO2","value":-3}"#, RejectReason::OutOfRange, "value"),
-            (r#"{"quantity":"O2","value":30}"#, RejectReason::OutOfRange, "value"),
-            (r#"{"quantity":"SO2","value":1,"flag":"X"}"#, RejectReason::InvalidFlag, "flag"),
+            (
+                r#"{"quantity":"Hg","value":1}"#,
+                RejectReason::UnknownQuantity,
+                "quantity",
+            ),
+            (
+                r#"{"quantity":"COD","value":1}"#,
+                RejectReason::UnconfiguredQuantity,
+                "quantity",
+            ),
+            (
+                r#"{"quantity":"SO2","value":"abc"}"#,
+                RejectReason::NonNumeric,
+                "value",
+            ),
+            (
+                r#"{"quantity":"SO2","value":true}"#,
+                RejectReason::NonNumeric,
+                "value",
+            ),
+            (
+                r#"{"quantity":"SO2","value":"NaN"}"#,
+                RejectReason::NonFinite,
+                "value",
+            ),
+            (
+                r#"{"quantity":"SO2","value":"-inf"}"#,
+                RejectReason::NonFinite,
+                "value",
+            ),
+            (
+                r#"{"quantity":"SO2","value":1,"unit":"mg/L"}"#,
+                RejectReason::UnitMismatch,
+                "unit",
+            ),
+            (
+                r#"{"quantity":"SO2","value":1,"unit":"furlongs"}"#,
+                RejectReason::UnitMismatch,
+                "unit",
+            ),
+            (
+                r#"{"quantity":"SO2","value":1,"ts":"yesterday"}"#,
+                RejectReason::InvalidTimestamp,
+                "ts",
+            ),
+            (
+                r#"{"quantity":"SO2","value":1,"ts":1700000000}"#,
+                RejectReason::InvalidTimestamp,
+                "ts",
+            ),
+            (
+                r#"{"quantity":"SO2","value":1,"ts":"2026-11-24T12:06:00Z"}"#,
+                RejectReason::FutureTimestamp,
+                "ts",
+            ),
+            (
+                r#"{"quantity":"SO2","value":-3}"#,
+                RejectReason::OutOfRange,
+                "value",
+            ),
+            (
+                r#"{"quantity":"O2","value":30}"#,
+                RejectReason::OutOfRange,
+                "value",
+            ),
+            (
+                r#"{"quantity":"SO2","value":1,"flag":"X"}"#,
+                RejectReason::InvalidFlag,
+                "flag",
+            ),
         ];
         for (payload, reason, path) in cases {
             let e = one("dt-1-cems", payload).unwrap_err();
             assert_eq!(e.reason, reason, "{payload}: {e}");
-            assert!(e.detail.starts_with(path), "{payload}: detail {:?} should start with {path}", e.detail);
+            assert!(
+                e.detail.starts_with(path),
+                "{payload}: detail {:?} should start with {path}",
+                e.detail
+            );
         }
     }
 
     #[test]
     fn a_timestamp_within_the_skew_is_accepted() {
-        assert!(one("dt-1-cems", r#"{"quantity":"SO2","value":1,"ts":"2026-11-24T12:04:59Z"}"#).is_ok());
+        assert!(one(
+            "dt-1-cems",
+            r#"{"quantity":"SO2","value":1,"ts":"2026-11-24T12:04:59Z"}"#
+        )
+        .is_ok());
     }
 
     #[test]
@@ -305,23 +418,50 @@ mod tests {
         assert_eq!(d.readings.len(), 2);
         assert_eq!(d.rejections.len(), 1);
         assert_eq!(d.rejections[0].reason, RejectReason::NonNumeric);
-        assert!(d.rejections[0].detail.starts_with("values.NOx:"), "{}", d.rejections[0].detail);
+        assert!(
+            d.rejections[0].detail.starts_with("values.NOx:"),
+            "{}",
+            d.rejections[0].detail
+        );
     }
 
     #[test]
     fn topics_resolve_to_sensors_or_say_why_not() {
         let reg = registry();
-        assert_eq!(sensor_for_topic(&reg, "enviromon/datang/dt-2-cems").unwrap().id, "dt-2-cems");
-        assert_eq!(sensor_for_topic(&reg, "enviromon/x/y").unwrap_err().reason, RejectReason::UnknownTopic);
+        assert_eq!(
+            sensor_for_topic(&reg, "enviromon/datang/dt-2-cems")
+                .unwrap()
+                .id,
+            "dt-2-cems"
+        );
+        assert_eq!(
+            sensor_for_topic(&reg, "enviromon/x/y").unwrap_err().reason,
+            RejectReason::UnknownTopic
+        );
     }
 
     #[test]
     fn maintenance_flags_normal_readings_m() {
         let s = Seeds::embedded().unwrap();
         let mut sensors = s.sensors;
-        sensors.iter_mut().find(|x| x.id == "dt-1-cems").unwrap().status = SensorStatus::Maintenance;
-        let reg = Registry::build(s.sites, s.units, sensors, s.targets, "enviromon/{site}/{sensor}").unwrap();
-        let d = decode_payload(&reg.sensors["dt-1-cems"], br#"{"quantity":"SO2","value":1}"#, &ctx());
+        sensors
+            .iter_mut()
+            .find(|x| x.id == "dt-1-cems")
+            .unwrap()
+            .status = SensorStatus::Maintenance;
+        let reg = Registry::build(
+            s.sites,
+            s.units,
+            sensors,
+            s.targets,
+            "enviromon/{site}/{sensor}",
+        )
+        .unwrap();
+        let d = decode_payload(
+            &reg.sensors["dt-1-cems"],
+            br#"{"quantity":"SO2","value":1}"#,
+            &ctx(),
+        );
         assert_eq!(d.readings[0].flag, DataFlag::M);
     }
 }

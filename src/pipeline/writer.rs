@@ -114,7 +114,10 @@ impl Writer {
     }
 
     async fn flush(&self, batch: &mut Vec<Envelope>) -> Result<(), Aborted> {
-        let readings: Vec<Reading> = batch.iter().flat_map(|e| e.readings.iter().cloned()).collect();
+        let readings: Vec<Reading> = batch
+            .iter()
+            .flat_map(|e| e.readings.iter().cloned())
+            .collect();
         self.metrics.batch_pending.set(readings.len() as i64);
         if !readings.is_empty() {
             self.write_all(&readings).await?;
@@ -134,7 +137,9 @@ impl Writer {
         while let Some(chunk) = work.pop() {
             match self.write_retrying(chunk).await? {
                 None => {}
-                Some(StoreError::TooLarge(msg)) | Some(StoreError::Rejected(msg)) if chunk.len() > 1 => {
+                Some(StoreError::TooLarge(msg)) | Some(StoreError::Rejected(msg))
+                    if chunk.len() > 1 =>
+                {
                     tracing::debug!(len = chunk.len(), %msg, "splitting batch");
                     let (a, b) = chunk.split_at(chunk.len() / 2);
                     // Pop order keeps the original order: `a` first.
@@ -160,16 +165,26 @@ impl Writer {
                         .store_batch_seconds
                         .with_label_values(&[store])
                         .observe(started.elapsed().as_secs_f64());
-                    self.metrics.readings_stored.with_label_values(&[store]).inc_by(chunk.len() as u64);
+                    self.metrics
+                        .readings_stored
+                        .with_label_values(&[store])
+                        .inc_by(chunk.len() as u64);
                     self.metrics.store_writable.set(1);
                     self.latest.update(chunk);
                     if let Some(since) = failing_since {
-                        tracing::info!(store, outage_secs = since.elapsed().as_secs(), "store writable again");
+                        tracing::info!(
+                            store,
+                            outage_secs = since.elapsed().as_secs(),
+                            "store writable again"
+                        );
                     }
                     return Ok(None);
                 }
                 Err(e @ StoreError::Retryable(_)) => {
-                    self.metrics.store_errors.with_label_values(&[store, e.kind()]).inc();
+                    self.metrics
+                        .store_errors
+                        .with_label_values(&[store, e.kind()])
+                        .inc();
                     self.metrics.store_writable.set(0);
                     if failing_since.is_none() {
                         failing_since = Some(Instant::now());
@@ -185,7 +200,10 @@ impl Writer {
                     delay = (delay * 2).min(self.config.retry_max);
                 }
                 Err(e) => {
-                    self.metrics.store_errors.with_label_values(&[store, e.kind()]).inc();
+                    self.metrics
+                        .store_errors
+                        .with_label_values(&[store, e.kind()])
+                        .inc();
                     return Ok(Some(e));
                 }
             }
@@ -194,9 +212,17 @@ impl Writer {
 
     fn dead_letter_reading(&self, r: &Reading, e: &StoreError) {
         let payload = serde_json::to_vec(r).unwrap_or_default();
-        let rej = Rejection::new(RejectReason::StoreRejected, format!("{}: {e}", self.store.name()));
+        let rej = Rejection::new(
+            RejectReason::StoreRejected,
+            format!("{}: {e}", self.store.name()),
+        );
         // The reading is refused by the store whatever happens to this record; a failed dead-letter
         // write is counted and logged by `reject`.
-        let _ = self.deadletter.reject(r.source, &format!("{}/{}", r.sensor, r.quantity), &payload, &[rej]);
+        let _ = self.deadletter.reject(
+            r.source,
+            &format!("{}/{}", r.sensor, r.quantity),
+            &payload,
+            &[rej],
+        );
     }
 }

@@ -70,7 +70,8 @@ impl EmbeddedStore {
     /// Delete readings older than `retention`; returns the number deleted.
     pub async fn purge_older_than(&self, retention: Duration) -> Result<usize, EmbeddedError> {
         let conn = self.conn.clone();
-        let cutoff = Utc::now().timestamp_millis() - retention.as_millis().min(i64::MAX as u128) as i64;
+        let cutoff =
+            Utc::now().timestamp_millis() - retention.as_millis().min(i64::MAX as u128) as i64;
         Ok(tokio::task::spawn_blocking(move || {
             lock(&conn).execute("DELETE FROM readings WHERE ts_ms < ?1", [cutoff])
         })
@@ -152,27 +153,29 @@ impl EmbeddedReader {
     /// Readings of one sensor in `[from, to]`, oldest first, at most `limit`.
     pub async fn history(&self, q: Query) -> Result<Vec<Reading>, EmbeddedError> {
         let conn = self.conn.clone();
-        Ok(tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<Reading>> {
-            let c = lock(&conn);
-            let mut stmt = c.prepare_cached(
-                "SELECT * FROM readings
+        Ok(
+            tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<Reading>> {
+                let c = lock(&conn);
+                let mut stmt = c.prepare_cached(
+                    "SELECT * FROM readings
                  WHERE sensor = ?1 AND (?2 IS NULL OR quantity = ?2)
                    AND ts_ms >= ?3 AND ts_ms <= ?4
                  ORDER BY ts_ms, quantity LIMIT ?5",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    q.sensor,
-                    q.quantity,
-                    q.from_ms.unwrap_or(i64::MIN),
-                    q.to_ms.unwrap_or(i64::MAX),
-                    q.limit as i64
-                ],
-                row_to_reading,
-            )?;
-            rows.collect()
-        })
-        .await??)
+                )?;
+                let rows = stmt.query_map(
+                    params![
+                        q.sensor,
+                        q.quantity,
+                        q.from_ms.unwrap_or(i64::MIN),
+                        q.to_ms.unwrap_or(i64::MAX),
+                        q.limit as i64
+                    ],
+                    row_to_reading,
+                )?;
+                rows.collect()
+            })
+            .await??,
+        )
     }
 
     /// The newest reading of every (sensor, quantity), to fill the latest-values map at start.
@@ -232,10 +235,17 @@ mod tests {
         let reader = s.reader().unwrap();
         assert_eq!(reader.count().await.unwrap(), 2);
         let h = reader
-            .history(Query { sensor: "dt-1-cems".into(), limit: 10, ..Default::default() })
+            .history(Query {
+                sensor: "dt-1-cems".into(),
+                limit: 10,
+                ..Default::default()
+            })
             .await
             .unwrap();
-        assert_eq!(h.iter().map(|x| x.value).collect::<Vec<_>>(), vec![1.0, 2.5]);
+        assert_eq!(
+            h.iter().map(|x| x.value).collect::<Vec<_>>(),
+            vec![1.0, 2.5]
+        );
         assert_eq!(reader.latest_all().await.unwrap()[0].value, 2.5);
     }
 }

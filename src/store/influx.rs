@@ -36,13 +36,17 @@ impl InfluxStore {
     pub fn new(cfg: &InfluxConfig) -> Result<Self, InfluxBuildError> {
         // ClientBuilder panics on a bad URL: check first (config validation did too).
         url::Url::parse(&cfg.url).map_err(|_| InfluxBuildError::Url(cfg.url.clone()))?;
-        let token = cfg.resolved_token()?.map(|s| s.expose().to_string()).unwrap_or_default();
+        let token = cfg
+            .resolved_token()?
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default();
         let http = reqwest::ClientBuilder::new()
             .timeout(cfg.timeout)
             .connect_timeout(Duration::from_secs(5));
-        let client = influxdb2::ClientBuilder::with_builder(http, cfg.url.clone(), cfg.org.clone(), token)
-            .build()
-            .map_err(|e| InfluxBuildError::Client(e.to_string()))?;
+        let client =
+            influxdb2::ClientBuilder::with_builder(http, cfg.url.clone(), cfg.org.clone(), token)
+                .build()
+                .map_err(|e| InfluxBuildError::Client(e.to_string()))?;
         Ok(InfluxStore {
             client,
             org: cfg.org.clone(),
@@ -53,7 +57,12 @@ impl InfluxStore {
     pub async fn write(&self, batch: &[Reading]) -> Result<(), StoreError> {
         let body = line_protocol::encode(batch);
         self.client
-            .write_line_protocol_with_precision(&self.org, &self.bucket, body, TimestampPrecision::Milliseconds)
+            .write_line_protocol_with_precision(
+                &self.org,
+                &self.bucket,
+                body,
+                TimestampPrecision::Milliseconds,
+            )
             .await
             .or_else(classify)
     }

@@ -40,7 +40,13 @@ pub fn field_name(quantity: &str) -> String {
         Some(q) => q.field.to_string(),
         None => quantity
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .collect(),
     }
 }
@@ -54,7 +60,13 @@ pub fn write_line(r: &Reading, out: &mut String) {
     escape_tag(&r.sensor, out);
     let field = field_name(&r.quantity);
     // f64 Display never uses exponent notation and round-trips exactly.
-    let _ = write!(out, " {field}={},{field}_flag=\"{}\" {}", r.value, r.flag.as_str(), r.ts_ms());
+    let _ = write!(
+        out,
+        " {field}={},{field}_flag=\"{}\" {}",
+        r.value,
+        r.flag.as_str(),
+        r.ts_ms()
+    );
     out.push('\n');
 }
 
@@ -103,6 +115,9 @@ mod tests {
     #[test]
     fn tag_values_are_escaped() {
         let line = encode(&[reading("a b,c=d", "NH3-N", 1.0)]);
-        assert!(line.starts_with("cems,site=a\\ b\\,c\\=d,sensor=dt-1-cems nh3n=1,"), "{line}");
+        assert!(
+            line.starts_with("cems,site=a\\ b\\,c\\=d,sensor=dt-1-cems nh3n=1,"),
+            "{line}"
+        );
     }
 }

@@ -1,0 +1,330 @@
+//! Real servers for the integration tests: each on a free loopback port with a temporary data
+//! directory, killed when dropped. A missing binary fails the test with the command that installs
+//! it (`scripts/test` installs them all from Debian's packages).
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use enviromon::config::{Config, StoreKind};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Find a server binary or fail with a clear message.
+pub fn binary(name: &str, package: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"].map(PathBuf::from));
+    for d in dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` is not installed: this test needs the real server. Run scripts/test (it installs \
+         what is missing), or `apt-get install -y {package}`."
+    );
+}
+
+fn wait_port(port: u16, what: &str, child: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited ({status}) before listening: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{what} did not listen on port {port} within 20 s: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Starts a server process given its data dir and port (called again to restart it).
+type Launch = Box<dyn Fn(&Path, u16) -> Child + Send + Sync>;
+
+/// A child server process with its temporary directory.
+pub struct Server {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    restart: Launch,
+    name: &'static str,
+}
+
+impl Server {
+    fn start(
+        name: &'static str,
+        port: u16,
+        dir: tempfile::TempDir,
+        restart: Launch,
+    ) -> Server {
+        let mut child = restart(dir.path(), port);
+        wait_port(port, name, &mut child, &dir.path().join("server.log"));
+        Server {
+            port,
+            dir,
+            child: Some(child),
+            restart,
+            name,
+        }
+    }
+
+    /// Stop the server (SIGTERM, then wait) — data dir kept.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port and data dir.
+    pub fn start_again(&mut self) {
+        let mut child = (self.restart)(self.dir.path(), self.port);
+        wait_port(
+            self.port,
+            self.name,
+            &mut child,
+            &self.dir.path().join("server.log"),
+        );
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn log_file(dir: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .map(Stdio::from)
+        .unwrap_or(Stdio::null())
+}
+
+/// Mosquitto with persistence and queues large enough that the broker itself never drops a test's
+/// QoS 1 messages (its default `max_queued_messages` is 1000).
+pub fn mosquitto() -> Server {
+    let bin = binary("mosquitto", "mosquitto");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    Server::start(
+        "mosquitto",
+        port,
+        dir,
+        Box::new(move |dir, port| {
+            let conf = dir.join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                     persistence_location {}/\nautosave_interval 1\nmax_queued_messages 1000000\n\
+                     max_inflight_messages 100\nlog_dest stdout\n",
+                    dir.display()
+                ),
+            )
+            .expect("write mosquitto.conf");
+            Command::new(&bin)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(log_file(dir))
+                .stderr(log_file(dir))
+                .spawn()
+                .expect("start mosquitto")
+        }),
+    )
+}
+
+/// VictoriaMetrics, a real server of the InfluxDB `/api/v2/write` API.
+pub fn victoria_metrics() -> Server {
+    let bin = binary("victoria-metrics", "victoria-metrics");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    Server::start(
+        "victoria-metrics",
+        port,
+        dir,
+        Box::new(move |dir, port| {
+            Command::new(&bin)
+                .arg(format!("-storageDataPath={}", dir.join("data").display()))
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .arg("-retentionPeriod=100y")
+                .arg("-loggerLevel=ERROR")
+                .stdout(log_file(dir))
+                .stderr(log_file(dir))
+                .spawn()
+                .expect("start victoria-metrics")
+        }),
+    )
+}
+
+/// One exported series from VictoriaMetrics.
+#[derive(Debug, serde::Deserialize)]
+pub struct Series {
+    pub metric: std::collections::BTreeMap<String, String>,
+    pub values: Vec<f64>,
+    pub timestamps: Vec<i64>,
+}
+
+/// `POST /api/v1/export` with a series selector.
+pub async fn vm_export(port: u16, selector: &str) -> Vec<Series> {
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/export"))
+        .form(&[("match[]", selector)])
+        .send()
+        .await
+        .expect("export request");
+    let text = resp.text().await.expect("export body");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("export line"))
+        .collect()
+}
+
+/// A daemon configuration for tests: loopback, temp data dir, port 0 for HTTP.
+pub fn daemon_config(data_dir: &Path, mqtt_port: u16, client_id: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.daemon.data_dir = data_dir.to_path_buf();
+    cfg.http.listen = "127.0.0.1:0".into();
+    cfg.mqtt.port = mqtt_port;
+    cfg.mqtt.client_id = client_id.into();
+    cfg.mqtt.reconnect_max = Duration::from_secs(1);
+    cfg.store.retry_max = Duration::from_secs(1);
+    cfg.store.kind = StoreKind::Embedded;
+    cfg.validate().expect("valid test config");
+    cfg
+}
+
+/// A test publisher that waits for the broker's PUBACK of every QoS 1 message it sends.
+pub struct Publisher {
+    client: AsyncClient,
+    acked: tokio::sync::watch::Receiver<u64>,
+    sent: u64,
+}
+
+impl Publisher {
+    pub async fn connect(port: u16, id: &str) -> Publisher {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(4 << 20, 4 << 20)
+            .set_inflight(1000);
+        let (client, mut el) = AsyncClient::new(o, 10_000);
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        n += 1;
+                        let _ = tx.send(n);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Publisher {
+            client,
+            acked: rx,
+            sent: 0,
+        }
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("queue publish");
+        self.sent += 1;
+    }
+
+    /// Wait until the broker has acknowledged everything sent.
+    pub async fn wait_acked(&mut self) {
+        let want = self.sent;
+        tokio::time::timeout(Duration::from_secs(60), self.acked.wait_for(|n| *n >= want))
+            .await
+            .expect("broker acknowledged every publish within 60 s")
+            .expect("publisher alive");
+    }
+}
+
+/// Poll `f` until it returns `Some`, or panic after `secs` with `what`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs} s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// GET a JSON document from the daemon's API.
+pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
+pub async fn get_text(addr: std::net::SocketAddr, path: &str) -> String {
+    reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// The value of one sample in Prometheus text format, e.g. `enviromon_readings_rejected_total{reason="not_json"}`.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("metric {name_and_labels} not found"))
+}
