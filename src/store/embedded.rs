@@ -248,4 +248,38 @@ mod tests {
         );
         assert_eq!(reader.latest_all().await.unwrap()[0].value, 2.5);
     }
+
+    #[tokio::test]
+    async fn retention_deletes_only_readings_older_than_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(&dir.path().join("e.db")).unwrap();
+        let now = Utc::now().timestamp_millis();
+        let day = 86_400_000;
+        s.write(&[
+            r(now - 10 * day, 1.0),
+            r(now - 2 * day, 2.0),
+            r(now - 1000, 3.0),
+        ])
+        .await
+        .unwrap();
+        let deleted = s
+            .purge_older_than(Duration::from_secs(3 * 86_400))
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+        let left = s
+            .reader()
+            .unwrap()
+            .history(Query {
+                sensor: "dt-1-cems".into(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            left.iter().map(|x| x.value).collect::<Vec<_>>(),
+            vec![2.0, 3.0]
+        );
+    }
 }

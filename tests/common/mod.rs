@@ -69,12 +69,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn start(
-        name: &'static str,
-        port: u16,
-        dir: tempfile::TempDir,
-        restart: Launch,
-    ) -> Server {
+    fn start(name: &'static str, port: u16, dir: tempfile::TempDir, restart: Launch) -> Server {
         let mut child = restart(dir.path(), port);
         wait_port(port, name, &mut child, &dir.path().join("server.log"));
         Server {
@@ -139,6 +134,26 @@ fn log_file(dir: &Path) -> Stdio {
 /// Mosquitto with persistence and queues large enough that the broker itself never drops a test's
 /// QoS 1 messages (its default `max_queued_messages` is 1000).
 pub fn mosquitto() -> Server {
+    mosquitto_with("")
+}
+
+/// Started as root, Mosquitto switches to user `mosquitto`, which cannot write our temporary
+/// directory: keep the invoking user.
+fn run_as() -> String {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if uid.ok().as_deref() == Some("0") {
+        "user root\n".to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Mosquitto with extra configuration lines (TLS, authentication, …).
+pub fn mosquitto_with(extra: &str) -> Server {
+    let extra = extra.to_string();
     let bin = binary("mosquitto", "mosquitto");
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
@@ -153,8 +168,9 @@ pub fn mosquitto() -> Server {
                 format!(
                     "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
                      persistence_location {}/\nautosave_interval 1\nmax_queued_messages 1000000\n\
-                     max_inflight_messages 100\nlog_dest stdout\n",
-                    dir.display()
+                     max_inflight_messages 100\nlog_dest stdout\n{}{extra}",
+                    dir.display(),
+                    run_as(),
                 ),
             )
             .expect("write mosquitto.conf");
@@ -238,7 +254,10 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn connect(port: u16, id: &str) -> Publisher {
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        Self::connect_with(MqttOptions::new(id, "127.0.0.1", port)).await
+    }
+
+    pub async fn connect_with(mut o: MqttOptions) -> Publisher {
         o.set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(4 << 20, 4 << 20)
             .set_inflight(1000);
