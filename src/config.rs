@@ -116,6 +116,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub pipeline: PipelineConfig,
     pub store: StoreConfig,
+    pub spool: SpoolConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
 }
@@ -262,11 +263,8 @@ pub enum StoreKind {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub kind: StoreKind,
-    /// A batch is written when it holds this many readings …
+    /// A batch holds at most this many readings; it is written as soon as the spool has data.
     pub batch_size: usize,
-    /// … or its oldest reading has waited this long, or no more input is queued.
-    #[serde(with = "humantime_serde")]
-    pub flush_interval: Duration,
     /// Retry backoff on a failing store: doubles up to this cap, with jitter.
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
@@ -279,7 +277,6 @@ impl Default for StoreConfig {
         StoreConfig {
             kind: StoreKind::Embedded,
             batch_size: 5000,
-            flush_interval: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             embedded: EmbeddedConfig::default(),
             influxdb: InfluxConfig::default(),
@@ -333,6 +330,44 @@ impl Default for InfluxConfig {
 impl InfluxConfig {
     pub fn resolved_token(&self) -> Result<Option<Secret>, ConfigError> {
         resolve_secret(&self.token, &self.token_file)
+    }
+}
+
+/// When spool appends are fsynced (see `ARCHITECTURE.md` § Spool for the crash window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// fsync every append batch before acknowledging it: nothing acknowledged is lost, even on
+    /// power loss.
+    Batch,
+    /// fsync every `fsync_interval`: a process crash loses nothing; a power loss may lose the
+    /// readings acknowledged in the last interval.
+    Interval,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Directory of the spool; default `{daemon.data_dir}/spool`.
+    pub dir: Option<PathBuf>,
+    /// Size limit; when reached, ingest pauses (backpressure) until the store drains it. 1 GiB.
+    pub max_bytes: u64,
+    /// A new segment file starts at this size; stored segments are deleted whole. 16 MiB.
+    pub segment_bytes: u64,
+    pub fsync: FsyncMode,
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: None,
+            max_bytes: 1 << 30,
+            segment_bytes: 16 << 20,
+            fsync: FsyncMode::Batch,
+            fsync_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -517,9 +552,6 @@ impl Config {
                 format!("{} is outside 1..=100000", s.batch_size),
             );
         }
-        if s.flush_interval.is_zero() {
-            err("store.flush_interval", "must be greater than 0s".into());
-        }
         if s.retry_max < Duration::from_millis(100) {
             err("store.retry_max", "must be at least 100ms".into());
         }
@@ -559,6 +591,22 @@ impl Config {
             if i.timeout.is_zero() {
                 err("store.influxdb.timeout", "must be greater than 0s".into());
             }
+        }
+        let sp = &self.spool;
+        if sp.max_bytes < 64 * 1024 {
+            err(
+                "spool.max_bytes",
+                format!("{} is below the minimum of 65536", sp.max_bytes),
+            );
+        }
+        if sp.segment_bytes < 4096 || sp.segment_bytes > sp.max_bytes {
+            err(
+                "spool.segment_bytes",
+                format!("{} must be within 4096..=spool.max_bytes", sp.segment_bytes),
+            );
+        }
+        if sp.fsync == FsyncMode::Interval && sp.fsync_interval.is_zero() {
+            err("spool.fsync_interval", "must be greater than 0s".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             err(

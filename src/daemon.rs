@@ -18,14 +18,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, Health};
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, FsyncMode, StoreKind};
 use crate::ingest::mqtt::{self, MqttSource};
 use crate::metrics::Metrics;
 use crate::pipeline::deadletter::DeadLetter;
+use crate::pipeline::spooler::Spooler;
 use crate::pipeline::writer::{LatestValues, Writer, WriterConfig};
 use crate::registry::{self, RegistryHandle, Seeds};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::influx::InfluxStore;
+use crate::store::spool::{FsyncPolicy, Spool};
 use crate::store::Store;
 
 /// Why the daemon could not start.
@@ -50,6 +52,8 @@ pub enum DaemonError {
     Influx(#[from] crate::store::influx::InfluxBuildError),
     #[error(transparent)]
     Mqtt(#[from] mqtt::MqttError),
+    #[error(transparent)]
+    Spool(#[from] crate::store::spool::SpoolError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -65,10 +69,12 @@ pub struct Running {
     pub registry: RegistryHandle,
     pub deadletter_path: PathBuf,
     pub db_path: PathBuf,
+    pub spool_dir: PathBuf,
     stop_sources: CancellationToken,
     hard_stop: CancellationToken,
     stop_http: CancellationToken,
     sources: Vec<JoinHandle<()>>,
+    spooler: JoinHandle<()>,
     writer: JoinHandle<()>,
     http: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -80,8 +86,9 @@ pub struct Running {
 pub enum ShutdownOutcome {
     /// Everything drained and flushed.
     Clean,
-    /// The deadline passed first; unacknowledged messages stay with the broker.
-    DeadlineExceeded,
+    /// The deadline passed before the store took everything: the rest is in the spool (or, if it
+    /// never reached the spool, unacknowledged at the broker) for the next start. Nothing is lost.
+    LeftInSpool,
 }
 
 /// Build and start every component.
@@ -149,12 +156,74 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
     tracing::info!(store = store.name(), "store ready");
     metrics.store_writable.set(1);
 
+    // Spool: recovery (torn tail, ledger) happens here, before any new data; the writer then
+    // replays what an earlier run left, ahead of new readings (FIFO).
+    let spool_dir = cfg
+        .spool
+        .dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("spool"));
+    let policy = match cfg.spool.fsync {
+        FsyncMode::Batch => FsyncPolicy::Batch,
+        FsyncMode::Interval => FsyncPolicy::Interval,
+    };
+    let spool = {
+        let (dir, max, seg) = (
+            spool_dir.clone(),
+            cfg.spool.max_bytes,
+            cfg.spool.segment_bytes,
+        );
+        Arc::new(
+            tokio::task::spawn_blocking(move || Spool::open(&dir, max, seg, policy))
+                .await
+                .map_err(|e| crate::store::spool::SpoolError::Io {
+                    path: spool_dir.clone(),
+                    source: std::io::Error::other(e),
+                })??,
+        )
+    };
+    let left = spool.stats();
+    if left.unstored_bytes > 0 {
+        tracing::info!(
+            unstored_bytes = left.unstored_bytes,
+            "spool holds readings from an earlier run; storing them first"
+        );
+    }
+    if policy == FsyncPolicy::Interval {
+        let (sp, every) = (spool.clone(), cfg.spool.fsync_interval);
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let sp = sp.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sp.sync()).await {
+                    tracing::error!(error = %e, "spool fsync failed");
+                }
+            }
+        }));
+    }
+
     let stop_sources = CancellationToken::new();
     let hard_stop = CancellationToken::new();
+    let spooler_done = CancellationToken::new();
+    let data_ready = Arc::new(tokio::sync::Notify::new());
+    let space_freed = Arc::new(tokio::sync::Notify::new());
     let (tx, rx) = mpsc::channel(cfg.pipeline.channel_capacity);
+    let spooler = tokio::spawn(
+        Spooler {
+            rx,
+            spool: spool.clone(),
+            metrics: metrics.clone(),
+            data_ready: data_ready.clone(),
+            space_freed: space_freed.clone(),
+            hard_stop: hard_stop.clone(),
+            done: spooler_done.clone(),
+        }
+        .run(),
+    );
     let writer = tokio::spawn(
         Writer {
-            rx,
+            spool,
             store,
             deadletter: deadletter.clone(),
             latest: latest.clone(),
@@ -164,11 +233,19 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
                 retry_min: Duration::from_millis(100),
                 retry_max: cfg.store.retry_max,
             },
+            data_ready,
+            space_freed,
+            input_done: spooler_done,
             hard_stop: hard_stop.clone(),
         }
         .run(),
     );
 
+    let spool_dir_for_report = cfg
+        .spool
+        .dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("spool"));
     let health = Arc::new(Health::default());
     let mut sources = Vec::new();
     if cfg.mqtt.enabled {
@@ -225,10 +302,12 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         registry,
         deadletter_path,
         db_path,
+        spool_dir: spool_dir_for_report,
         stop_sources,
         hard_stop,
         stop_http,
         sources,
+        spooler,
         writer,
         http,
         background,
@@ -237,7 +316,8 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
 }
 
 impl Running {
-    /// Stop sources, drain and flush, stop the API; never longer than the deadline (plus a second).
+    /// Stop sources, spool what they delivered, store what the deadline allows, stop the API.
+    /// Whatever is not stored by then stays in the spool for the next start.
     pub async fn shutdown(self) -> ShutdownOutcome {
         tracing::info!(
             deadline_secs = self.deadline.as_secs_f64(),
@@ -245,24 +325,30 @@ impl Running {
         );
         self.stop_sources.cancel();
         let mut sources = self.sources;
+        let mut spooler = self.spooler;
         let mut writer = self.writer;
         let drained = tokio::time::timeout(self.deadline, async {
-            let _ = (&mut writer).await;
             for s in sources.iter_mut() {
                 let _ = s.await;
             }
+            let _ = (&mut spooler).await;
+            let _ = (&mut writer).await;
         })
         .await;
         let outcome = if drained.is_ok() {
             ShutdownOutcome::Clean
         } else {
-            tracing::warn!("shutdown deadline passed before the store accepted everything");
+            tracing::warn!("shutdown deadline passed before the store accepted everything; the rest stays in the spool");
             self.hard_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = (&mut spooler).await;
+                let _ = (&mut writer).await;
+            })
+            .await;
             for s in &sources {
                 s.abort();
             }
-            ShutdownOutcome::DeadlineExceeded
+            ShutdownOutcome::LeftInSpool
         };
         for b in self.background {
             b.abort();

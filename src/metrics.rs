@@ -4,8 +4,8 @@
 //! sensor or topic ids (those go in logs and the dead-letter file).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::pipeline::RejectReason;
@@ -43,6 +43,20 @@ pub struct Metrics {
     pub deadletter_errors: IntCounter,
     /// Readings that carried no timestamp and took the receive time.
     pub timestamps_assumed: IntCounter,
+    /// Spool: bytes on disk, bytes not yet stored, oldest unstored record's age, estimated seconds to
+    /// drain (-1: unknown, nothing drained yet), 1 while ingest waits for space.
+    pub spool_bytes: IntGauge,
+    pub spool_unstored_bytes: IntGauge,
+    pub spool_oldest_age_seconds: Gauge,
+    pub spool_drain_seconds: Gauge,
+    pub spool_ingest_paused: IntGauge,
+    /// Seconds ingest has waited for spool space, in total.
+    pub spool_paused_seconds: Counter,
+    pub spool_appended_readings: IntCounter,
+    /// Damaged records detected and skipped.
+    pub spool_corrupt_records: IntCounter,
+    /// Spool I/O errors (append, read, commit).
+    pub spool_errors: IntCounter,
 }
 
 /// Registering a metric twice is a programming error caught by the unit test below.
@@ -68,6 +82,16 @@ impl Metrics {
             let g = IntGauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
+        };
+        let fgauge = |name: &str, help: &str| -> Result<Gauge, MetricsError> {
+            let g = Gauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let fcounter = |name: &str, help: &str| -> Result<Counter, MetricsError> {
+            let c = Counter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
         };
         let store_batch_seconds = HistogramVec::new(
             HistogramOpts::new(
@@ -143,6 +167,36 @@ impl Metrics {
                 "enviromon_readings_timestamp_assumed_total",
                 "Readings without a timestamp that took the receive time.",
             )?,
+            spool_bytes: gauge("enviromon_spool_bytes", "Bytes of spool segments on disk.")?,
+            spool_unstored_bytes: gauge(
+                "enviromon_spool_unstored_bytes",
+                "Spool bytes not yet stored.",
+            )?,
+            spool_oldest_age_seconds: fgauge(
+                "enviromon_spool_oldest_record_age_seconds",
+                "Age of the oldest reading waiting in the spool (0 when drained).",
+            )?,
+            spool_drain_seconds: fgauge(
+                "enviromon_spool_drain_seconds_estimate",
+                "Estimated seconds to drain the spool at the recent store rate (-1: unknown).",
+            )?,
+            spool_ingest_paused: gauge(
+                "enviromon_spool_ingest_paused",
+                "1 while ingest waits for spool space (the spool is at spool.max_bytes).",
+            )?,
+            spool_paused_seconds: fcounter(
+                "enviromon_spool_ingest_paused_seconds_total",
+                "Seconds ingest has waited for spool space.",
+            )?,
+            spool_appended_readings: counter(
+                "enviromon_spool_appended_readings_total",
+                "Readings appended to the spool.",
+            )?,
+            spool_corrupt_records: counter(
+                "enviromon_spool_corrupt_records_total",
+                "Damaged spool records detected and skipped.",
+            )?,
+            spool_errors: counter("enviromon_spool_errors_total", "Spool I/O errors.")?,
             registry,
         };
         for r in RejectReason::ALL {

@@ -9,6 +9,7 @@
 
 pub mod deadletter;
 pub mod payload;
+pub mod spooler;
 pub mod validate;
 pub mod writer;
 

@@ -1,28 +1,30 @@
-//! The store writer: batches envelopes from the channel, writes them, then acknowledges them.
+//! The store writer: reads the spool in order, writes batches to the store, and commits the spool
+//! position only after the store has them.
 //!
-//! A batch is written as soon as it holds `store.batch_size` readings or nothing more is queued, so
-//! under light load a reading is stored at once and under heavy load batches grow. Failures:
+//! A batch is up to `store.batch_size` readings (whole spool records); when the spool has less, the
+//! writer takes what there is at once, so under light load a reading is stored immediately.
+//! Failures:
 //! - retryable (store down, timeout, 429/5xx): retry the same batch with capped exponential backoff
-//!   and jitter, forever; the channel fills and sources wait (backpressure, nothing dropped);
+//!   and jitter, forever; meanwhile the spool grows (up to its limit, then ingest pauses);
 //! - too large (413): split in halves;
 //! - rejected (4xx, bad data): bisect down to the offending readings, dead-letter exactly those with
 //!   the server's message, store the rest.
 //!
-//! Acknowledgements fire only after their envelope's readings are durable, in arrival order. On
-//! shutdown the writer drains the channel; if the store is still failing at the hard deadline it
-//! gives up, leaving those messages unacknowledged for the broker to redeliver.
+//! On shutdown the writer keeps storing until the spool is read to the end; if the store is still
+//! failing at the hard deadline it stops, and the rest waits in the spool for the next start.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::deadletter::DeadLetter;
-use super::{Envelope, RejectReason, Rejection};
+use super::{RejectReason, Rejection};
 use crate::metrics::Metrics;
 use crate::reading::Reading;
+use crate::store::spool::{Batch, Spool};
 use crate::store::{Store, StoreError};
 
 /// The newest stored reading per (sensor, quantity), for `/api/v1/readings/latest`.
@@ -68,12 +70,18 @@ pub struct WriterConfig {
 
 /// Everything the writer task owns.
 pub struct Writer {
-    pub rx: mpsc::Receiver<Envelope>,
+    pub spool: Arc<Spool>,
     pub store: Store,
     pub deadletter: Arc<DeadLetter>,
     pub latest: LatestValues,
     pub metrics: Metrics,
     pub config: WriterConfig,
+    /// Woken by the spooler after appends.
+    pub data_ready: Arc<Notify>,
+    /// Woken by the writer after a commit freed space.
+    pub space_freed: Arc<Notify>,
+    /// Cancelled when the spooler has finished: once the spool is read to the end, return.
+    pub input_done: CancellationToken,
     /// Cancelled at the shutdown deadline: stop retrying and return.
     pub hard_stop: CancellationToken,
 }
@@ -83,52 +91,102 @@ pub struct Writer {
 struct Aborted;
 
 impl Writer {
-    /// Run until every sender is dropped and the channel is drained (or `hard_stop`).
-    pub async fn run(mut self) {
-        let mut batch: Vec<Envelope> = Vec::new();
+    /// Run until the input is done and the spool read to the end (or `hard_stop`).
+    pub async fn run(self) {
+        let mut drain_rate = DrainRate::default();
+        self.update_spool_gauges(None, &drain_rate);
         loop {
-            let Some(first) = self.rx.recv().await else {
-                break;
-            };
-            let mut n = first.readings.len();
-            batch.push(first);
-            while n < self.config.batch_size {
-                match self.rx.try_recv() {
-                    Ok(env) => {
-                        n += env.readings.len();
-                        batch.push(env);
-                    }
-                    Err(_) => break,
+            let batch = match self.read_batch().await {
+                Some(b) => b,
+                None => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
                 }
+            };
+            if batch.records.is_empty() {
+                self.update_spool_gauges(None, &drain_rate);
+                if self.input_done.is_cancelled() && self.spool.is_read_to_end() {
+                    break;
+                }
+                tokio::select! {
+                    _ = self.data_ready.notified() => {}
+                    _ = self.input_done.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
             }
-            self.metrics.queue_depth.set(self.rx.len() as i64);
-            if self.flush(&mut batch).await.is_err() {
-                tracing::warn!(
-                    unwritten_messages = batch.len() + self.rx.len(),
-                    "store writer stopped at the shutdown deadline; unacknowledged messages will be redelivered by the broker"
-                );
+            let oldest = batch.records.first().map(|r| r.appended_ms);
+            self.update_spool_gauges(oldest, &drain_rate);
+            let started = Instant::now();
+            let readings: Vec<Reading> = batch
+                .records
+                .iter()
+                .flat_map(|r| r.readings.iter().cloned())
+                .collect();
+            self.metrics.batch_pending.set(readings.len() as i64);
+            if self.write_all(&readings).await.is_err() {
+                tracing::warn!("store writer stopped at the shutdown deadline; unstored readings stay in the spool");
                 return;
             }
+            self.metrics.batch_pending.set(0);
+            let spool = self.spool.clone();
+            let end = batch.end;
+            match tokio::task::spawn_blocking(move || spool.commit(end)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    // Not fatal: the batch is stored; a restart would replay it (idempotent).
+                    self.metrics.spool_errors.inc();
+                    tracing::error!(error = %e, "spool commit failed");
+                }
+                Err(e) => tracing::error!(error = %e, "spool commit task failed"),
+            }
+            drain_rate.observe(batch.bytes, started.elapsed());
+            self.space_freed.notify_waiters();
         }
-        tracing::debug!("store writer drained");
+        self.update_spool_gauges(None, &drain_rate);
+        tracing::debug!("store writer drained the spool");
     }
 
-    async fn flush(&self, batch: &mut Vec<Envelope>) -> Result<(), Aborted> {
-        let readings: Vec<Reading> = batch
-            .iter()
-            .flat_map(|e| e.readings.iter().cloned())
-            .collect();
-        self.metrics.batch_pending.set(readings.len() as i64);
-        if !readings.is_empty() {
-            self.write_all(&readings).await?;
-        }
-        self.metrics.batch_pending.set(0);
-        for env in batch.drain(..) {
-            if let Some(ack) = env.ack {
-                ack.ack();
+    async fn read_batch(&self) -> Option<Batch> {
+        let spool = self.spool.clone();
+        let max = self.config.batch_size;
+        match tokio::task::spawn_blocking(move || spool.read_batch(max)).await {
+            Ok(Ok(b)) => Some(b),
+            Ok(Err(e)) => {
+                self.metrics.spool_errors.inc();
+                tracing::error!(error = %e, "spool read failed; retrying");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool read task failed; retrying");
+                None
             }
         }
-        Ok(())
+    }
+
+    fn update_spool_gauges(&self, oldest_appended_ms: Option<i64>, rate: &DrainRate) {
+        let stats = self.spool.stats();
+        self.metrics.spool_bytes.set(stats.bytes as i64);
+        self.metrics
+            .spool_unstored_bytes
+            .set(stats.unstored_bytes as i64);
+        let corrupt_seen = self.metrics.spool_corrupt_records.get();
+        if stats.corrupt_records > corrupt_seen {
+            self.metrics
+                .spool_corrupt_records
+                .inc_by(stats.corrupt_records - corrupt_seen);
+        }
+        match oldest_appended_ms {
+            Some(ms) => {
+                let age = (chrono::Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0;
+                self.metrics.spool_oldest_age_seconds.set(age);
+            }
+            None if stats.unstored_bytes == 0 => self.metrics.spool_oldest_age_seconds.set(0.0),
+            None => {}
+        }
+        self.metrics
+            .spool_drain_seconds
+            .set(rate.seconds_to_drain(stats.unstored_bytes));
     }
 
     /// Write `readings`, splitting on 413 and bisecting on rejection; retry transient errors.
@@ -224,5 +282,34 @@ impl Writer {
             &payload,
             &[rej],
         );
+    }
+}
+
+/// Bytes stored per second, smoothed; gives the time-to-drain estimate.
+#[derive(Debug, Default)]
+struct DrainRate {
+    bytes_per_sec: f64,
+}
+
+impl DrainRate {
+    fn observe(&mut self, bytes: u64, took: Duration) {
+        let secs = took.as_secs_f64().max(1e-3);
+        let r = bytes as f64 / secs;
+        self.bytes_per_sec = if self.bytes_per_sec == 0.0 {
+            r
+        } else {
+            0.8 * self.bytes_per_sec + 0.2 * r
+        };
+    }
+
+    fn seconds_to_drain(&self, unstored: u64) -> f64 {
+        if unstored == 0 {
+            0.0
+        } else if self.bytes_per_sec <= 0.0 {
+            // Nothing drained yet (store down since start): unknown, shown as -1.
+            -1.0
+        } else {
+            unstored as f64 / self.bytes_per_sec
+        }
     }
 }

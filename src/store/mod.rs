@@ -10,6 +10,7 @@
 pub mod embedded;
 pub mod influx;
 pub mod line_protocol;
+pub mod spool;
 
 use crate::reading::Reading;
 
