@@ -257,6 +257,8 @@ pub enum StoreKind {
     Embedded,
     /// InfluxDB v2 write API (`/api/v2/write`) through the influxdb2 crate.
     Influxdb,
+    /// InfluxDB 1.x write API (`/write?db=`).
+    Influxdb1,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -270,6 +272,7 @@ pub struct StoreConfig {
     pub retry_max: Duration,
     pub embedded: EmbeddedConfig,
     pub influxdb: InfluxConfig,
+    pub influxdb1: Influx1Config,
 }
 
 impl Default for StoreConfig {
@@ -280,6 +283,7 @@ impl Default for StoreConfig {
             retry_max: Duration::from_secs(30),
             embedded: EmbeddedConfig::default(),
             influxdb: InfluxConfig::default(),
+            influxdb1: Influx1Config::default(),
         }
     }
 }
@@ -368,6 +372,42 @@ impl Default for SpoolConfig {
             fsync: FsyncMode::Batch,
             fsync_interval: Duration::from_secs(1),
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Influx1Config {
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    pub database: String,
+    /// Retention policy; default: the database's default policy.
+    pub retention_policy: Option<String>,
+    pub username: Option<String>,
+    /// Password inline (`ENVIROMON__STORE__INFLUXDB1__PASSWORD`) or from `password_file`.
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for Influx1Config {
+    fn default() -> Self {
+        Influx1Config {
+            url: String::new(),
+            database: "enviromon".into(),
+            retention_policy: None,
+            username: None,
+            password: None,
+            password_file: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Influx1Config {
+    pub fn resolved_password(&self) -> Result<Option<Secret>, ConfigError> {
+        resolve_secret(&self.password, &self.password_file)
     }
 }
 
@@ -590,6 +630,38 @@ impl Config {
             }
             if i.timeout.is_zero() {
                 err("store.influxdb.timeout", "must be greater than 0s".into());
+            }
+        }
+        if s.kind == StoreKind::Influxdb1 {
+            let i = &s.influxdb1;
+            match url::Url::parse(&i.url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                Ok(u) => err(
+                    "store.influxdb1.url",
+                    format!("scheme {:?} is not http or https", u.scheme()),
+                ),
+                Err(e) => err(
+                    "store.influxdb1.url",
+                    format!("{:?} is not a URL: {e}", i.url),
+                ),
+            }
+            if i.database.trim().is_empty() {
+                err("store.influxdb1.database", "must not be empty".into());
+            }
+            if i.password.is_some() && i.password_file.is_some() {
+                err(
+                    "store.influxdb1.password_file",
+                    "give the password or password_file, not both".into(),
+                );
+            }
+            if (i.password.is_some() || i.password_file.is_some()) && i.username.is_none() {
+                err(
+                    "store.influxdb1.username",
+                    "a password needs a username".into(),
+                );
+            }
+            if i.timeout.is_zero() {
+                err("store.influxdb1.timeout", "must be greater than 0s".into());
             }
         }
         let sp = &self.spool;

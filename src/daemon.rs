@@ -27,6 +27,7 @@ use crate::pipeline::writer::{LatestValues, Writer, WriterConfig};
 use crate::registry::{self, RegistryHandle, Seeds};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::influx::InfluxStore;
+use crate::store::influx1::Influx1Store;
 use crate::store::spool::{FsyncPolicy, Spool};
 use crate::store::Store;
 
@@ -50,6 +51,8 @@ pub enum DaemonError {
     Embedded(#[from] crate::store::embedded::EmbeddedError),
     #[error(transparent)]
     Influx(#[from] crate::store::influx::InfluxBuildError),
+    #[error(transparent)]
+    Influx1(#[from] crate::store::influx1::Influx1BuildError),
     #[error(transparent)]
     Mqtt(#[from] mqtt::MqttError),
     #[error(transparent)]
@@ -152,6 +155,10 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             (Store::Embedded(s), Some(reader))
         }
         StoreKind::Influxdb => (Store::Influx(InfluxStore::new(&cfg.store.influxdb)?), None),
+        StoreKind::Influxdb1 => (
+            Store::Influx1(Influx1Store::new(&cfg.store.influxdb1)?),
+            None,
+        ),
     };
     tracing::info!(store = store.name(), "store ready");
     metrics.store_writable.set(1);
@@ -324,29 +331,20 @@ impl Running {
             "shutting down: stopping sources, draining"
         );
         self.stop_sources.cancel();
-        let mut sources = self.sources;
-        let mut spooler = self.spooler;
-        let mut writer = self.writer;
-        let drained = tokio::time::timeout(self.deadline, async {
-            for s in sources.iter_mut() {
-                let _ = s.await;
-            }
-            let _ = (&mut spooler).await;
-            let _ = (&mut writer).await;
-        })
-        .await;
+        // In order: sources, then the spooler (drains the channel), then the writer (drains the
+        // spool). A handle is taken once it has completed, so none is polled twice.
+        let mut tasks: Vec<Option<JoinHandle<()>>> = self.sources.into_iter().map(Some).collect();
+        tasks.push(Some(self.spooler));
+        tasks.push(Some(self.writer));
+        let drained = tokio::time::timeout(self.deadline, join_all(&mut tasks)).await;
         let outcome = if drained.is_ok() {
             ShutdownOutcome::Clean
         } else {
             tracing::warn!("shutdown deadline passed before the store accepted everything; the rest stays in the spool");
             self.hard_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                let _ = (&mut spooler).await;
-                let _ = (&mut writer).await;
-            })
-            .await;
-            for s in &sources {
-                s.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(1), join_all(&mut tasks)).await;
+            for h in tasks.iter().flatten() {
+                h.abort();
             }
             ShutdownOutcome::LeftInSpool
         };
@@ -357,6 +355,16 @@ impl Running {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.http).await;
         tracing::info!(?outcome, "stopped");
         outcome
+    }
+}
+
+/// Await each task in order; a completed one is taken out so it is never polled again.
+async fn join_all(tasks: &mut [Option<JoinHandle<()>>]) {
+    for slot in tasks.iter_mut() {
+        if let Some(h) = slot.as_mut() {
+            let _ = h.await;
+            *slot = None;
+        }
     }
 }
 

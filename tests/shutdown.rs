@@ -4,152 +4,71 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::*;
-use serde_json::json;
-
-fn write_config(dir: &Path, mqtt_port: u16, http_port: u16) -> std::path::PathBuf {
-    let path = dir.join("enviromon.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[daemon]\ndata_dir = {:?}\nshutdown_deadline = \"10s\"\n\
-             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
-             [mqtt]\nport = {mqtt_port}\nclient_id = \"enviromon-sigterm-test\"\n\
-             [store]\nbatch_size = 200\n",
-            dir.join("data").display().to_string()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn spawn_daemon(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_enviromon"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("ENVIROMON_LOG", "info")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start enviromon")
-}
-
-async fn wait_ready(http_port: u16) {
-    eventually(20, "daemon ready", || async move {
-        let r = reqwest::get(format!("http://127.0.0.1:{http_port}/readyz"))
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
-}
-
-fn sigterm_and_wait(child: &mut Child, secs: u64) -> std::process::ExitStatus {
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not exit within {secs} s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stored_count(db: &Path) -> i64 {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.query_row(
-        "SELECT COUNT(*) FROM readings WHERE sensor = 'dt-1-cems'",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_readings_in_flight_flushes_exits_zero_and_loses_nothing() {
     let broker = mosquitto();
     let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
-    let config = write_config(dir.path(), broker.port, http_port);
-    let log = dir.path().join("daemon.log");
-
-    // First start registers the persistent session and subscription at the broker.
-    let mut daemon = spawn_daemon(&config, &log);
-    wait_ready(http_port).await;
+    // The first start registers the persistent session and subscription at the broker.
+    let mut daemon = DaemonProcess::start(
+        dir.path(),
+        broker.port,
+        "enviromon-sigterm-test",
+        "[store]\nbatch_size = 200\n",
+    );
+    daemon.wait_ready().await;
 
     // Publish 20,000 readings; SIGTERM arrives while they are still flowing.
     const N: i64 = 20_000;
     let base = (chrono::Utc::now().timestamp_millis() / 1000 - 100_000) * 1000;
-    let mut publisher = Publisher::connect(broker.port, "test-publisher-sigterm").await;
-    let publishing = tokio::spawn(async move {
-        for i in 0..N {
-            let payload = json!({"ts": base + i, "quantity": "SO2", "value": i as f64});
-            publisher
-                .publish("enviromon/datang/dt-1-cems", payload.to_string())
-                .await;
-        }
-        publisher.wait_acked().await;
-    });
-    let db = dir.path().join("data").join("enviromon.db");
+    let publishing = publish_in_background(
+        broker.port,
+        "test-publisher-sigterm",
+        "enviromon/datang/dt-1-cems",
+        N,
+        base,
+    );
+    let db = daemon.db();
     eventually(30, "the first 2000 readings stored", || async {
-        (stored_count(&db) >= 2000).then_some(())
+        (embedded_summary(&db, "dt-1-cems").0 >= 2000).then_some(())
     })
     .await;
-    let status = sigterm_and_wait(&mut daemon, 15);
+    let status = daemon.signal_and_wait("TERM", 15);
     assert_eq!(
         status.code(),
         Some(0),
         "exit 0 after SIGTERM; log:\n{}",
-        std::fs::read_to_string(&log).unwrap()
+        daemon.log_text()
     );
-    let first = stored_count(&db);
+    let first = embedded_summary(&db, "dt-1-cems").0;
     publishing.await.unwrap();
     assert!(
         first < N,
         "SIGTERM came with readings still in flight ({first} of {N} stored)"
     );
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = daemon.log_text();
     assert!(
         text.contains("SIGTERM received") && text.contains("outcome=Clean"),
         "{text}"
     );
 
     // What the first run had not taken is still at the broker: the next start gets all of it.
-    let mut daemon = spawn_daemon(&config, &log);
-    wait_ready(http_port).await;
-    eventually(120, "all 20,000 readings stored", || async {
-        (stored_count(&db) == N).then_some(())
+    daemon.restart();
+    daemon.wait_ready().await;
+    let summary = eventually(120, "all 20,000 readings stored", || async {
+        let s = embedded_summary(&db, "dt-1-cems");
+        (s.0 == N).then_some(s)
     })
     .await;
-    let c = rusqlite::Connection::open(&db).unwrap();
-    let (min, max, sum): (i64, i64, f64) = c
-        .query_row(
-            "SELECT MIN(ts_ms), MAX(ts_ms), SUM(value) FROM readings WHERE sensor = 'dt-1-cems'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
-    assert_eq!((min, max), (base, base + N - 1));
-    assert_eq!(sum, (N * (N - 1) / 2) as f64, "every value exactly once");
-    assert_eq!(sigterm_and_wait(&mut daemon, 15).code(), Some(0));
+    assert_eq!(
+        summary,
+        (N, base, base + N - 1, (N * (N - 1) / 2) as f64),
+        "every value exactly once"
+    );
+    assert_eq!(daemon.signal_and_wait("TERM", 15).code(), Some(0));
 }
 
 #[test]

@@ -238,7 +238,7 @@ impl Writer {
                     }
                     return Ok(None);
                 }
-                Err(e @ StoreError::Retryable(_)) => {
+                Err(e @ StoreError::Retryable { .. }) => {
                     self.metrics
                         .store_errors
                         .with_label_values(&[store, e.kind()])
@@ -250,7 +250,15 @@ impl Writer {
                     } else {
                         tracing::debug!(store, error = %e, "store write failed again");
                     }
-                    let jittered = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                    let mut jittered = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                    if let StoreError::Retryable {
+                        retry_after: Some(after),
+                        ..
+                    } = &e
+                    {
+                        // The server said when: not before, and not past our cap.
+                        jittered = (*after).min(self.config.retry_max).max(jittered);
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(jittered) => {}
                         _ = self.hard_stop.cancelled() => return Err(Aborted),

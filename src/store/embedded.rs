@@ -63,8 +63,8 @@ impl EmbeddedStore {
             write_batch(&mut c, &batch)
         })
         .await
-        .map_err(|e| StoreError::Retryable(format!("write task failed: {e}")))?
-        .map_err(|e| StoreError::Retryable(e.to_string()))
+        .map_err(|e| StoreError::retryable(format!("write task failed: {e}")))?
+        .map_err(|e| StoreError::retryable(e.to_string()))
     }
 
     /// Delete readings older than `retention`; returns the number deleted.

@@ -68,20 +68,15 @@ impl InfluxStore {
     }
 }
 
-/// The crate calls anything but 204 an error; any 2xx is success here.
+/// The crate calls anything but 204 an error; any 2xx is success here. The crate does not pass on
+/// response headers, so a `Retry-After` from a v2 server cannot be honoured: the writer's capped
+/// exponential backoff applies instead.
 fn classify(e: RequestError) -> Result<(), StoreError> {
     Err(match e {
         RequestError::Http { status, .. } if status.is_success() => return Ok(()),
         RequestError::Http { status, text } => {
-            let msg = format!("HTTP {}: {}", status.as_u16(), text.trim());
-            match status.as_u16() {
-                413 => StoreError::TooLarge(msg),
-                // 401/403/404: credentials or bucket wrong — an operator fixes it; never drop data.
-                401 | 403 | 404 | 408 | 429 => StoreError::Retryable(msg),
-                400..=499 => StoreError::Rejected(msg),
-                _ => StoreError::Retryable(msg),
-            }
+            super::classify_http(status.as_u16(), text.trim(), None)
         }
-        other => StoreError::Retryable(other.to_string()),
+        other => StoreError::retryable(other.to_string()),
     })
 }

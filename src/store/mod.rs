@@ -3,23 +3,32 @@
 //! - [`embedded`]: SQLite in the data directory, the default, so the daemon runs anywhere.
 //! - [`influx`]: InfluxDB's v2 write API through the `influxdb2` crate (InfluxDB 2.x/3.x, 1.8+, and
 //!   any server of `/api/v2/write`, e.g. VictoriaMetrics).
+//! - [`influx1`]: InfluxDB 1.x's `/write` API, for 1.x servers and Grafana's InfluxQL.
+//! - [`spool`]: the durable queue in front of whichever store is configured.
 //!
 //! Both are idempotent: a reading's identity is (measurement, site, sensor, quantity, timestamp),
 //! so a replayed reading overwrites itself instead of adding a point.
 
 pub mod embedded;
 pub mod influx;
+pub mod influx1;
 pub mod line_protocol;
 pub mod spool;
+
+use std::time::Duration;
 
 use crate::reading::Reading;
 
 /// How a write failed, which decides what the writer does next.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Connection refused, timeout, 429, 5xx, database busy: try again later.
-    #[error("store unavailable: {0}")]
-    Retryable(String),
+    /// Connection refused, timeout, 429, 5xx, database busy: try again later (not before
+    /// `retry_after` when the server said so).
+    #[error("store unavailable: {message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The store says the data itself is bad (4xx): bisect and dead-letter the offending readings.
     #[error("store rejected the data: {0}")]
     Rejected(String),
@@ -28,10 +37,35 @@ pub enum StoreError {
     TooLarge(String),
 }
 
+/// Classify an HTTP answer that was not 2xx.
+pub fn classify_http(status: u16, text: &str, retry_after: Option<Duration>) -> StoreError {
+    let message = format!("HTTP {status}: {text}");
+    match status {
+        413 => StoreError::TooLarge(message),
+        // 401/403/404: credentials, database or bucket wrong — an operator fixes it; never drop data.
+        401 | 403 | 404 | 408 | 429 => StoreError::Retryable {
+            message,
+            retry_after,
+        },
+        400..=499 => StoreError::Rejected(message),
+        _ => StoreError::Retryable {
+            message,
+            retry_after,
+        },
+    }
+}
+
 impl StoreError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        StoreError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
-            StoreError::Retryable(_) => "retryable",
+            StoreError::Retryable { .. } => "retryable",
             StoreError::Rejected(_) => "rejected",
             StoreError::TooLarge(_) => "too_large",
         }
@@ -43,6 +77,7 @@ impl StoreError {
 pub enum Store {
     Embedded(embedded::EmbeddedStore),
     Influx(influx::InfluxStore),
+    Influx1(influx1::Influx1Store),
 }
 
 impl Store {
@@ -51,6 +86,7 @@ impl Store {
         match self {
             Store::Embedded(_) => "embedded",
             Store::Influx(_) => "influxdb",
+            Store::Influx1(_) => "influxdb1",
         }
     }
 
@@ -59,6 +95,35 @@ impl Store {
         match self {
             Store::Embedded(s) => s.write(batch).await,
             Store::Influx(s) => s.write(batch).await,
+            Store::Influx1(s) => s.write(batch).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_answers_are_classified_for_the_writer() {
+        assert!(matches!(
+            classify_http(400, "field type conflict", None),
+            StoreError::Rejected(_)
+        ));
+        assert!(matches!(
+            classify_http(422, "", None),
+            StoreError::Rejected(_)
+        ));
+        assert!(matches!(
+            classify_http(413, "", None),
+            StoreError::TooLarge(_)
+        ));
+        let e = classify_http(429, "slow down", Some(Duration::from_secs(7)));
+        assert!(
+            matches!(e, StoreError::Retryable { retry_after: Some(d), .. } if d == Duration::from_secs(7))
+        );
+        for s in [401, 403, 404, 500, 502, 503] {
+            assert_eq!(classify_http(s, "", None).kind(), "retryable", "{s}");
         }
     }
 }

@@ -347,3 +347,223 @@ pub fn metric(text: &str, name_and_labels: &str) -> f64 {
         })
         .unwrap_or_else(|| panic!("metric {name_and_labels} not found"))
 }
+
+/// Debian's InfluxDB 1.x: a real InfluxQL engine (no /api/v2 endpoints). The database `env` exists.
+pub fn influxdb1() -> Server {
+    let bin = binary("influxd", "influxdb");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let rpc_port = free_port();
+    let server = Server::start(
+        "influxd",
+        port,
+        dir,
+        Box::new(move |dir, port| {
+            let base = Command::new(&bin)
+                .arg("config")
+                .output()
+                .expect("influxd config")
+                .stdout;
+            let base = String::from_utf8_lossy(&base);
+            let d = dir.display();
+            let mut conf = String::new();
+            let mut section = String::new();
+            for line in base.lines() {
+                let t = line.trim_start();
+                if t.starts_with('[') {
+                    section = t.to_string();
+                }
+                let replaced = match (section.as_str(), t.split('=').next().unwrap_or("").trim()) {
+                    ("", "bind-address") => format!("bind-address = \"127.0.0.1:{rpc_port}\""),
+                    ("", "reporting-disabled") | ("", "reporting-enabled") => line.to_string(),
+                    ("[meta]", "dir") => format!("  dir = \"{d}/meta\""),
+                    ("[data]", "dir") => format!("  dir = \"{d}/data\""),
+                    ("[data]", "wal-dir") => format!("  wal-dir = \"{d}/wal\""),
+                    ("[data]", "query-log-enabled") => "  query-log-enabled = false".into(),
+                    ("[http]", "bind-address") => format!("  bind-address = \"127.0.0.1:{port}\""),
+                    ("[http]", "log-enabled") => "  log-enabled = false".into(),
+                    ("[monitor]", "store-enabled") => "  store-enabled = false".into(),
+                    _ => line.to_string(),
+                };
+                conf.push_str(&replaced);
+                conf.push('\n');
+            }
+            let path = dir.join("influxdb.conf");
+            std::fs::write(&path, conf).expect("write influxdb.conf");
+            Command::new(&bin)
+                .arg("-config")
+                .arg(&path)
+                .stdout(log_file(dir))
+                .stderr(log_file(dir))
+                .spawn()
+                .expect("start influxd")
+        }),
+    );
+    server
+}
+
+/// Run an InfluxQL statement (POST /query) against database `db`; returns the JSON answer.
+pub async fn influxql(port: u16, db: &str, q: &str) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/query"))
+        .form(&[("db", db), ("q", q), ("epoch", "ms")])
+        .send()
+        .await
+        .expect("InfluxQL request");
+    resp.json().await.expect("InfluxQL JSON")
+}
+
+/// Write line protocol to InfluxDB 1.x (`/write?db=&precision=ms`); returns the status and body.
+pub async fn influx1_write(port: u16, db: &str, lines: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/write?db={db}&precision=ms"
+        ))
+        .body(lines.to_string())
+        .send()
+        .await
+        .expect("write request");
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}
+
+/// The real `enviromon` binary, run with a config file in a temporary directory.
+pub struct DaemonProcess {
+    pub child: Child,
+    pub http_port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl DaemonProcess {
+    /// Write `enviromon.toml` in `dir` (data in `dir/data`, HTTP on a free port) with `extra` TOML
+    /// appended, and start the binary.
+    pub fn start(dir: &Path, mqtt_port: u16, client_id: &str, extra: &str) -> DaemonProcess {
+        let http_port = free_port();
+        let data_dir = dir.join("data");
+        let config = dir.join("enviromon.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\ndata_dir = {:?}\nshutdown_deadline = \"10s\"\n\
+                 [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+                 [mqtt]\nport = {mqtt_port}\nclient_id = \"{client_id}\"\nreconnect_max = \"1s\"\n{extra}",
+                data_dir.display().to_string()
+            ),
+        )
+        .expect("write config");
+        let log = dir.join("daemon.log");
+        let child = Self::spawn(&config, &log);
+        DaemonProcess {
+            child,
+            http_port,
+            config,
+            log,
+            data_dir,
+        }
+    }
+
+    fn spawn(config: &Path, log: &Path) -> Child {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_enviromon"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("ENVIROMON_LOG", "info")
+            .stdout(Stdio::from(f.try_clone().expect("log file")))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("start enviromon")
+    }
+
+    /// Start the binary again with the same configuration and data.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.config, &self.log);
+    }
+
+    pub async fn wait_ready(&self) {
+        let port = self.http_port;
+        eventually(20, "daemon ready", || async move {
+            let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Send a signal (`TERM`, `KILL`, …) and wait for the process to exit.
+    pub fn signal_and_wait(&mut self, sig: &str, secs: u64) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit within {secs} s of SIG{sig}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.data_dir.join("enviromon.db")
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (count, min ts, max ts, sum of values) of one sensor's readings in the embedded database.
+pub fn embedded_summary(db: &Path, sensor: &str) -> (i64, i64, i64, f64) {
+    let c = rusqlite::Connection::open(db).expect("open db");
+    c.query_row(
+        "SELECT COUNT(*), COALESCE(MIN(ts_ms),0), COALESCE(MAX(ts_ms),0), COALESCE(SUM(value),0) FROM readings WHERE sensor = ?1",
+        [sensor],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .expect("query")
+}
+
+/// Publish `n` single SO2 readings (values 0..n, timestamps base+i ms) on `topic` in a task;
+/// the task ends when the broker has acknowledged all of them.
+pub fn publish_in_background(
+    port: u16,
+    id: &str,
+    topic: &str,
+    n: i64,
+    base: i64,
+) -> tokio::task::JoinHandle<()> {
+    let (id, topic) = (id.to_string(), topic.to_string());
+    tokio::spawn(async move {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_clean_session(false);
+        let mut publisher = Publisher::connect_with(o).await;
+        for i in 0..n {
+            let payload = format!(r#"{{"ts":{},"quantity":"SO2","value":{i}}}"#, base + i);
+            publisher.publish(&topic, payload).await;
+        }
+        publisher.wait_acked().await;
+    })
+}

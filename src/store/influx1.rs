@@ -1,0 +1,82 @@
+//! InfluxDB 1.x write API (`POST /write?db=&rp=&precision=ms`), the second InfluxDB backend.
+//!
+//! For InfluxDB 1.x servers without the v2 endpoint (Debian's 1.6, many existing installs) and for
+//! Grafana's InfluxQL datasource. Same line protocol and classification as the v2 backend, and
+//! `Retry-After` on 429/503 is honoured. Authentication: `u`/`p` query parameters (1.x style).
+
+use std::time::Duration;
+
+use super::{line_protocol, StoreError};
+use crate::config::Influx1Config;
+use crate::reading::Reading;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Influx1BuildError {
+    #[error("store.influxdb1.url {0:?} is not a URL")]
+    Url(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Secret(#[from] crate::config::ConfigError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Influx1Store {
+    http: reqwest::Client,
+    write_url: url::Url,
+}
+
+impl Influx1Store {
+    pub fn new(cfg: &Influx1Config) -> Result<Self, Influx1BuildError> {
+        let mut write_url = url::Url::parse(&cfg.url)
+            .and_then(|u| u.join("write"))
+            .map_err(|_| Influx1BuildError::Url(cfg.url.clone()))?;
+        {
+            let mut q = write_url.query_pairs_mut();
+            q.append_pair("db", &cfg.database)
+                .append_pair("precision", "ms");
+            if let Some(rp) = &cfg.retention_policy {
+                q.append_pair("rp", rp);
+            }
+            if let Some(user) = &cfg.username {
+                q.append_pair("u", user);
+                if let Some(p) = cfg.resolved_password()? {
+                    q.append_pair("p", p.expose());
+                }
+            }
+        }
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Influx1Store { http, write_url })
+    }
+
+    pub async fn write(&self, batch: &[Reading]) -> Result<(), StoreError> {
+        let body = line_protocol::encode(batch);
+        let resp = self
+            .http
+            .post(self.write_url.clone())
+            .body(body)
+            .send()
+            .await
+            // The URL may carry the password: never include it in the message.
+            .map_err(|e| StoreError::retryable(e.without_url().to_string()))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.unwrap_or_default();
+        Err(super::classify_http(
+            status.as_u16(),
+            text.trim(),
+            retry_after,
+        ))
+    }
+}

@@ -1,0 +1,444 @@
+//! Nothing lost: fault tests against real servers. Each counts readings in and readings stored and
+//! asserts exact equality (count, time range and sum of values: every value exactly once).
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use enviromon::config::{Config, Secret, StoreKind};
+use enviromon::daemon::{self, ShutdownOutcome};
+use enviromon::pipeline::deadletter;
+
+const TOPIC: &str = "enviromon/datang/dt-1-cems";
+
+fn vm_config(data: &std::path::Path, mqtt: u16, vm: u16, id: &str) -> Config {
+    let mut cfg = daemon_config(data, mqtt, id);
+    cfg.store.kind = StoreKind::Influxdb;
+    cfg.store.influxdb.url = format!("http://127.0.0.1:{vm}");
+    cfg.store.influxdb.token = Some(Secret::new("t"));
+    cfg.store.influxdb.timeout = Duration::from_secs(2);
+    cfg
+}
+
+/// (count, sum) of `cems_so2` samples of dt-1-cems in VictoriaMetrics.
+async fn vm_so2(port: u16) -> (usize, f64) {
+    let s = vm_export(port, r#"{__name__="cems_so2",sensor="dt-1-cems"}"#).await;
+    (
+        s.iter().map(|x| x.values.len()).sum(),
+        s.iter().flat_map(|x| x.values.iter()).sum(),
+    )
+}
+
+fn base_ts() -> i64 {
+    (Utc::now().timestamp_millis() / 1000 - 200_000) * 1000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn victoria_metrics_down_for_30s_while_10000_readings_arrive() {
+    const N: i64 = 10_000;
+    let broker = mosquitto();
+    let mut vm = victoria_metrics();
+    let dir = tempfile::tempdir().unwrap();
+    let running = daemon::start(vm_config(
+        dir.path(),
+        broker.port,
+        vm.port,
+        "enviromon-vm-outage",
+    ))
+    .await
+    .unwrap();
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    vm.stop();
+    let down_at = std::time::Instant::now();
+    let base = base_ts();
+    publish_in_background(broker.port, "pub-vm-outage", TOPIC, N, base)
+        .await
+        .unwrap();
+    eventually(
+        30,
+        "all readings spooled while the store is down",
+        || async { (running.metrics.spool_appended_readings.get() == N as u64).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        running
+            .metrics
+            .readings_stored
+            .with_label_values(&["influxdb"])
+            .get(),
+        0
+    );
+    assert_eq!(running.metrics.store_writable.get(), 0);
+    assert!(running.metrics.spool_unstored_bytes.get() > 0);
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_at.elapsed())).await;
+    vm.start_again();
+    let (count, sum) = eventually(90, "all 10,000 in VictoriaMetrics", || async {
+        let r = vm_so2(vm.port).await;
+        (r.0 == N as usize).then_some(r)
+    })
+    .await;
+    assert_eq!((count, sum), (N as usize, (N * (N - 1) / 2) as f64));
+    eventually(10, "spool drained", || async {
+        (running.metrics.spool_unstored_bytes.get() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(running.shutdown().await, ShutdownOutcome::Clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_locked_for_30s_while_10000_readings_arrive() {
+    const N: i64 = 10_000;
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let running = daemon::start(daemon_config(
+        dir.path(),
+        broker.port,
+        "enviromon-sqlite-outage",
+    ))
+    .await
+    .unwrap();
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    // Another process-like connection holds the write lock: every write fails with SQLITE_BUSY.
+    let db = running.db_path.clone();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel::<()>();
+    let locker = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        c.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let down_at = std::time::Instant::now();
+    let base = base_ts();
+    publish_in_background(broker.port, "pub-sqlite-outage", TOPIC, N, base)
+        .await
+        .unwrap();
+    eventually(
+        30,
+        "all readings spooled while the store is locked",
+        || async { (running.metrics.spool_appended_readings.get() == N as u64).then_some(()) },
+    )
+    .await;
+    eventually(20, "the store reported unwritable", || async {
+        (running.metrics.store_writable.get() == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_at.elapsed())).await;
+    release_tx.send(()).unwrap();
+    locker.join().unwrap();
+    let db = running.db_path.clone();
+    let summary = eventually(60, "all 10,000 in the embedded store", || async {
+        let s = embedded_summary(&db, "dt-1-cems");
+        (s.0 == N).then_some(s)
+    })
+    .await;
+    assert_eq!(summary, (N, base, base + N - 1, (N * (N - 1) / 2) as f64));
+    assert_eq!(running.shutdown().await, ShutdownOutcome::Clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_20000_readings_then_restart() {
+    const N: i64 = 20_000;
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = DaemonProcess::start(dir.path(), broker.port, "enviromon-sigkill", "");
+    d.wait_ready().await;
+    let base = base_ts();
+    let publishing = publish_in_background(broker.port, "pub-sigkill", TOPIC, N, base);
+    let db = d.db();
+    eventually(30, "3000 stored", || async {
+        (embedded_summary(&db, "dt-1-cems").0 >= 3000).then_some(())
+    })
+    .await;
+    let status = d.signal_and_wait("KILL", 5);
+    assert_eq!(status.code(), None, "killed by the signal");
+    let at_kill = embedded_summary(&db, "dt-1-cems").0;
+    publishing.await.unwrap();
+    assert!(at_kill < N, "killed mid-stream ({at_kill} of {N})");
+    d.restart();
+    d.wait_ready().await;
+    let summary = eventually(120, "all 20,000 stored after restart", || async {
+        let s = embedded_summary(&db, "dt-1-cems");
+        (s.0 == N).then_some(s)
+    })
+    .await;
+    // One row per (sensor, quantity, time): count == N with this sum means each value once.
+    assert_eq!(summary, (N, base, base + N - 1, (N * (N - 1) / 2) as f64));
+    assert_eq!(d.signal_and_wait("TERM", 15).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_restarted_mid_stream_loses_nothing() {
+    const N: i64 = 10_000;
+    let mut broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let running = daemon::start(daemon_config(
+        dir.path(),
+        broker.port,
+        "enviromon-broker-restart",
+    ))
+    .await
+    .unwrap();
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    let base = base_ts();
+    let publishing = publish_in_background(broker.port, "pub-broker-restart", TOPIC, N, base);
+    let db = running.db_path.clone();
+    eventually(30, "2000 stored", || async {
+        (embedded_summary(&db, "dt-1-cems").0 >= 2000).then_some(())
+    })
+    .await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.start_again();
+    tokio::time::timeout(Duration::from_secs(90), publishing)
+        .await
+        .expect("publisher finished")
+        .unwrap();
+    let summary = eventually(90, "all 10,000 stored", || async {
+        let s = embedded_summary(&db, "dt-1-cems");
+        (s.0 == N).then_some(s)
+    })
+    .await;
+    assert_eq!(summary, (N, base, base + N - 1, (N * (N - 1) / 2) as f64));
+    assert!(
+        running.metrics.mqtt_connection_errors.get() >= 1,
+        "the daemon saw the broker go"
+    );
+    assert_eq!(running.shutdown().await, ShutdownOutcome::Clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_pauses_ingest_and_drops_nothing() {
+    const N: i64 = 5_000;
+    let broker = mosquitto();
+    let mut vm = victoria_metrics();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = vm_config(dir.path(), broker.port, vm.port, "enviromon-spool-full");
+    cfg.spool.max_bytes = 64 * 1024;
+    cfg.spool.segment_bytes = 16 * 1024;
+    let running = daemon::start(cfg).await.unwrap();
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    vm.stop();
+    let base = base_ts();
+    let publishing = publish_in_background(broker.port, "pub-spool-full", TOPIC, N, base);
+    eventually(30, "ingest paused on a full spool", || async {
+        (running.metrics.spool_ingest_paused.get() == 1).then_some(())
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(60), publishing)
+        .await
+        .expect("broker took everything")
+        .unwrap();
+    let spooled = running.metrics.spool_appended_readings.get();
+    assert!(
+        spooled < N as u64,
+        "the spool stopped taking data ({spooled})"
+    );
+    assert!(
+        running.metrics.spool_bytes.get() <= 64 * 1024 + 1024,
+        "bounded: {}",
+        running.metrics.spool_bytes.get()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        running.metrics.spool_appended_readings.get(),
+        spooled,
+        "still paused, nothing dropped to make room"
+    );
+    vm.start_again();
+    let (count, sum) = eventually(120, "all 5,000 stored after the store returns", || async {
+        let r = vm_so2(vm.port).await;
+        (r.0 == N as usize).then_some(r)
+    })
+    .await;
+    assert_eq!((count, sum), (N as usize, (N * (N - 1) / 2) as f64));
+    assert_eq!(running.metrics.spool_ingest_paused.get(), 0);
+    assert!(running.metrics.spool_paused_seconds.get() > 1.0);
+    assert_eq!(
+        running
+            .metrics
+            .readings_rejected
+            .with_label_values(&["store_rejected"])
+            .get(),
+        0
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_spool_record_is_detected_reported_and_skipped_alone() {
+    const N: i64 = 200;
+    let broker = mosquitto();
+    let mut vm = victoria_metrics();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = vm_config(dir.path(), broker.port, vm.port, "enviromon-spool-corrupt");
+    cfg.daemon.shutdown_deadline = Duration::from_secs(2);
+    vm.stop();
+    let running = daemon::start(cfg.clone()).await.unwrap();
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    let base = base_ts();
+    publish_in_background(broker.port, "pub-spool-corrupt", TOPIC, N, base)
+        .await
+        .unwrap();
+    eventually(20, "all spooled", || async {
+        (running.metrics.spool_appended_readings.get() == N as u64).then_some(())
+    })
+    .await;
+    let spool_dir = running.spool_dir.clone();
+    assert_eq!(
+        running.shutdown().await,
+        ShutdownOutcome::LeftInSpool,
+        "the store is down: the rest stays in the spool"
+    );
+
+    // Flip bytes in the middle of the spool file.
+    let seg = std::fs::read_dir(&spool_dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "seg") && std::fs::metadata(p).unwrap().len() > 0
+        })
+        .expect("a spool segment");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 3] {
+        *b ^= 0x5A;
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+
+    vm.start_again();
+    let running = daemon::start(cfg).await.unwrap();
+    let (count, sum) = eventually(60, "everything but the damaged record stored", || async {
+        let r = vm_so2(vm.port).await;
+        (r.0 == (N - 1) as usize).then_some(r)
+    })
+    .await;
+    assert_eq!(count, (N - 1) as usize, "only the damaged record is lost");
+    let missing = (N * (N - 1) / 2) as f64 - sum;
+    assert!(
+        missing >= 0.0 && missing < N as f64 && missing.fract() == 0.0,
+        "exactly one value is missing: {missing}"
+    );
+    eventually(10, "the damage is counted", || async {
+        (running.metrics.spool_corrupt_records.get() == 1).then_some(())
+    })
+    .await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_rejecting_some_lines_dead_letters_exactly_those() {
+    let broker = mosquitto();
+    let influx = influxdb1();
+    influxql(influx.port, "", "CREATE DATABASE env").await;
+    // Make `cod` a string field in `water`: every float `cod` then conflicts (HTTP 400).
+    let now = Utc::now().timestamp_millis();
+    let (status, _) = influx1_write(
+        influx.port,
+        "env",
+        &format!("water,site=x,sensor=y cod=\"text\" {now}"),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = daemon_config(dir.path(), broker.port, "enviromon-influx1-400");
+    cfg.store.kind = StoreKind::Influxdb1;
+    cfg.store.influxdb1.url = format!("http://127.0.0.1:{}", influx.port);
+    cfg.store.influxdb1.database = "env".into();
+    let running = daemon::start(cfg).await.unwrap();
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+
+    // 40 good CEMS readings and 5 COD readings that the server will refuse, interleaved.
+    let mut p = Publisher::connect(broker.port, "pub-influx1-400").await;
+    let t0 = now - 60_000;
+    for i in 0..40 {
+        let payload = format!(
+            r#"{{"ts":{},"flag":"C","values":{{"SO2":{i},"NOx":{}}}}}"#,
+            t0 + i * 100,
+            i * 2
+        );
+        p.publish(TOPIC, payload).await;
+        if i % 8 == 0 {
+            let payload = format!(
+                r#"{{"ts":{},"quantity":"COD","value":{}}}"#,
+                t0 + i * 100,
+                20 + i
+            );
+            p.publish("enviromon/jianxi-wwtp/wwtp-outlet-quality", payload)
+                .await;
+        }
+    }
+    p.wait_acked().await;
+    eventually(30, "five readings dead-lettered", || async {
+        (running
+            .metrics
+            .readings_rejected
+            .with_label_values(&["store_rejected"])
+            .get()
+            == 5)
+            .then_some(())
+    })
+    .await;
+    eventually(30, "the rest stored", || async {
+        (running.metrics.spool_unstored_bytes.get() == 0).then_some(())
+    })
+    .await;
+    let records = deadletter::read_all(&running.deadletter_path).unwrap();
+    assert_eq!(records.len(), 5);
+    let mut cod: Vec<f64> = records
+        .iter()
+        .map(|r| {
+            assert_eq!(r.reason, "store_rejected");
+            assert!(
+                r.detail.contains("field type conflict"),
+                "server's message kept: {}",
+                r.detail
+            );
+            let reading: serde_json::Value = serde_json::from_str(&r.payload).unwrap();
+            assert_eq!(reading["quantity"], "COD");
+            reading["value"].as_f64().unwrap()
+        })
+        .collect();
+    cod.sort_by(f64::total_cmp);
+    assert_eq!(cod, vec![20.0, 28.0, 36.0, 44.0, 52.0]);
+    let v = influxql(
+        influx.port,
+        "env",
+        "SELECT count(so2), sum(so2), sum(nox) FROM cems",
+    )
+    .await;
+    let row = &v["results"][0]["series"][0]["values"][0];
+    assert_eq!(
+        (row[1].as_i64(), row[2].as_f64(), row[3].as_f64()),
+        (Some(40), Some(780.0), Some(1560.0)),
+        "{v}"
+    );
+    let flags = influxql(influx.port, "env", "SELECT so2_flag FROM cems LIMIT 1").await;
+    assert_eq!(
+        flags["results"][0]["series"][0]["values"][0][1], "C",
+        "flags readable from InfluxDB 1.x"
+    );
+    running.shutdown().await;
+}
