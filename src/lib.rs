@@ -29,4 +29,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reading;
 pub mod registry;
+pub mod standards;
 pub mod store;

@@ -55,7 +55,7 @@ enum Command {
 
 fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ENVIROMON_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},rumqttd=warn")))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},rumqttd=off")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
