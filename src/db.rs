@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS readings (
     sensor   TEXT    NOT NULL,
     quantity TEXT    NOT NULL,
     ts_ms    INTEGER NOT NULL,
+    period   TEXT    NOT NULL DEFAULT '',
     site     TEXT    NOT NULL,
     value    REAL    NOT NULL,
     unit     TEXT    NOT NULL,
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS readings (
     source   TEXT    NOT NULL,
     ts_assumed INTEGER NOT NULL DEFAULT 0,
     domain   TEXT    NOT NULL DEFAULT 'cems',
-    PRIMARY KEY (sensor, quantity, ts_ms)
+    PRIMARY KEY (sensor, quantity, ts_ms, period)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts_ms);
 ";

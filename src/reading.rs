@@ -124,6 +124,54 @@ impl Domain {
     }
 }
 
+/// What a value stands for in time: one sample, or a mean over a window. For windows the
+/// timestamp is the window's **start** (HJ 212 DataTime for minute/hour/day data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    /// An instantaneous (real-time) sample.
+    #[default]
+    Instant,
+    /// A one-minute mean.
+    Minute,
+    /// An hourly mean.
+    Hour,
+    /// A daily mean.
+    Day,
+}
+
+impl Period {
+    /// Tag value in stores ("" for samples).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Instant => "",
+            Period::Minute => "1min",
+            Period::Hour => "1h",
+            Period::Day => "1d",
+        }
+    }
+
+    /// Length of the window in milliseconds (0 for samples).
+    pub fn millis(self) -> i64 {
+        match self {
+            Period::Instant => 0,
+            Period::Minute => 60_000,
+            Period::Hour => 3_600_000,
+            Period::Day => 86_400_000,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Period> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "instant" | "sample" | "rtd" => Some(Period::Instant),
+            "1min" | "1m" | "minute" | "min" => Some(Period::Minute),
+            "1h" | "hour" | "hourly" => Some(Period::Hour),
+            "1d" | "day" | "daily" => Some(Period::Day),
+            _ => None,
+        }
+    }
+}
+
 /// Millisecond-precision UTC timestamp (what every store keeps).
 pub type Timestamp = DateTime<Utc>;
 
@@ -155,9 +203,16 @@ pub struct Reading {
     pub flag: DataFlag,
     /// Which source produced it.
     pub source: Source,
+    /// A sample, or a mean over a minute/hour/day starting at `ts`.
+    #[serde(default, skip_serializing_if = "is_instant")]
+    pub period: Period,
     /// True when the payload carried no timestamp and the receive time was used instead.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ts_assumed: bool,
+}
+
+fn is_instant(p: &Period) -> bool {
+    *p == Period::Instant
 }
 
 impl Reading {

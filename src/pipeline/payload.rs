@@ -19,6 +19,8 @@ pub struct RawItem {
     pub unit: Option<Value>,
     pub ts: Option<Value>,
     pub flag: Option<Value>,
+    /// `"1min"`, `"1h"`, `"1d"`: the value is a mean over that window starting at `ts`.
+    pub period: Option<Value>,
     /// JSON path of each part, for error messages (`values.SO2`, `[1].ts`, …).
     pub paths: Paths,
 }
@@ -31,6 +33,7 @@ pub struct Paths {
     pub unit: String,
     pub ts: String,
     pub flag: String,
+    pub period: String,
 }
 
 /// Decode a payload into items; a rejection here refuses the whole message.
@@ -82,6 +85,7 @@ fn decode_object(v: Value, path: &str, out: &mut Vec<RawItem>) -> Result<(), Rej
     };
     let ts = obj.remove("ts");
     let flag = obj.remove("flag");
+    let period = obj.remove("period");
     if let Some(values) = obj.remove("values") {
         let Value::Object(values) = values else {
             return Err(Rejection::new(
@@ -120,6 +124,7 @@ fn decode_object(v: Value, path: &str, out: &mut Vec<RawItem>) -> Result<(), Rej
                         unit: field(&item_path, "unit"),
                         ts: field(if own_ts.is_some() { &item_path } else { path }, "ts"),
                         flag: field(if own_flag.is_some() { &item_path } else { path }, "flag"),
+                        period: field(path, "period"),
                     };
                     out.push(RawItem {
                         quantity: Value::String(q),
@@ -127,6 +132,7 @@ fn decode_object(v: Value, path: &str, out: &mut Vec<RawItem>) -> Result<(), Rej
                         unit,
                         ts: own_ts.or_else(|| ts.clone()),
                         flag: own_flag.or_else(|| flag.clone()),
+                        period: period.clone(),
                         paths,
                     });
                 }
@@ -136,12 +142,14 @@ fn decode_object(v: Value, path: &str, out: &mut Vec<RawItem>) -> Result<(), Rej
                     unit: None,
                     ts: ts.clone(),
                     flag: flag.clone(),
+                    period: period.clone(),
                     paths: Paths {
                         quantity: item_path.clone(),
                         value: item_path.clone(),
                         unit: field(&item_path, "unit"),
                         ts: field(path, "ts"),
                         flag: field(path, "flag"),
+                        period: field(path, "period"),
                     },
                 }),
             }
@@ -168,12 +176,14 @@ fn decode_object(v: Value, path: &str, out: &mut Vec<RawItem>) -> Result<(), Rej
         unit,
         ts,
         flag,
+        period,
         paths: Paths {
             quantity: field(path, "quantity"),
             value: field(path, "value"),
             unit: field(path, "unit"),
             ts: field(path, "ts"),
             flag: field(path, "flag"),
+            period: field(path, "period"),
         },
     });
     Ok(())

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::payload::{self, kind, RawItem};
 use super::{RejectReason, Rejection};
 use crate::catalogue::{self, find_quantity, find_unit};
-use crate::reading::{to_ms_precision, DataFlag, Reading, Source, Timestamp};
+use crate::reading::{to_ms_precision, DataFlag, Period, Reading, Source, Timestamp};
 use crate::registry::{Registry, Sensor, SensorStatus};
 
 /// Readings stamped before this are from a device whose clock was never set (2000-01-01T00:00Z).
@@ -175,6 +175,21 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
             ))
         }
     };
+    let period = match &item.period {
+        None | Some(Value::Null) => Period::Instant,
+        Some(Value::String(s)) => Period::parse(s).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::InvalidPayload,
+                format!("{}: {s:?} is not a period (1min, 1h, 1d)", p.period),
+            )
+        })?,
+        Some(other) => {
+            return Err(Rejection::new(
+                RejectReason::InvalidPayload,
+                format!("{}: expected a string, found {}", p.period, kind(other)),
+            ))
+        }
+    };
     if sensor.status == SensorStatus::Maintenance && flag == DataFlag::N {
         flag = DataFlag::M;
     }
@@ -189,6 +204,7 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
         flag,
         source: ctx.source,
         ts_assumed,
+        period,
     })
 }
 

@@ -1,6 +1,20 @@
 //! The standards engine: each standard's rules as pure functions, one file per standard, and the
-//! engine that applies them to stored readings.
+//! engine that applies them to the readings as they are stored.
 //!
-//! - [`hj633`]: AQI (HJ 633-2012 and HJ 633-2026).
+//! - [`hj633`]: AQI, IAQI, grade, primary pollutant (HJ 633-2012 and HJ 633-2026).
+//! - [`hj663`]: air data validity and aggregation (GB 3095 Table 4, HJ 663): hourly, daily, O3 8h.
+//! - [`hj75`]: flue-gas CEMS (HJ 75/76-2017): conversions, O2 correction, hourly validity, exceedance.
+//! - [`gb18918`]: wastewater plant effluent, Class 1A.
+//! - [`gb3838`]: surface water class of river sections.
+//! - [`plan`]: the district plan's indicators: good-days rate and budget, sewage treatment rate.
+//! - [`time`]: CST days, hours labelled by their end.
+//! - [`engine`]: the stateful part: input, recomputation of what changed, results, outputs.
 
+pub mod engine;
+pub mod gb18918;
+pub mod gb3838;
 pub mod hj633;
+pub mod hj663;
+pub mod hj75;
+pub mod plan;
+pub mod time;

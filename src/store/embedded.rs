@@ -84,14 +84,15 @@ fn write_batch(c: &mut Connection, batch: &[Reading]) -> rusqlite::Result<()> {
     {
         let mut stmt = tx.prepare_cached(
             "INSERT OR REPLACE INTO readings
-             (sensor, quantity, ts_ms, site, value, unit, flag, source, ts_assumed, domain)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             (sensor, quantity, ts_ms, period, site, value, unit, flag, source, ts_assumed, domain)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         for r in batch {
             stmt.execute(params![
                 r.sensor,
                 r.quantity,
                 r.ts_ms(),
+                r.period.as_str(),
                 r.site,
                 r.value,
                 r.unit,
@@ -146,6 +147,10 @@ fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reading> {
             _ => Source::Mqtt,
         },
         ts_assumed: r.get("ts_assumed")?,
+        period: {
+            let p: String = r.get("period")?;
+            crate::reading::Period::parse(&p).unwrap_or_default()
+        },
     })
 }
 
@@ -185,8 +190,8 @@ impl EmbeddedReader {
             let c = lock(&conn);
             let mut stmt = c.prepare(
                 "SELECT r.* FROM readings r
-                 JOIN (SELECT sensor, quantity, MAX(ts_ms) AS m FROM readings GROUP BY sensor, quantity) l
-                   ON r.sensor = l.sensor AND r.quantity = l.quantity AND r.ts_ms = l.m",
+                 JOIN (SELECT sensor, quantity, MAX(ts_ms) AS m FROM readings WHERE period = '' GROUP BY sensor, quantity) l
+                   ON r.sensor = l.sensor AND r.quantity = l.quantity AND r.ts_ms = l.m AND r.period = ''",
             )?;
             let rows = stmt.query_map([], row_to_reading)?;
             rows.collect()
@@ -223,6 +228,7 @@ mod tests {
             flag: DataFlag::N,
             source: Source::Mqtt,
             ts_assumed: false,
+            period: crate::reading::Period::Instant,
         }
     }
 

@@ -1,6 +1,6 @@
 //! InfluxDB line protocol for readings (the schema is documented in the README).
 //!
-//! One line per reading: `{domain},site={site},sensor={sensor} {field}={value},{field}_flag="{flag}" {ts_ms}`
+//! One line per reading: `{domain},site={site},sensor={sensor}[,period=1min|1h|1d] {field}={value},{field}_flag="{flag}" {ts_ms}`
 //! — measurement `cems`, `air` or `water`; the quantity's catalogue field name (`so2`, `pm25`,
 //! `nh3n`, …) holds the value in the sensor channel's unit; `{field}_flag` holds the HJ 212 flag.
 //! Timestamps are epoch milliseconds (write with `precision=ms`).
@@ -58,6 +58,11 @@ pub fn write_line(r: &Reading, out: &mut String) {
     escape_tag(&r.site, out);
     out.push_str(",sensor=");
     escape_tag(&r.sensor, out);
+    if r.period != crate::reading::Period::Instant {
+        // Means over a window are their own series: they never overwrite samples at the same time.
+        out.push_str(",period=");
+        out.push_str(r.period.as_str());
+    }
     let field = field_name(&r.quantity);
     // f64 Display never uses exponent notation and round-trips exactly.
     let _ = write!(
@@ -97,6 +102,7 @@ mod tests {
             flag: DataFlag::T,
             source: Source::Mqtt,
             ts_assumed: false,
+            period: crate::reading::Period::Instant,
         }
     }
 

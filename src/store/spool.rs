@@ -571,6 +571,7 @@ mod tests {
             flag: DataFlag::N,
             source: Source::Mqtt,
             ts_assumed: false,
+            period: crate::reading::Period::Instant,
         }
     }
 
