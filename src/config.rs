@@ -117,6 +117,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub store: StoreConfig,
     pub spool: SpoolConfig,
+    pub standards: StandardsConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
 }
@@ -411,6 +412,62 @@ impl Influx1Config {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StandardsConfig {
+    /// Compute compliance at all. Default true.
+    pub enabled: bool,
+    /// AQI edition: "HJ633-2026" (in force, the default) or "HJ633-2012" (the plan period).
+    pub aqi_edition: String,
+    /// Readings up to this late re-open and recompute their hour and day; older ones are stored
+    /// but do not change results. Default 48 h.
+    #[serde(with = "humantime_serde")]
+    pub lateness: Duration,
+    /// How often changed hours and days are recomputed. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub water: WaterStandardsConfig,
+}
+
+impl Default for StandardsConfig {
+    fn default() -> Self {
+        StandardsConfig {
+            enabled: true,
+            aqi_edition: "HJ633-2026".into(),
+            lateness: Duration::from_secs(48 * 3600),
+            interval: Duration::from_secs(10),
+            water: WaterStandardsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WaterStandardsConfig {
+    /// Effluent analysers judged against GB 18918-2002 Class 1A.
+    pub effluent_sensors: Vec<String>,
+    /// The plant was built before 2006-01-01 (TP limit 1 instead of 0.5).
+    pub built_before_2006: bool,
+    /// Flow meters whose volume is sewage treated (plant inflow).
+    pub treated_flow_sensors: Vec<String>,
+    /// Flow meters whose volume is sewage produced (outfalls and plant inflow) …
+    pub produced_flow_sensors: Vec<String>,
+    /// … plus this estimate of sewage produced but not metered, m3 per day.
+    pub unmetered_produced_m3_per_day: f64,
+}
+
+impl Default for WaterStandardsConfig {
+    fn default() -> Self {
+        WaterStandardsConfig {
+            effluent_sensors: vec!["wwtp-outlet-quality".into()],
+            built_before_2006: false,
+            treated_flow_sensors: vec!["wwtp-inlet-flow".into()],
+            produced_flow_sensors: vec!["wwtp-inlet-flow".into()],
+            unmetered_produced_m3_per_day: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
@@ -679,6 +736,28 @@ impl Config {
         }
         if sp.fsync == FsyncMode::Interval && sp.fsync_interval.is_zero() {
             err("spool.fsync_interval", "must be greater than 0s".into());
+        }
+        let st = &self.standards;
+        if crate::standards::hj633::Edition::parse(&st.aqi_edition).is_none() {
+            err(
+                "standards.aqi_edition",
+                format!(
+                    "{:?} is not \"HJ633-2026\" or \"HJ633-2012\"",
+                    st.aqi_edition
+                ),
+            );
+        }
+        if st.interval.is_zero() {
+            err("standards.interval", "must be greater than 0s".into());
+        }
+        if st.lateness < Duration::from_secs(3600) {
+            err("standards.lateness", "must be at least 1h".into());
+        }
+        if !(st.water.unmetered_produced_m3_per_day >= 0.0) {
+            err(
+                "standards.water.unmetered_produced_m3_per_day",
+                "must be a number ≥ 0".into(),
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             err(

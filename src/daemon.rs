@@ -57,6 +57,8 @@ pub enum DaemonError {
     Mqtt(#[from] mqtt::MqttError),
     #[error(transparent)]
     Spool(#[from] crate::store::spool::SpoolError),
+    #[error(transparent)]
+    Standards(#[from] crate::standards::engine::EngineError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -81,6 +83,10 @@ pub struct Running {
     writer: JoinHandle<()>,
     http: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    /// Tasks that finish their work when `stop_standards` is cancelled (the standards runner).
+    background_stoppable: Vec<JoinHandle<()>>,
+    stop_standards: CancellationToken,
+    pub standards: Option<Arc<crate::standards::engine::Engine>>,
     deadline: Duration,
 }
 
@@ -132,6 +138,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
 
     let latest = LatestValues::default();
     let mut background = Vec::new();
+    let mut background_stoppable = Vec::new();
     let (store, reader) = match cfg.store.kind {
         StoreKind::Embedded => {
             let s = EmbeddedStore::open(&db_path)?;
@@ -228,9 +235,40 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         }
         .run(),
     );
+    let standards = if cfg.standards.enabled {
+        let settings = crate::standards::engine::Settings {
+            edition: crate::standards::hj633::Edition::parse(&cfg.standards.aqi_edition)
+                .unwrap_or(crate::standards::hj633::Edition::Hj633_2026),
+            lateness_ms: cfg.standards.lateness.as_millis().min(i64::MAX as u128) as i64,
+            water: cfg.standards.water.clone(),
+        };
+        let (path, reg) = (db_path.clone(), registry.clone());
+        let engine = tokio::task::spawn_blocking(move || {
+            crate::standards::engine::Engine::open(&path, reg, settings)
+        })
+        .await
+        .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??;
+        Some(Arc::new(engine))
+    } else {
+        None
+    };
+    let stop_standards = CancellationToken::new();
+    if let Some(engine) = &standards {
+        background_stoppable.push(tokio::spawn(
+            crate::standards::runner::Runner {
+                engine: engine.clone(),
+                store: store.clone(),
+                interval: cfg.standards.interval,
+                metrics: metrics.clone(),
+                stop: stop_standards.clone(),
+            }
+            .run(),
+        ));
+    }
     let writer = tokio::spawn(
         Writer {
             spool,
+            standards: standards.clone(),
             store,
             deadletter: deadletter.clone(),
             latest: latest.clone(),
@@ -272,6 +310,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
     drop(tx);
 
     let state = AppState {
+        standards: standards.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         latest,
@@ -318,6 +357,9 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         writer,
         http,
         background,
+        background_stoppable,
+        stop_standards,
+        standards,
         deadline: cfg.daemon.shutdown_deadline,
     })
 }
@@ -350,6 +392,11 @@ impl Running {
         };
         for b in self.background {
             b.abort();
+        }
+        // The standards runner makes one last pass so results are current.
+        self.stop_standards.cancel();
+        for b in self.background_stoppable {
+            let _ = tokio::time::timeout(Duration::from_secs(5), b).await;
         }
         self.stop_http.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.http).await;

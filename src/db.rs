@@ -42,6 +42,24 @@ CREATE TABLE IF NOT EXISTS readings (
     PRIMARY KEY (sensor, quantity, ts_ms, period)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts_ms);
+-- Standards engine: its input (kept for the lateness window) and its results (kept).
+CREATE TABLE IF NOT EXISTS std_input (
+    sensor   TEXT    NOT NULL,
+    quantity TEXT    NOT NULL,
+    ts_ms    INTEGER NOT NULL,
+    period   TEXT    NOT NULL,
+    value    REAL    NOT NULL,
+    flag     TEXT    NOT NULL,
+    PRIMARY KEY (sensor, ts_ms, quantity, period)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS std_input_ts ON std_input (ts_ms);
+CREATE TABLE IF NOT EXISTS std_results (
+    kind     TEXT    NOT NULL,   -- cems_hourly, cems_daily, air_hourly, air_daily, water_daily
+    entity   TEXT    NOT NULL,   -- unit id, station (site) id or 'district', sensor id
+    ts_ms    INTEGER NOT NULL,   -- hour label (end) or CST day start
+    doc      TEXT    NOT NULL,   -- JSON result
+    PRIMARY KEY (kind, entity, ts_ms)
+) WITHOUT ROWID;
 ";
 
 /// Open (creating if needed) the database at `path` and bring its schema up to date.

@@ -57,6 +57,12 @@ pub struct Metrics {
     pub spool_corrupt_records: IntCounter,
     /// Spool I/O errors (append, read, commit).
     pub spool_errors: IntCounter,
+    /// Standards engine: recomputation passes, their duration, readings too late to change results,
+    /// and errors (recomputation, export).
+    pub standards_recomputes: IntCounter,
+    pub standards_recompute_seconds: prometheus::Histogram,
+    pub standards_too_late: IntCounter,
+    pub standards_errors: IntCounter,
 }
 
 /// Registering a metric twice is a programming error caught by the unit test below.
@@ -197,6 +203,26 @@ impl Metrics {
                 "Damaged spool records detected and skipped.",
             )?,
             spool_errors: counter("enviromon_spool_errors_total", "Spool I/O errors.")?,
+            standards_recomputes: counter(
+                "enviromon_standards_recomputes_total",
+                "Standards engine recomputation passes.",
+            )?,
+            standards_recompute_seconds: {
+                let h = prometheus::Histogram::with_opts(HistogramOpts::new(
+                    "enviromon_standards_recompute_seconds",
+                    "Seconds per standards recomputation pass.",
+                ))?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            standards_too_late: counter(
+                "enviromon_standards_too_late_readings_total",
+                "Readings older than standards.lateness: stored, but not in compliance results.",
+            )?,
+            standards_errors: counter(
+                "enviromon_standards_errors_total",
+                "Standards recomputation or result export errors.",
+            )?,
             registry,
         };
         for r in RejectReason::ALL {

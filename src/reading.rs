@@ -126,7 +126,9 @@ impl Domain {
 
 /// What a value stands for in time: one sample, or a mean over a window. For windows the
 /// timestamp is the window's **start** (HJ 212 DataTime for minute/hour/day data).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     /// An instantaneous (real-time) sample.

@@ -82,6 +82,40 @@ pub struct EmissionUnit {
     pub o2_ref_percent: f64,
     /// Hourly limits, mg/m3 at reference O2, by quantity key (ultra-low: PM 10, SO2 35, NOx 50).
     pub limits: BTreeMap<String, f64>,
+    /// HJ 212 data flags whose minutes do not count for compliance; default F M C D B.
+    #[serde(default)]
+    pub excluded_flags: Option<Vec<crate::reading::DataFlag>>,
+    /// How the CEMS reports concentrations: `dry` (extractive analysers, the default) or `wet`
+    /// (in-situ; converted with the measured moisture).
+    #[serde(default)]
+    pub measured_basis: MeasuredBasis,
+    /// `standard` (273 K, 101.325 kPa, the default) or `actual` flue conditions (converted with flue
+    /// temperature and pressure, and `ambient_pressure_kpa`).
+    #[serde(default)]
+    pub measured_state: MeasuredState,
+    /// Atmospheric pressure at the stack, kPa (for `measured_state = "actual"`).
+    #[serde(default = "default_ambient_kpa")]
+    pub ambient_pressure_kpa: f64,
+}
+
+fn default_ambient_kpa() -> f64 {
+    101.325
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MeasuredBasis {
+    #[default]
+    Dry,
+    Wet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MeasuredState {
+    #[default]
+    Standard,
+    Actual,
 }
 
 /// How a sensor's data reaches the daemon.

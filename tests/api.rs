@@ -26,6 +26,7 @@ fn state(readings: Option<enviromon::store::embedded::EmbeddedReader>) -> AppSta
         latest: LatestValues::default(),
         readings,
         health: std::sync::Arc::new(Health::default()),
+        standards: None,
     }
 }
 

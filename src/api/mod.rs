@@ -21,6 +21,8 @@ use crate::reading::Reading;
 use crate::registry::RegistryHandle;
 use crate::store::embedded::{self, EmbeddedReader};
 
+pub mod standards;
+
 /// Liveness facts the readiness check reports.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -37,6 +39,8 @@ pub struct AppState {
     /// Present when readings go to the embedded store.
     pub readings: Option<EmbeddedReader>,
     pub health: Arc<Health>,
+    /// The standards engine's results, when enabled.
+    pub standards: Option<Arc<crate::standards::engine::Engine>>,
 }
 
 /// A JSON error with its status code.
@@ -73,6 +77,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/sensors/{id}", get(get_sensor))
         .route("/api/v1/readings/latest", get(latest))
         .route("/api/v1/readings", get(readings))
+        .route("/api/v1/cems/hourly", get(standards::cems_hourly))
+        .route("/api/v1/cems/daily", get(standards::cems_daily))
+        .route("/api/v1/air/hourly", get(standards::air_hourly))
+        .route("/api/v1/air/daily", get(standards::air_daily))
+        .route("/api/v1/water/daily", get(standards::water_daily))
+        .route("/api/v1/compliance", get(standards::compliance))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }

@@ -45,6 +45,15 @@ struct Cems {
 }
 
 impl Cems {
+    fn clone_state(&self) -> Cems {
+        Cems {
+            capacity_mw: self.capacity_mw,
+            excursion_left: 0,
+            excursion_pollutant: "SO2",
+            stops: self.stops,
+        }
+    }
+
     fn values(
         &mut self,
         rng: &mut impl Rng,
@@ -187,6 +196,112 @@ fn water_values(rng: &mut impl Rng, sensor: &str, tick: u64) -> Map<String, Valu
     v
 }
 
+/// Days of hourly history the demo publishes at start (air, water), so daily AQI, the good-days
+/// rate and the treatment rate have something to show.
+pub const BACKFILL_DAYS: i64 = 30;
+/// Hours of minute history per CEMS at start, so hourly compliance has complete hours.
+pub const BACKFILL_CEMS_HOURS: i64 = 6;
+
+/// Publish history like a data logger catching up after an outage: hourly means (`"period":"1h"`)
+/// for air and water over the last `BACKFILL_DAYS`, and CEMS minute means (`"period":"1min"`) over
+/// the last `BACKFILL_CEMS_HOURS`, including one excursion hour and one stopped hour.
+pub async fn backfill(client: &AsyncClient, registry: &Registry, now_ms: i64) {
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let hour_ms = 3_600_000i64;
+    let this_hour = now_ms - now_ms.rem_euclid(hour_ms);
+    // A day-level pollution factor: some days are episodes (PM2.5 daily means above 75).
+    let day_factor: Vec<f64> = (0..=BACKFILL_DAYS)
+        .map(|_| {
+            if rng.random::<f64>() < 0.3 {
+                1.8
+            } else {
+                0.8 + 0.3 * rng.random::<f64>()
+            }
+        })
+        .collect();
+    let mut i = 0usize;
+    for s in registry
+        .sensors
+        .values()
+        .filter(|s| s.protocol == Protocol::Mqtt && s.domain != Domain::Cems)
+    {
+        let Some(topic) = s.topic.clone() else {
+            continue;
+        };
+        for h in (1..=BACKFILL_DAYS * 24).rev() {
+            let start = this_hour - h * hour_ms;
+            let cst_hour = ((start / hour_ms + 8).rem_euclid(24)) as f64;
+            let values = match s.domain {
+                Domain::Air => {
+                    let mut v = air_values(&mut rng, cst_hour, i % 2);
+                    let f = day_factor[(h / 24) as usize];
+                    for k in ["PM2.5", "PM10"] {
+                        if let Some(x) = v.get(k).and_then(Value::as_f64) {
+                            v.insert(k.into(), json!((x * f).round()));
+                        }
+                    }
+                    v
+                }
+                _ => water_values(&mut rng, &s.id, (BACKFILL_DAYS * 24 - h) as u64 * 3600),
+            };
+            let ts = chrono::DateTime::<Utc>::from_timestamp_millis(start)
+                .unwrap_or_default()
+                .to_rfc3339();
+            let payload = json!({"ts": ts, "period": "1h", "values": values});
+            let _ = client
+                .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string())
+                .await;
+        }
+        i += 1;
+    }
+    for s in registry
+        .sensors
+        .values()
+        .filter(|s| s.protocol == Protocol::Mqtt && s.domain == Domain::Cems)
+    {
+        let (Some(topic), Some(unit)) = (
+            s.topic.clone(),
+            s.unit.as_ref().and_then(|u| registry.units.get(u)),
+        ) else {
+            continue;
+        };
+        let mut sim = Cems {
+            capacity_mw: unit.capacity_mw,
+            excursion_left: 0,
+            excursion_pollutant: "SO2",
+            stops: false,
+        };
+        for m in (1..=BACKFILL_CEMS_HOURS * 60).rev() {
+            let start = this_hour - m * 60_000;
+            let cst_hour = (((start / 60_000) as f64 / 60.0) + 8.0).rem_euclid(24.0);
+            let hours_ago = (m - 1) / 60 + 1;
+            let (mut values, mut flag) = sim.values(&mut rng, 0, cst_hour);
+            // Three hours ago: an FGD upset on 大唐 #1 (SO2 above 35 after correction).
+            if unit.id == "dt-1" && hours_ago == 3 {
+                let o2 = values.get("O2").and_then(Value::as_f64).unwrap_or(6.0);
+                values.insert("SO2".into(), json!(round2(46.0 * (21.0 - o2) / 15.0)));
+            }
+            // Two hours ago: 双源 #2 stopped for the whole hour.
+            if unit.id == STOPPING_UNIT && hours_ago == 2 {
+                let (v, f) = Cems {
+                    stops: true,
+                    ..sim.clone_state()
+                }
+                .values(&mut rng, RUN_SECS, cst_hour);
+                values = v;
+                flag = f;
+            }
+            let ts = chrono::DateTime::<Utc>::from_timestamp_millis(start)
+                .unwrap_or_default()
+                .to_rfc3339();
+            let payload = json!({"ts": ts, "period": "1min", "flag": flag, "values": values});
+            let _ = client
+                .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string())
+                .await;
+        }
+    }
+}
+
 /// Publish simulated data for every MQTT sensor of the registry, every `interval`, until `stop`.
 pub async fn run(
     broker_host: String,
@@ -234,6 +349,7 @@ pub async fn run(
         .filter(|s| s.domain != Domain::Cems && s.protocol == Protocol::Mqtt)
         .filter_map(|s| Some((s.id.clone(), s.topic.clone()?, s.domain)))
         .collect();
+    backfill(&client, &registry, Utc::now().timestamp_millis()).await;
     let mut ticker = tokio::time::interval(interval);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut tick: u64 = 0;

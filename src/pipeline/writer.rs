@@ -84,6 +84,8 @@ pub struct Writer {
     pub input_done: CancellationToken,
     /// Cancelled at the shutdown deadline: stop retrying and return.
     pub hard_stop: CancellationToken,
+    /// The standards engine, fed every stored chunk.
+    pub standards: Option<Arc<crate::standards::engine::Engine>>,
 }
 
 /// Why a batch was not written.
@@ -229,6 +231,7 @@ impl Writer {
                         .inc_by(chunk.len() as u64);
                     self.metrics.store_writable.set(1);
                     self.latest.update(chunk);
+                    self.feed_standards(chunk).await;
                     if let Some(since) = failing_since {
                         tracing::info!(
                             store,
@@ -273,6 +276,28 @@ impl Writer {
                     return Ok(Some(e));
                 }
             }
+        }
+    }
+
+    async fn feed_standards(&self, chunk: &[Reading]) {
+        let Some(engine) = self.standards.clone() else {
+            return;
+        };
+        let readings = chunk.to_vec();
+        let now = chrono::Utc::now().timestamp_millis();
+        match tokio::task::spawn_blocking(move || engine.ingest(&readings, now)).await {
+            Ok(Ok(stats)) => {
+                if stats.too_late > 0 {
+                    self.metrics
+                        .standards_too_late
+                        .inc_by(stats.too_late as u64);
+                }
+            }
+            Ok(Err(e)) => {
+                self.metrics.standards_errors.inc();
+                tracing::error!(error = %e, "standards engine could not take stored readings");
+            }
+            Err(e) => tracing::error!(error = %e, "standards ingest task failed"),
         }
     }
 

@@ -42,7 +42,12 @@ pub fn class_1a(e: &Effluent, built_before_2006: bool) -> Vec<Verdict> {
     let mut out = Vec::new();
     let mut max = |parameter: &'static str, value: Option<f64>, limit: f64| {
         if let Some(v) = value {
-            out.push(Verdict { parameter, value: v, limit: format!("≤ {limit}"), compliant: v <= limit });
+            out.push(Verdict {
+                parameter,
+                value: v,
+                limit: format!("≤ {limit}"),
+                compliant: v <= limit,
+            });
         }
     };
     max("COD", e.cod, 50.0);
@@ -52,7 +57,12 @@ pub fn class_1a(e: &Effluent, built_before_2006: bool) -> Vec<Verdict> {
     max("TN", e.tn, 15.0);
     max("TP", e.tp, if built_before_2006 { 1.0 } else { 0.5 });
     if let Some(ph) = e.ph {
-        out.push(Verdict { parameter: "pH", value: ph, limit: "6–9".into(), compliant: (6.0..=9.0).contains(&ph) });
+        out.push(Verdict {
+            parameter: "pH",
+            value: ph,
+            limit: "6–9".into(),
+            compliant: (6.0..=9.0).contains(&ph),
+        });
     }
     out
 }
@@ -63,13 +73,31 @@ mod tests {
 
     #[test]
     fn class_1a_by_hand_with_the_cold_water_ammonia_limit() {
-        let e = Effluent { cod: Some(50.0), nh3n: Some(6.0), tp: Some(0.6), ph: Some(9.1), water_temp: Some(15.0), ..Default::default() };
+        let e = Effluent {
+            cod: Some(50.0),
+            nh3n: Some(6.0),
+            tp: Some(0.6),
+            ph: Some(9.1),
+            water_temp: Some(15.0),
+            ..Default::default()
+        };
         let v = class_1a(&e, false);
         let c: Vec<(&str, bool)> = v.iter().map(|x| (x.parameter, x.compliant)).collect();
         // COD 50 ≤ 50 ok; NH3-N 6 > 5 at 15 °C; TP 0.6 > 0.5; pH 9.1 outside 6–9.
-        assert_eq!(c, vec![("COD", true), ("NH3-N", false), ("TP", false), ("pH", false)]);
+        assert_eq!(
+            c,
+            vec![
+                ("COD", true),
+                ("NH3-N", false),
+                ("TP", false),
+                ("pH", false)
+            ]
+        );
         // At 12 °C the NH3-N limit is 8: 6 complies. A plant built before 2006: TP limit 1.
-        let cold = Effluent { water_temp: Some(12.0), ..e };
+        let cold = Effluent {
+            water_temp: Some(12.0),
+            ..e
+        };
         let v = class_1a(&cold, true);
         assert!(v.iter().find(|x| x.parameter == "NH3-N").unwrap().compliant);
         assert!(v.iter().find(|x| x.parameter == "TP").unwrap().compliant);

@@ -20,7 +20,13 @@ pub enum WaterClass {
 }
 
 impl WaterClass {
-    const ALL: [WaterClass; 5] = [WaterClass::I, WaterClass::II, WaterClass::III, WaterClass::IV, WaterClass::V];
+    const ALL: [WaterClass; 5] = [
+        WaterClass::I,
+        WaterClass::II,
+        WaterClass::III,
+        WaterClass::IV,
+        WaterClass::V,
+    ];
 
     pub fn label_zh(self) -> &'static str {
         match self {
@@ -59,14 +65,27 @@ fn limits(p: Parameter) -> [f64; 5] {
 /// The class one parameter's value meets.
 pub fn class_of(p: Parameter, value: f64) -> WaterClass {
     let l = limits(p);
-    let meets = |i: usize| if p == Parameter::Do { value >= l[i] } else { value <= l[i] };
-    (0..5).find(|&i| meets(i)).map(|i| WaterClass::ALL[i]).unwrap_or(WaterClass::WorseThanV)
+    let meets = |i: usize| {
+        if p == Parameter::Do {
+            value >= l[i]
+        } else {
+            value <= l[i]
+        }
+    };
+    (0..5)
+        .find(|&i| meets(i))
+        .map(|i| WaterClass::ALL[i])
+        .unwrap_or(WaterClass::WorseThanV)
 }
 
 /// The section's class: the worst parameter's, with the parameters that set it.
 pub fn section_class(values: &[(Parameter, f64)]) -> Option<(WaterClass, Vec<Parameter>)> {
     let worst = values.iter().map(|(p, v)| class_of(*p, *v)).max()?;
-    let setting = values.iter().filter(|(p, v)| class_of(*p, *v) == worst).map(|(p, _)| *p).collect();
+    let setting = values
+        .iter()
+        .filter(|(p, v)| class_of(*p, *v) == worst)
+        .map(|(p, _)| *p)
+        .collect();
     Some((worst, setting))
 }
 
@@ -87,7 +106,10 @@ mod tests {
         assert_eq!(class_of(Do, 5.5), WaterClass::III);
         assert_eq!(class_of(Do, 1.9), WaterClass::WorseThanV);
         // COD 16 (III), NH3-N 0.6 (III), DO 7 (II): the section is III, set by COD and NH3-N.
-        assert_eq!(section_class(&[(Cod, 16.0), (Nh3n, 0.6), (Do, 7.0)]), Some((WaterClass::III, vec![Cod, Nh3n])));
+        assert_eq!(
+            section_class(&[(Cod, 16.0), (Nh3n, 0.6), (Do, 7.0)]),
+            Some((WaterClass::III, vec![Cod, Nh3n]))
+        );
         assert_eq!(WaterClass::WorseThanV.label_zh(), "劣V类");
     }
 }

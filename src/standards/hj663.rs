@@ -34,19 +34,25 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 
 /// Hourly mean from the hour's minute means (one per minute with data), valid with ≥ 45.
 pub fn hourly_mean(minute_means: &[f64]) -> Option<f64> {
-    (minute_means.len() >= MIN_MINUTES_PER_HOUR).then(|| mean(minute_means.iter().copied())).flatten()
+    (minute_means.len() >= MIN_MINUTES_PER_HOUR)
+        .then(|| mean(minute_means.iter().copied()))
+        .flatten()
 }
 
 /// Daily mean from the day's 24 hourly values (`None` = invalid hour), valid with ≥ 20.
 pub fn daily_mean(hours: &[Option<f64>]) -> Option<f64> {
     let valid: Vec<f64> = hours.iter().flatten().copied().collect();
-    (valid.len() >= MIN_HOURS_PER_DAY).then(|| mean(valid.into_iter())).flatten()
+    (valid.len() >= MIN_HOURS_PER_DAY)
+        .then(|| mean(valid.into_iter()))
+        .flatten()
 }
 
 /// The 8h moving mean over 8 consecutive hourly values, valid with ≥ 6.
 pub fn o3_8h_mean(window: &[Option<f64>]) -> Option<f64> {
     let valid: Vec<f64> = window.iter().flatten().copied().collect();
-    (valid.len() >= MIN_HOURS_PER_8H).then(|| mean(valid.into_iter())).flatten()
+    (valid.len() >= MIN_HOURS_PER_8H)
+        .then(|| mean(valid.into_iter()))
+        .flatten()
 }
 
 /// The O3 daily maximum 8h mean.
@@ -61,7 +67,9 @@ pub struct O3DailyMax8h {
 
 /// From the day's 24 hourly O3 values (labelled 01:00 … 24:00): windows labelled 08:00 … 24:00.
 pub fn o3_daily_max_8h(day_hours: &[Option<f64>; 24]) -> O3DailyMax8h {
-    let means: Vec<f64> = (7..24).filter_map(|end| o3_8h_mean(&day_hours[end - 7..=end])).collect();
+    let means: Vec<f64> = (7..24)
+        .filter_map(|end| o3_8h_mean(&day_hours[end - 7..=end]))
+        .collect();
     let max = means.iter().copied().reduce(f64::max);
     let counts = means.len() >= MIN_8H_WINDOWS || max.is_some_and(|m| m > O3_8H_GRADE_II_LIMIT);
     O3DailyMax8h {
@@ -75,7 +83,9 @@ pub fn o3_daily_max_8h(day_hours: &[Option<f64>; 24]) -> O3DailyMax8h {
 /// valid hours).
 pub fn o3_daily_max_1h(day_hours: &[Option<f64>]) -> Option<f64> {
     let valid: Vec<f64> = day_hours.iter().flatten().copied().collect();
-    (valid.len() >= MIN_HOURS_PER_DAY).then(|| valid.into_iter().reduce(f64::max)).flatten()
+    (valid.len() >= MIN_HOURS_PER_DAY)
+        .then(|| valid.into_iter().reduce(f64::max))
+        .flatten()
 }
 
 /// The district value: the arithmetic mean of the stations that have one.
@@ -111,12 +121,25 @@ mod tests {
     #[test]
     fn o3_windows_need_6_hours_and_the_day_14_windows() {
         let mut day = [Some(100.0); 24];
-        assert_eq!(o3_daily_max_8h(&day), O3DailyMax8h { max: Some(100.0), valid_windows: 17, counts: true });
+        assert_eq!(
+            o3_daily_max_8h(&day),
+            O3DailyMax8h {
+                max: Some(100.0),
+                valid_windows: 17,
+                counts: true
+            }
+        );
         // Missing indices 2,3,4: invalid windows e ∈ [4, 9] ∩ [7, 23] = 7, 8, 9 → 14 valid: the day counts.
         for h in 2..=4 {
             day[h] = None;
         }
-        assert_eq!((o3_daily_max_8h(&day).valid_windows, o3_daily_max_8h(&day).counts), (14, true));
+        assert_eq!(
+            (
+                o3_daily_max_8h(&day).valid_windows,
+                o3_daily_max_8h(&day).counts
+            ),
+            (14, true)
+        );
         // Missing 3,4,5 instead: invalid e ∈ [5, 10] ∩ [7, 23] = 7 … 10 → 13 valid: the day does not count.
         let mut day = [Some(100.0); 24];
         for h in 3..=5 {

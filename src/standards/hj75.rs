@@ -24,7 +24,13 @@ use crate::reading::DataFlag;
 pub const MIN_VALID_MINUTES: usize = 45;
 
 /// Flags that make a minute invalid for compliance by default.
-pub const DEFAULT_EXCLUDED: [DataFlag; 5] = [DataFlag::F, DataFlag::M, DataFlag::C, DataFlag::D, DataFlag::B];
+pub const DEFAULT_EXCLUDED: [DataFlag; 5] = [
+    DataFlag::F,
+    DataFlag::M,
+    DataFlag::C,
+    DataFlag::D,
+    DataFlag::B,
+];
 
 pub fn nox_as_no2(no_mg_m3: f64, no2_mg_m3: f64) -> f64 {
     no_mg_m3 * 46.0 / 30.0 + no2_mg_m3
@@ -122,7 +128,8 @@ pub fn hour(minutes: &[Minute], limit: Option<f64>, excluded: &[DataFlag]) -> Ho
         measured_mean: mean(valid.iter().filter_map(|m| m.measured)),
         corrected_mean,
         mass_kg_h: mean(valid.iter().filter_map(|m| m.mass_kg_h)),
-        exceeded: ok && (over_range || matches!((corrected_mean, limit), (Some(c), Some(l)) if c > l)),
+        exceeded: ok
+            && (over_range || matches!((corrected_mean, limit), (Some(c), Some(l)) if c > l)),
         over_range,
     }
 }
@@ -141,7 +148,11 @@ mod tests {
         assert!(close(o2_corrected(20.0, 6.0, 6.0).unwrap(), 20.0));
         assert!(close(o2_corrected(20.0, 9.0, 6.0).unwrap(), 25.0));
         assert!(close(o2_corrected(20.0, 20.9, 6.0).unwrap(), 3000.0));
-        assert_eq!(o2_corrected(20.0, 21.0, 6.0), None, "O2 at 21 % is a fault, not infinity");
+        assert_eq!(
+            o2_corrected(20.0, 21.0, 6.0),
+            None,
+            "O2 at 21 % is a fault, not infinity"
+        );
         assert_eq!(o2_corrected(20.0, 25.0, 6.0), None);
         assert_eq!(o2_corrected(20.0, f64::NAN, 6.0), None);
     }
@@ -154,13 +165,21 @@ mod tests {
         assert!(close(wet_to_dry(18.0, 10.0).unwrap(), 20.0));
         assert_eq!(wet_to_dry(18.0, 100.0), None);
         // 50 °C, Ba 101325 Pa, Ps 0: × 323/273.
-        assert!(close(to_standard_state(27.3, 101_325.0, 0.0, 50.0).unwrap(), 32.3));
+        assert!(close(
+            to_standard_state(27.3, 101_325.0, 0.0, 50.0).unwrap(),
+            32.3
+        ));
         // 30 mg/m3 × 1,100,000 m3/h × 1e-6 = 33 kg/h.
         assert!(close(mass_rate_kg_h(30.0, 1_100_000.0), 33.0));
     }
 
     fn minutes(n_valid: usize, n_other: usize, other: DataFlag, corrected: f64) -> Vec<Minute> {
-        let m = |flag| Minute { measured: Some(corrected), corrected: Some(corrected), mass_kg_h: Some(1.0), flag };
+        let m = |flag| Minute {
+            measured: Some(corrected),
+            corrected: Some(corrected),
+            mass_kg_h: Some(1.0),
+            flag,
+        };
         let mut v = vec![m(DataFlag::N); n_valid];
         v.extend(vec![m(other); n_other]);
         v
@@ -168,28 +187,68 @@ mod tests {
 
     #[test]
     fn an_hour_needs_45_valid_minutes() {
-        let h = hour(&minutes(44, 16, DataFlag::C, 20.0), Some(35.0), &DEFAULT_EXCLUDED);
+        let h = hour(
+            &minutes(44, 16, DataFlag::C, 20.0),
+            Some(35.0),
+            &DEFAULT_EXCLUDED,
+        );
         assert_eq!((h.status, h.valid_minutes), (HourStatus::Invalid, 44));
         assert!(!h.exceeded);
-        let h = hour(&minutes(45, 15, DataFlag::C, 20.0), Some(35.0), &DEFAULT_EXCLUDED);
-        assert_eq!((h.status, h.valid_minutes, h.corrected_mean), (HourStatus::Valid, 45, Some(20.0)));
+        let h = hour(
+            &minutes(45, 15, DataFlag::C, 20.0),
+            Some(35.0),
+            &DEFAULT_EXCLUDED,
+        );
+        assert_eq!(
+            (h.status, h.valid_minutes, h.corrected_mean),
+            (HourStatus::Valid, 45, Some(20.0))
+        );
     }
 
     #[test]
     fn exceedance_is_strictly_above_the_limit_and_over_range_counts() {
-        assert!(!hour(&minutes(60, 0, DataFlag::N, 35.0), Some(35.0), &DEFAULT_EXCLUDED).exceeded);
-        assert!(hour(&minutes(60, 0, DataFlag::N, 35.01), Some(35.0), &DEFAULT_EXCLUDED).exceeded);
+        assert!(
+            !hour(
+                &minutes(60, 0, DataFlag::N, 35.0),
+                Some(35.0),
+                &DEFAULT_EXCLUDED
+            )
+            .exceeded
+        );
+        assert!(
+            hour(
+                &minutes(60, 0, DataFlag::N, 35.01),
+                Some(35.0),
+                &DEFAULT_EXCLUDED
+            )
+            .exceeded
+        );
         // 50 normal minutes at 20 and 10 flagged T: T minutes are valid and the hour exceeds.
-        let h = hour(&minutes(50, 10, DataFlag::T, 20.0), Some(35.0), &DEFAULT_EXCLUDED);
-        assert_eq!((h.status, h.valid_minutes, h.over_range, h.exceeded), (HourStatus::Valid, 60, true, true));
+        let h = hour(
+            &minutes(50, 10, DataFlag::T, 20.0),
+            Some(35.0),
+            &DEFAULT_EXCLUDED,
+        );
+        assert_eq!(
+            (h.status, h.valid_minutes, h.over_range, h.exceeded),
+            (HourStatus::Valid, 60, true, true)
+        );
     }
 
     #[test]
     fn a_stopped_hour_is_neither_valid_nor_exceeding() {
-        let h = hour(&minutes(0, 60, DataFlag::F, 3000.0), Some(35.0), &DEFAULT_EXCLUDED);
+        let h = hour(
+            &minutes(0, 60, DataFlag::F, 3000.0),
+            Some(35.0),
+            &DEFAULT_EXCLUDED,
+        );
         assert_eq!((h.status, h.exceeded), (HourStatus::Stopped, false));
         // With a unit whose excluded set omits F (configurable), the same minutes are valid.
-        let h = hour(&minutes(0, 60, DataFlag::F, 3000.0), Some(35.0), &[DataFlag::M]);
+        let h = hour(
+            &minutes(0, 60, DataFlag::F, 3000.0),
+            Some(35.0),
+            &[DataFlag::M],
+        );
         assert_eq!((h.status, h.exceeded), (HourStatus::Valid, true));
     }
 }

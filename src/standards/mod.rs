@@ -9,6 +9,7 @@
 //! - [`plan`]: the district plan's indicators: good-days rate and budget, sewage treatment rate.
 //! - [`time`]: CST days, hours labelled by their end.
 //! - [`engine`]: the stateful part: input, recomputation of what changed, results, outputs.
+//! - [`runner`]: the engine's periodic task and result export.
 
 pub mod engine;
 pub mod gb18918;
@@ -17,4 +18,5 @@ pub mod hj633;
 pub mod hj663;
 pub mod hj75;
 pub mod plan;
+pub mod runner;
 pub mod time;

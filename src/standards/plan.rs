@@ -45,8 +45,20 @@ fn days_in_year(year: i32) -> u32 {
 /// good of V valid days and R days left, the year ends at (G + g)/(V + R) where g ≤ R good days are
 /// still to come; the target t needs g ≥ ⌈t·(V + R)⌉ − G, so the non-good days still affordable are
 /// R − (⌈t·(V + R)⌉ − G).
-pub fn good_days(year: i32, as_of: NaiveDate, days: &[(NaiveDate, Option<u32>)], target_percent: f64) -> GoodDays {
-    let mut months: Vec<MonthRow> = (1..=12).map(|m| MonthRow { month: m, valid_days: 0, good_days: 0, rate_percent: None }).collect();
+pub fn good_days(
+    year: i32,
+    as_of: NaiveDate,
+    days: &[(NaiveDate, Option<u32>)],
+    target_percent: f64,
+) -> GoodDays {
+    let mut months: Vec<MonthRow> = (1..=12)
+        .map(|m| MonthRow {
+            month: m,
+            valid_days: 0,
+            good_days: 0,
+            rate_percent: None,
+        })
+        .collect();
     let (mut valid, mut good) = (0u32, 0u32);
     for (d, aqi) in days {
         if d.year() != year || *d > as_of {
@@ -63,10 +75,15 @@ pub fn good_days(year: i32, as_of: NaiveDate, days: &[(NaiveDate, Option<u32>)],
         }
     }
     for row in months.iter_mut() {
-        row.rate_percent = (row.valid_days > 0).then(|| row.good_days as f64 * 100.0 / row.valid_days as f64);
+        row.rate_percent =
+            (row.valid_days > 0).then(|| row.good_days as f64 * 100.0 / row.valid_days as f64);
     }
     months.retain(|r| r.month <= as_of.month() || as_of.year() > year);
-    let elapsed = if as_of.year() > year { days_in_year(year) } else { as_of.ordinal() };
+    let elapsed = if as_of.year() > year {
+        days_in_year(year)
+    } else {
+        as_of.ordinal()
+    };
     let remaining = days_in_year(year).saturating_sub(elapsed);
     let total = (valid + remaining) as f64;
     // ⌈t·total⌉ with a tolerance for binary noise (0.8 × 365 = 292.00000000000006).
@@ -101,7 +118,8 @@ mod tests {
     #[test]
     fn the_budget_by_hand() {
         // 2026 (365 days). By 10 Jan: 10 days, 8 good (AQI ≤ 100), 2 not; 355 days remain.
-        let mut days: Vec<(NaiveDate, Option<u32>)> = (1..=8).map(|i| (d(1, i), Some(60 + i))).collect();
+        let mut days: Vec<(NaiveDate, Option<u32>)> =
+            (1..=8).map(|i| (d(1, i), Some(60 + i))).collect();
         days.push((d(1, 9), Some(101)));
         days.push((d(1, 10), Some(180)));
         let g = good_days(2026, d(1, 10), &days, 80.0);
@@ -135,7 +153,10 @@ mod tests {
     #[test]
     fn treatment_rate_by_hand() {
         // 145,000 m3 treated of 150,000 produced: 96.67 %.
-        assert!((treatment_rate_percent(145_000.0, 150_000.0).unwrap() - 96.666_666_666_666_67).abs() < 1e-9);
+        assert!(
+            (treatment_rate_percent(145_000.0, 150_000.0).unwrap() - 96.666_666_666_666_67).abs()
+                < 1e-9
+        );
         assert_eq!(treatment_rate_percent(1.0, 0.0), None);
     }
 }

@@ -55,7 +55,11 @@ impl InfluxStore {
     }
 
     pub async fn write(&self, batch: &[Reading]) -> Result<(), StoreError> {
-        let body = line_protocol::encode(batch);
+        self.write_body(line_protocol::encode(batch)).await
+    }
+
+    /// Write line protocol (ms precision) as it is.
+    pub async fn write_body(&self, body: String) -> Result<(), StoreError> {
         self.client
             .write_line_protocol_with_precision(
                 &self.org,

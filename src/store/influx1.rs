@@ -53,7 +53,11 @@ impl Influx1Store {
     }
 
     pub async fn write(&self, batch: &[Reading]) -> Result<(), StoreError> {
-        let body = line_protocol::encode(batch);
+        self.write_body(line_protocol::encode(batch)).await
+    }
+
+    /// Write line protocol (ms precision) as it is.
+    pub async fn write_body(&self, body: String) -> Result<(), StoreError> {
         let resp = self
             .http
             .post(self.write_url.clone())

@@ -90,6 +90,16 @@ impl Store {
         }
     }
 
+    /// Write derived results as line protocol (ms precision). The embedded store keeps results in
+    /// its own tables, so this is a no-op there.
+    pub async fn write_lines(&self, body: String) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(()),
+            Store::Influx(s) => s.write_body(body).await,
+            Store::Influx1(s) => s.write_body(body).await,
+        }
+    }
+
     /// Write a batch; `Ok` means durable (committed / 2xx).
     pub async fn write(&self, batch: &[Reading]) -> Result<(), StoreError> {
         match self {

@@ -1,0 +1,105 @@
+//! The engine's task: recompute what changed every `standards.interval`, export results to an
+//! InfluxDB store, and purge input older than the lateness window.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::engine::Engine;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Result lines kept for export while the store is failing; past this the oldest are dropped (the
+/// results stay in the embedded database and the API).
+const MAX_PENDING_LINES: usize = 200_000;
+
+pub struct Runner {
+    pub engine: Arc<Engine>,
+    pub store: Store,
+    pub interval: Duration,
+    pub metrics: Metrics,
+    pub stop: CancellationToken,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Runner {
+    pub async fn run(self) {
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || engine.mark_recent(now_ms())).await {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!(hours = n, "standards: recomputing recent hours after start")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "standards: cannot read recent input"),
+            _ => {}
+        }
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: Vec<String> = Vec::new();
+        let mut last_purge = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.cancelled() => break,
+            }
+            self.cycle(&mut pending).await;
+            if last_purge.elapsed() > Duration::from_secs(3600) {
+                last_purge = Instant::now();
+                let engine = self.engine.clone();
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || engine.purge(now_ms())).await
+                {
+                    tracing::warn!(error = %e, "standards: purge failed");
+                }
+            }
+        }
+        // One last pass so a clean shutdown leaves results current.
+        self.cycle(&mut pending).await;
+    }
+
+    /// Recompute now (also used by tests through `Running::recompute_standards`).
+    pub async fn cycle(&self, pending: &mut Vec<String>) {
+        if !self.engine.has_changes() && pending.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || engine.recompute(now_ms())).await {
+            Ok(Ok(lines)) => {
+                self.metrics.standards_recomputes.inc();
+                self.metrics
+                    .standards_recompute_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if !matches!(self.store, Store::Embedded(_)) {
+                    pending.extend(lines);
+                }
+            }
+            Ok(Err(e)) => {
+                self.metrics.standards_errors.inc();
+                tracing::error!(error = %e, "standards: recomputation failed");
+            }
+            Err(e) => tracing::error!(error = %e, "standards: recomputation task failed"),
+        }
+        if pending.is_empty() {
+            return;
+        }
+        if pending.len() > MAX_PENDING_LINES {
+            let drop = pending.len() - MAX_PENDING_LINES;
+            pending.drain(..drop);
+            self.metrics.standards_errors.inc();
+            tracing::warn!(dropped = drop, "standards: export backlog too long; oldest result lines dropped (results remain in the API)");
+        }
+        for chunk in pending.chunks(5000) {
+            let body = chunk.join("\n") + "\n";
+            if let Err(e) = self.store.write_lines(body).await {
+                self.metrics.standards_errors.inc();
+                tracing::warn!(error = %e, pending = pending.len(), "standards: cannot export results yet; will retry");
+                return;
+            }
+        }
+        pending.clear();
+    }
+}
