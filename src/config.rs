@@ -753,7 +753,8 @@ impl Config {
         if st.lateness < Duration::from_secs(3600) {
             err("standards.lateness", "must be at least 1h".into());
         }
-        if !(st.water.unmetered_produced_m3_per_day >= 0.0) {
+        let unmetered = st.water.unmetered_produced_m3_per_day;
+        if unmetered.is_nan() || unmetered < 0.0 {
             err(
                 "standards.water.unmetered_produced_m3_per_day",
                 "must be a number ≥ 0".into(),

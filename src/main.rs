@@ -51,6 +51,45 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         interval: Duration,
     },
+    /// 计算空气质量指数 (HJ 633) / Compute the AQI from concentrations (HJ 633).
+    ///
+    /// 默认为日报（24小时均值，O3 为日最大8小时滑动平均）；--hourly 为实时报（1小时均值）。
+    /// Daily values by default (24h means, O3 daily max 8h); --hourly takes 1h values.
+    Aqi(AqiArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AqiArgs {
+    /// SO2, µg/m3
+    #[arg(long)]
+    so2: Option<f64>,
+    /// NO2, µg/m3
+    #[arg(long)]
+    no2: Option<f64>,
+    /// CO, mg/m3
+    #[arg(long)]
+    co: Option<f64>,
+    /// PM10, µg/m3
+    #[arg(long)]
+    pm10: Option<f64>,
+    /// PM2.5, µg/m3
+    #[arg(long)]
+    pm25: Option<f64>,
+    /// O3 8小时（日最大）滑动平均 / O3 8h (daily max) moving mean, µg/m3
+    #[arg(long = "o3-8h")]
+    o3_8h: Option<f64>,
+    /// O3 1小时（日最大）/ O3 1h (daily max), µg/m3
+    #[arg(long = "o3-1h")]
+    o3_1h: Option<f64>,
+    /// 实时报：SO2/NO2/CO/O3 为1小时均值 / Real-time report: SO2, NO2, CO, O3 are 1h values
+    #[arg(long)]
+    hourly: bool,
+    /// 标准版本 / Edition: HJ633-2026 (default) or HJ633-2012
+    #[arg(long, default_value = "HJ633-2026")]
+    standard: String,
+    /// 输出 JSON / Print one JSON object
+    #[arg(long)]
+    json: bool,
 }
 
 fn init_logging(level: &str, json: bool) {
@@ -103,6 +142,7 @@ fn main() -> ExitCode {
             init_logging(&cfg.log.level, cfg.log.format == "json");
             exit(runtime().and_then(|rt| rt.block_on(run(cfg))))
         }
+        Command::Aqi(args) => aqi_command(&args),
         Command::Demo {
             duration,
             broker,
@@ -117,6 +157,115 @@ fn main() -> ExitCode {
             )
         }
     }
+}
+
+fn aqi_command(a: &AqiArgs) -> ExitCode {
+    use enviromon::standards::hj633::{self, Concentrations, Edition, Report};
+    let Some(edition) = Edition::parse(&a.standard) else {
+        eprintln!(
+            "--standard: {:?} is not HJ633-2026 or HJ633-2012",
+            a.standard
+        );
+        return ExitCode::from(2);
+    };
+    let report = if a.hourly {
+        Report::Hourly
+    } else {
+        Report::Daily
+    };
+    let c = Concentrations {
+        so2: a.so2,
+        no2: a.no2,
+        pm10: a.pm10,
+        pm25: a.pm25,
+        co: a.co,
+        o3_8h: a.o3_8h,
+        o3_1h: a.o3_1h,
+        so2_24h: None,
+    };
+    let r = match hj633::aqi(edition, report, &c) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if r.iaqi.is_empty() {
+        eprintln!("没有浓度值 / no concentrations given (e.g. --pm25 80)");
+        return ExitCode::from(2);
+    }
+    if a.json {
+        let iaqi: serde_json::Map<String, serde_json::Value> = r
+            .iaqi
+            .iter()
+            .map(|(i, v)| (i.as_str().to_string(), serde_json::json!(v.number())))
+            .collect();
+        let doc = serde_json::json!({
+            "standard": edition.as_str(),
+            "report": if a.hourly { "hourly" } else { "daily" },
+            "aqi": r.aqi,
+            "aqi_from_available": r.aqi_from_available,
+            "iaqi": iaqi,
+            "grade": r.grade.map(|g| g.roman()),
+            "category": r.category_zh.map(|zh| format!("{zh} / {}", r.category_en.unwrap_or(""))),
+            "category_zh": r.category_zh,
+            "category_en": r.category_en,
+            "primary_pollutants": r.primary_pollutants,
+            "missing": r.missing.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "标准 / standard: {}   报告 / report: {}",
+        edition.as_str(),
+        if a.hourly {
+            "实时报 / hourly"
+        } else {
+            "日报 / daily"
+        }
+    );
+    println!("{:<12} {:>6}", "指标/indicator", "IAQI");
+    for (i, v) in &r.iaqi {
+        let shown = match v {
+            hj633::Iaqi::Value(n) => n.to_string(),
+            hj633::Iaqi::BeyondScale => "500 (超出范围 / beyond scale)".into(),
+            hj633::Iaqi::NotApplicable => "— (不计算 / not applicable)".into(),
+        };
+        println!("{:<12} {:>6}", i.as_str(), shown);
+    }
+    match (r.aqi, r.grade) {
+        (Some(aqi), Some(g)) => {
+            let (zh, en) = g.category();
+            println!(
+                "AQI: {aqi}   级别 / grade: {}   类别 / category: {zh} / {en}",
+                g.roman()
+            );
+        }
+        _ => println!(
+            "AQI: NA (缺项且不超过100 / a pollutant is missing and the AQI is ≤ 100: {:?})",
+            r.aqi_from_available
+        ),
+    }
+    if r.primary_pollutants.is_empty() {
+        println!("首要污染物 / primary pollutant: 无 / none");
+    } else {
+        println!(
+            "首要污染物 / primary pollutant: {}",
+            r.primary_pollutants.join(", ")
+        );
+    }
+    if !r.missing.is_empty() {
+        println!(
+            "缺项 / missing: {}",
+            r.missing
+                .iter()
+                .map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -20,6 +20,20 @@ pub struct RangeParams {
     sensor: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    /// Re-evaluate daily air results under this AQI edition (HJ633-2012 or HJ633-2026).
+    standard: Option<String>,
+}
+
+fn edition(v: Option<&str>) -> Result<Option<crate::standards::hj633::Edition>, ApiError> {
+    v.map(|s| {
+        crate::standards::hj633::Edition::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("standard: {s:?} is not HJ633-2012 or HJ633-2026"),
+            )
+        })
+    })
+    .transpose()
 }
 
 /// RFC 3339, epoch ms, or a date (CST midnight).
@@ -56,6 +70,7 @@ async fn results(
     from: Option<String>,
     to: Option<String>,
     default_span: i64,
+    reevaluate: Option<crate::standards::hj633::Edition>,
 ) -> Result<Response, ApiError> {
     let engine = engine(&s)?.clone();
     let now = Utc::now().timestamp_millis();
@@ -86,7 +101,13 @@ async fn results(
                     "standards query failed; see the daemon's log",
                 )
             })?;
-    let docs: Vec<serde_json::Value> = rows.into_iter().map(|(_, _, d)| d).collect();
+    let docs: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(_, _, d)| match reevaluate {
+            Some(ed) => crate::standards::engine::reevaluate_air_day(&d, ed),
+            None => d,
+        })
+        .collect();
     Ok(Json(json!({"count": docs.len(), "results": docs})).into_response())
 }
 
@@ -99,33 +120,35 @@ fn params(q: Params) -> Result<RangeParams, ApiError> {
 
 pub async fn cems_hourly(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results(s, "cems_hourly", p.unit, p.from, p.to, DAY_MS).await
+    results(s, "cems_hourly", p.unit, p.from, p.to, DAY_MS, None).await
 }
 
 pub async fn cems_daily(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results(s, "cems_daily", p.unit, p.from, p.to, 31 * DAY_MS).await
+    results(s, "cems_daily", p.unit, p.from, p.to, 31 * DAY_MS, None).await
 }
 
 pub async fn air_hourly(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results(s, "air_hourly", p.station, p.from, p.to, DAY_MS).await
+    results(s, "air_hourly", p.station, p.from, p.to, DAY_MS, None).await
 }
 
 pub async fn air_daily(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results(s, "air_daily", p.station, p.from, p.to, 31 * DAY_MS).await
+    let ed = edition(p.standard.as_deref())?;
+    results(s, "air_daily", p.station, p.from, p.to, 31 * DAY_MS, ed).await
 }
 
 pub async fn water_daily(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results(s, "water_daily", p.sensor, p.from, p.to, 31 * DAY_MS).await
+    results(s, "water_daily", p.sensor, p.from, p.to, 31 * DAY_MS, None).await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct YearParams {
     year: Option<i32>,
+    standard: Option<String>,
 }
 
 pub async fn compliance(
@@ -134,6 +157,7 @@ pub async fn compliance(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let engine = engine(&s)?.clone();
+    let ed = edition(q.standard.as_deref())?;
     let now = Utc::now().timestamp_millis();
     let year = q
         .year
@@ -144,7 +168,7 @@ pub async fn compliance(
             format!("year: {year} is outside 2000..=2100"),
         ));
     }
-    let doc = tokio::task::spawn_blocking(move || engine.compliance(year, now))
+    let doc = tokio::task::spawn_blocking(move || engine.compliance(year, now, ed))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| {

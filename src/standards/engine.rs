@@ -1009,8 +1009,15 @@ impl Engine {
         )
     }
 
-    /// The plan's indicators for `year`: target, actual, status.
-    pub fn compliance(&self, year: i32, now_ms: i64) -> Result<Value, EngineError> {
+    /// The plan's indicators for `year`: target, actual, status. The good-days rate is evaluated
+    /// under `edition` (default: the configured one).
+    pub fn compliance(
+        &self,
+        year: i32,
+        now_ms: i64,
+        edition: Option<Edition>,
+    ) -> Result<Value, EngineError> {
+        let edition = edition.unwrap_or(self.settings.edition);
         let reg = self.registry.snapshot();
         let (from, to) = match (
             NaiveDate::from_ymd_opt(year, 1, 1),
@@ -1056,7 +1063,7 @@ impl Engine {
         indicators.push(json!({
             "id": "air_good_days_rate", "name_zh": "空气质量二级以上天数比例", "name_en": "Days with air quality grade II or better",
             "unit": "%", "target": t, "comparison": ">=", "actual": num(g.rate_percent), "status": status,
-            "edition": self.settings.edition.as_str(), "detail": g,
+            "edition": edition.as_str(), "detail": g,
         }));
 
         // Sewage treatment rate, YTD.
@@ -1123,6 +1130,50 @@ impl Engine {
     }
 }
 
+/// A daily air result: concentrations, validity, and the daily AQI under `edition`.
+fn day_doc(
+    edition: Edition,
+    station: &str,
+    day: NaiveDate,
+    values: Map<String, Value>,
+    validity: Value,
+) -> Value {
+    let v = |q: &str| values.get(q).and_then(Value::as_f64);
+    let conc = Concentrations {
+        so2: v("SO2"),
+        no2: v("NO2"),
+        pm10: v("PM10"),
+        pm25: v("PM2.5"),
+        co: v("CO"),
+        o3_8h: v("O3_8h_max"),
+        o3_1h: v("O3_1h_max"),
+        so2_24h: None,
+    };
+    let any = values.values().any(|x| !x.is_null());
+    let aqi = any
+        .then(|| hj633::aqi(edition, Report::Daily, &conc).ok())
+        .flatten();
+    let good = aqi.as_ref().and_then(|a| a.aqi).map(|a| a <= 100);
+    json!({"station": station, "day": day.to_string(), "values": values, "validity": validity, "aqi": aqi_json(aqi.as_ref()), "good_day": good})
+}
+
+/// Re-evaluate a stored daily air result under another edition (the stored concentrations are
+/// edition-independent), e.g. HJ 633-2012 to compare with the plan period.
+pub fn reevaluate_air_day(doc: &Value, edition: Edition) -> Value {
+    let values = doc["values"].as_object().cloned().unwrap_or_default();
+    let day = doc["day"]
+        .as_str()
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        .unwrap_or_default();
+    day_doc(
+        edition,
+        doc["station"].as_str().unwrap_or(""),
+        day,
+        values,
+        doc["validity"].clone(),
+    )
+}
+
 fn aqi_json(r: Option<&hj633::AqiResult>) -> Value {
     match r {
         None => Value::Null,
@@ -1133,6 +1184,30 @@ fn aqi_json(r: Option<&hj633::AqiResult>) -> Value {
             "missing": r.missing.iter().map(|i| i.as_str()).collect::<Vec<_>>(), "edition": r.edition.as_str(),
         }),
     }
+}
+
+/// `plan_targets` lines for the compliance document (one point per indicator, at `ts`).
+pub fn plan_target_lines(doc: &Value, ts_ms: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in doc["indicators"].as_array().into_iter().flatten() {
+        let (Some(id), Some(target)) = (i["id"].as_str(), i["target"].as_f64()) else {
+            continue;
+        };
+        let mut f = vec![format!("target={target}")];
+        push_field(&mut f, "actual", i["actual"].as_f64());
+        push_field(
+            &mut f,
+            "affordable_non_good_days",
+            i["detail"]["affordable_non_good_days"].as_f64(),
+        );
+        f.push(format!("status=\"{}\"", i["status"].as_str().unwrap_or("")));
+        out.push(format!(
+            "plan_targets,target={} {} {ts_ms}",
+            tag(id),
+            f.join(",")
+        ));
+    }
+    out
 }
 
 /// Line-protocol field name for a value key.

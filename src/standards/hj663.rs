@@ -130,8 +130,8 @@ mod tests {
             }
         );
         // Missing indices 2,3,4: invalid windows e ∈ [4, 9] ∩ [7, 23] = 7, 8, 9 → 14 valid: the day counts.
-        for h in 2..=4 {
-            day[h] = None;
+        for slot in &mut day[2..=4] {
+            *slot = None;
         }
         assert_eq!(
             (
@@ -142,22 +142,22 @@ mod tests {
         );
         // Missing 3,4,5 instead: invalid e ∈ [5, 10] ∩ [7, 23] = 7 … 10 → 13 valid: the day does not count.
         let mut day = [Some(100.0); 24];
-        for h in 3..=5 {
-            day[h] = None;
+        for slot in &mut day[3..=5] {
+            *slot = None;
         }
         let r = o3_daily_max_8h(&day);
         assert_eq!((r.valid_windows, r.counts), (13, false));
         assert_eq!(r.max, Some(100.0));
         // Missing 8 … 11 (four hours): windows with ≥ 3 of them are e = 10 … 16 → 17 − 7 = 10 valid.
         let mut day = [Some(100.0); 24];
-        for h in 8..=11 {
-            day[h] = None;
+        for slot in &mut day[8..=11] {
+            *slot = None;
         }
         assert_eq!(o3_daily_max_8h(&day).valid_windows, 10);
         // Add 300 in indices 16 … 19: window e = 19 (12 … 19) = (4×100 + 4×300)/8 = 200, and so are
         // e = 20 … 23: the maximum 200 exceeds 160, so the day counts despite 10 windows.
-        for h in 16..=19 {
-            day[h] = Some(300.0);
+        for slot in &mut day[16..=19] {
+            *slot = Some(300.0);
         }
         let r = o3_daily_max_8h(&day);
         assert_eq!((r.max, r.valid_windows, r.counts), (Some(200.0), 10, true));

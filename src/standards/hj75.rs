@@ -39,7 +39,7 @@ pub fn nox_as_no2(no_mg_m3: f64, no2_mg_m3: f64) -> f64 {
 /// `None` when the moisture is 100 % or more (a fault).
 pub fn wet_to_dry(c_wet: f64, moisture_percent: f64) -> Option<f64> {
     let x = moisture_percent / 100.0;
-    (x < 1.0 && x >= 0.0).then(|| c_wet / (1.0 - x))
+    (0.0..1.0).contains(&x).then(|| c_wet / (1.0 - x))
 }
 
 /// Actual conditions → standard state. `ba_pa` atmospheric, `ps_pa` flue static (gauge) pressure.
@@ -50,7 +50,8 @@ pub fn to_standard_state(c: f64, ba_pa: f64, ps_pa: f64, t_celsius: f64) -> Opti
 
 /// Reference-oxygen correction; `None` when O2 ≥ 21 % or is not a number.
 pub fn o2_corrected(c_dry: f64, o2_dry_percent: f64, o2_ref_percent: f64) -> Option<f64> {
-    (o2_dry_percent.is_finite() && o2_dry_percent < 21.0 && o2_dry_percent >= 0.0)
+    (0.0..21.0)
+        .contains(&o2_dry_percent)
         .then(|| c_dry * (21.0 - o2_ref_percent) / (21.0 - o2_dry_percent))
 }
 

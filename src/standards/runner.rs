@@ -75,6 +75,19 @@ impl Runner {
                     .observe(started.elapsed().as_secs_f64());
                 if !matches!(self.store, Store::Embedded(_)) {
                     pending.extend(lines);
+                    // The plan's indicators as they stand now (one point per minute at most).
+                    let engine = self.engine.clone();
+                    let now = now_ms();
+                    let year = chrono::Datelike::year(&super::time::cst_date(now));
+                    if let Ok(Ok(doc)) =
+                        tokio::task::spawn_blocking(move || engine.compliance(year, now, None))
+                            .await
+                    {
+                        pending.extend(super::engine::plan_target_lines(
+                            &doc,
+                            now - now.rem_euclid(60_000),
+                        ));
+                    }
                 }
             }
             Ok(Err(e)) => {

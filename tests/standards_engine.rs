@@ -1,0 +1,265 @@
+//! The standards engine on synthetic data: CEMS hours (44 vs 45 valid minutes, O2 correction,
+//! stopped and over-range hours) and late data giving exactly the on-time result.
+//! Expected values are worked by hand from the formulas in `shared/reference/standards.md` §3.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use enviromon::config::WaterStandardsConfig;
+use enviromon::reading::{DataFlag, Domain, Period, Reading, Source};
+use enviromon::registry::{self, RegistryHandle, Seeds};
+use enviromon::standards::engine::{Engine, Settings};
+use enviromon::standards::hj633::Edition;
+use enviromon::standards::time::{self, HOUR_MS, MINUTE_MS};
+use serde_json::Value;
+
+fn engine(dir: &std::path::Path) -> Engine {
+    let db = dir.join("e.db");
+    let conn = enviromon::db::open(&db).unwrap();
+    let seeds = Seeds::embedded().unwrap();
+    registry::apply_seeds(&conn, &seeds).unwrap();
+    let reg = registry::load(&conn, "enviromon/{site}/{sensor}").unwrap();
+    let settings = Settings {
+        edition: Edition::Hj633_2026,
+        lateness_ms: 30 * 86_400_000,
+        water: WaterStandardsConfig::default(),
+    };
+    Engine::open(&db, RegistryHandle::new(reg), settings).unwrap()
+}
+
+fn minute(
+    sensor: &str,
+    domain: Domain,
+    q: &str,
+    start_ms: i64,
+    value: f64,
+    flag: DataFlag,
+) -> Reading {
+    Reading {
+        sensor: sensor.into(),
+        site: "datang".into(),
+        domain,
+        quantity: q.into(),
+        value,
+        unit: if q == "O2" {
+            "%".into()
+        } else {
+            "mg/m3".into()
+        },
+        ts: Utc.timestamp_millis_opt(start_ms).unwrap(),
+        flag,
+        source: Source::Mqtt,
+        ts_assumed: false,
+        period: Period::Minute,
+    }
+}
+
+/// 60 minute means of SO2 and O2 for the hour labelled `hour` of dt-1's CEMS.
+fn cems_hour(hour: i64, minutes: impl Fn(i64) -> (f64, f64, DataFlag)) -> Vec<Reading> {
+    let mut out = Vec::new();
+    for i in 0..60 {
+        let start = hour - HOUR_MS + i * MINUTE_MS;
+        let (so2, o2, flag) = minutes(i);
+        out.push(minute("dt-1-cems", Domain::Cems, "SO2", start, so2, flag));
+        out.push(minute("dt-1-cems", Domain::Cems, "O2", start, o2, flag));
+    }
+    out
+}
+
+fn so2_of(e: &Engine, hour: i64) -> Value {
+    let r = e.results("cems_hourly", Some("dt-1"), hour, hour).unwrap();
+    assert_eq!(r.len(), 1, "one result for the hour");
+    r[0].2["pollutants"]["SO2"].clone()
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    a.as_f64().is_some_and(|x| (x - b).abs() < 1e-9)
+}
+
+#[test]
+fn cems_hours_validity_correction_stopped_and_over_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let h = time::hour_labels(day);
+    let now = h[23] + HOUR_MS;
+    let mut readings = Vec::new();
+    // A: 45 minutes N and 15 C; SO2 20 at O2 9 % → 20 × (21−6)/(21−9) = 25. Valid, not exceeding 35.
+    readings.extend(cems_hour(h[0], |i| {
+        (20.0, 9.0, if i < 45 { DataFlag::N } else { DataFlag::C })
+    }));
+    // B: 44 minutes N and 16 M → invalid.
+    readings.extend(cems_hour(h[1], |i| {
+        (20.0, 6.0, if i < 44 { DataFlag::N } else { DataFlag::M })
+    }));
+    // C: stopped: 60 minutes F at O2 20.9 (the ×150 correction never counts).
+    readings.extend(cems_hour(h[2], |_| (0.5, 20.9, DataFlag::F)));
+    // D: 50 minutes N at 30 and 10 minutes T at 120, O2 6: mean (50×30 + 10×120)/60 = 45; T counts.
+    readings.extend(cems_hour(h[3], |i| {
+        if i < 50 {
+            (30.0, 6.0, DataFlag::N)
+        } else {
+            (120.0, 6.0, DataFlag::T)
+        }
+    }));
+    // E: exactly at the limit: 35 at O2 6 → 35, not above 35.
+    readings.extend(cems_hour(h[4], |_| (35.0, 6.0, DataFlag::N)));
+    // F: O2 at 6 % everywhere: corrected = measured = 12.
+    readings.extend(cems_hour(h[5], |_| (12.0, 6.0, DataFlag::N)));
+    e.ingest(&readings, now).unwrap();
+    e.recompute(now).unwrap();
+
+    let a = so2_of(&e, h[0]);
+    assert_eq!(
+        (a["status"].as_str(), a["valid_minutes"].as_u64()),
+        (Some("valid"), Some(45))
+    );
+    assert!(close(&a["corrected"], 25.0), "{a}");
+    assert_eq!(a["exceeded"], false);
+    let b = so2_of(&e, h[1]);
+    assert_eq!(
+        (b["status"].as_str(), b["valid_minutes"].as_u64()),
+        (Some("invalid"), Some(44))
+    );
+    let c = so2_of(&e, h[2]);
+    assert_eq!(
+        (c["status"].as_str(), c["exceeded"].as_bool()),
+        (Some("stopped"), Some(false))
+    );
+    let d = so2_of(&e, h[3]);
+    assert!(close(&d["corrected"], 45.0), "{d}");
+    assert_eq!(
+        (d["over_range"].as_bool(), d["exceeded"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let ee = so2_of(&e, h[4]);
+    assert!(close(&ee["corrected"], 35.0));
+    assert_eq!(ee["exceeded"], false, "35 is not above 35");
+    assert!(close(&so2_of(&e, h[5])["corrected"], 12.0));
+
+    // The day: valid hours A, D, E, F = 4; exceeded D = 1; stopped C = 1; 24 − 1 = 23 expected.
+    let days = e
+        .results(
+            "cems_daily",
+            Some("dt-1"),
+            time::day_start_ms(day),
+            time::day_start_ms(day),
+        )
+        .unwrap();
+    let so2 = &days[0].2["pollutants"]["SO2"];
+    assert_eq!(
+        (
+            so2["valid_hours"].as_i64(),
+            so2["exceeded_hours"].as_i64(),
+            so2["stopped_hours"].as_i64(),
+            so2["expected_hours"].as_i64()
+        ),
+        (Some(4), Some(1), Some(1), Some(23))
+    );
+    assert!(
+        close(&so2["compliance_percent"], 75.0),
+        "3 of 4 valid hours within the limit"
+    );
+}
+
+fn air_hour(sensor: &str, hour: i64, q: &str, v: f64) -> Reading {
+    Reading {
+        sensor: sensor.into(),
+        site: "aq-jianxi-1".into(),
+        domain: Domain::Air,
+        quantity: q.into(),
+        value: v,
+        unit: if q == "CO" {
+            "mg/m3".into()
+        } else {
+            "ug/m3".into()
+        },
+        ts: Utc.timestamp_millis_opt(hour - HOUR_MS).unwrap(),
+        flag: DataFlag::N,
+        source: Source::Mqtt,
+        ts_assumed: false,
+        period: Period::Hour,
+    }
+}
+
+fn all_results(e: &Engine) -> Vec<(String, String, i64, Value)> {
+    let mut out = Vec::new();
+    for kind in ["cems_hourly", "cems_daily", "air_hourly", "air_daily"] {
+        for (ent, ts, doc) in e.results(kind, None, 0, i64::MAX).unwrap() {
+            out.push((kind.to_string(), ent, ts, doc));
+        }
+    }
+    out
+}
+
+#[test]
+fn late_data_gives_exactly_the_on_time_result() {
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let h = time::hour_labels(day);
+    let mut readings = Vec::new();
+    for (i, &hour) in h.iter().enumerate() {
+        let f = i as f64;
+        readings.push(air_hour("aq-jianxi-1-analyzers", hour, "PM2.5", 50.0 + f));
+        readings.push(air_hour("aq-jianxi-1-analyzers", hour, "PM10", 90.0 + f));
+        readings.push(air_hour(
+            "aq-jianxi-1-analyzers",
+            hour,
+            "O3",
+            60.0 + 5.0 * f,
+        ));
+        readings.push(air_hour("aq-jianxi-1-analyzers", hour, "NO2", 30.0));
+        readings.push(air_hour("aq-jianxi-1-analyzers", hour, "SO2", 8.0));
+        readings.push(air_hour("aq-jianxi-1-analyzers", hour, "CO", 0.9));
+    }
+    readings.extend(cems_hour(h[10], |i| {
+        (20.0 + i as f64 / 10.0, 7.0, DataFlag::N)
+    }));
+    let end_of_day = h[23] + HOUR_MS;
+
+    // On time: everything, then one recomputation.
+    let d1 = tempfile::tempdir().unwrap();
+    let on_time = engine(d1.path());
+    on_time.ingest(&readings, end_of_day).unwrap();
+    on_time.recompute(end_of_day).unwrap();
+
+    // Late: hours 11 and 12 (air) and the CEMS hour arrive a day later, after results were published.
+    let d2 = tempfile::tempdir().unwrap();
+    let late = engine(d2.path());
+    let is_late = |r: &Reading| {
+        let hour = time::hour_label_of(r.ts_ms(), r.period);
+        hour == h[10] || hour == h[11]
+    };
+    let (held, first): (Vec<Reading>, Vec<Reading>) = readings.iter().cloned().partition(is_late);
+    late.ingest(&first, end_of_day).unwrap();
+    late.recompute(end_of_day).unwrap();
+    let before = late
+        .results("air_daily", Some("aq-jianxi-1"), 0, i64::MAX)
+        .unwrap();
+    let a_day_later = end_of_day + 24 * HOUR_MS;
+    // Delivered in reverse order, too.
+    let mut held = held;
+    held.reverse();
+    late.ingest(&held, a_day_later).unwrap();
+    late.recompute(a_day_later).unwrap();
+
+    assert_ne!(
+        before[0].2,
+        on_time
+            .results("air_daily", Some("aq-jianxi-1"), 0, i64::MAX)
+            .unwrap()[0]
+            .2,
+        "the late hours changed the day"
+    );
+    let (a, b) = (all_results(&on_time), all_results(&late));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "late delivery must give the on-time result");
+    }
+    // And the day itself by hand: PM2.5 hours 50 … 73 → mean 61.5 → 2026 rounds to 62 (61.5 → even 62)
+    // → 100 + 50/55 × 2 = 101.8 → 102; PM10 90 … 113 → 101.5 → 102 (even) → 50 + 50/70 × 52 = 87.1 → 88.
+    let day_doc = &a
+        .iter()
+        .find(|(k, e, _, _)| k == "air_daily" && e == "aq-jianxi-1")
+        .unwrap()
+        .3;
+    assert_eq!(day_doc["aqi"]["iaqi"]["PM2.5_24h"], 102);
+    assert_eq!(day_doc["aqi"]["iaqi"]["PM10_24h"], 88);
+}
