@@ -376,3 +376,52 @@ fn the_aqi_command_agrees_with_the_table_for_every_segment() {
     );
     assert_eq!(v["primary_pollutants"], json!(["PM2.5"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_exported_to_an_influxdb_store_as_their_own_measurements() {
+    let broker = mosquitto();
+    let vm = victoria_metrics();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = daemon_config(dir.path(), broker.port, "enviromon-results-export");
+    cfg.store.kind = enviromon::config::StoreKind::Influxdb;
+    cfg.store.influxdb.url = format!("http://127.0.0.1:{}", vm.port);
+    cfg.standards.interval = Duration::from_millis(300);
+    let running = daemon::start(cfg).await.unwrap();
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    let hour = time::label(chrono::Utc::now().timestamp_millis(), HOUR_MS) - HOUR_MS;
+    let mut p = Publisher::connect(broker.port, "pub-results-export").await;
+    for i in 0..60 {
+        let payload = json!({"ts": ts(hour - HOUR_MS + i * MINUTE_MS), "period": "1min", "values": {"SO2": 40.0, "O2": 6.0, "NOx": 30.0, "PM": 2.0, "flue_flow": 1_000_000.0}});
+        p.publish("enviromon/datang/dt-1-cems", payload.to_string())
+            .await;
+    }
+    p.wait_acked().await;
+    // SO2 40 at O2 6 %: corrected 40 > 35 → exceeded; mass 40 × 1e6 × 1e-6 = 40 kg/h.
+    let series = eventually(30, "cems_hourly in VictoriaMetrics", || async {
+        let s = vm_export(vm.port, r#"{__name__=~"cems_hourly_(corrected|exceeded|mass_kg_h)",unit="dt-1",pollutant="SO2"}"#).await;
+        (s.len() == 3).then_some(s)
+    })
+    .await;
+    let value = |name: &str| {
+        series
+            .iter()
+            .find(|s| s.metric["__name__"] == name)
+            .map(|s| (s.timestamps[0], s.values[0]))
+            .unwrap()
+    };
+    assert_eq!(value("cems_hourly_corrected"), (hour, 40.0));
+    assert_eq!(value("cems_hourly_exceeded"), (hour, 1.0));
+    assert_eq!(value("cems_hourly_mass_kg_h"), (hour, 40.0));
+    let targets = eventually(30, "plan_targets in VictoriaMetrics", || async {
+        let s = vm_export(vm.port, r#"{__name__="plan_targets_target"}"#).await;
+        (s.len() >= 3).then_some(s)
+    })
+    .await;
+    assert!(targets
+        .iter()
+        .any(|s| s.metric["target"] == "air_good_days_rate" && s.values.contains(&80.0)));
+    running.shutdown().await;
+}
