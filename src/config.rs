@@ -117,6 +117,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub store: StoreConfig,
     pub spool: SpoolConfig,
+    pub modbus: ModbusConfig,
     pub standards: StandardsConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
@@ -409,6 +410,32 @@ impl Default for Influx1Config {
 impl Influx1Config {
     pub fn resolved_password(&self) -> Result<Option<Secret>, ConfigError> {
         resolve_secret(&self.password, &self.password_file)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModbusConfig {
+    /// Poll the registry's Modbus sensors. Default true.
+    pub enabled: bool,
+    /// Extra device profiles (`*.toml`), besides the built-in ones; same id replaces.
+    pub profiles_dir: Option<PathBuf>,
+    /// Reconnect backoff cap for an unreachable endpoint (retried forever). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Poll backoff cap for a device that does not answer. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub device_backoff_max: Duration,
+}
+
+impl Default for ModbusConfig {
+    fn default() -> Self {
+        ModbusConfig {
+            enabled: true,
+            profiles_dir: None,
+            reconnect_max: Duration::from_secs(30),
+            device_backoff_max: Duration::from_secs(60),
+        }
     }
 }
 
@@ -736,6 +763,23 @@ impl Config {
         }
         if sp.fsync == FsyncMode::Interval && sp.fsync_interval.is_zero() {
             err("spool.fsync_interval", "must be greater than 0s".into());
+        }
+        if self.modbus.reconnect_max < Duration::from_millis(100) {
+            err("modbus.reconnect_max", "must be at least 100ms".into());
+        }
+        if self.modbus.device_backoff_max.is_zero() {
+            err(
+                "modbus.device_backoff_max",
+                "must be greater than 0s".into(),
+            );
+        }
+        if let Some(d) = &self.modbus.profiles_dir {
+            if !d.is_dir() {
+                err(
+                    "modbus.profiles_dir",
+                    format!("{} is not a directory", d.display()),
+                );
+            }
         }
         let st = &self.standards;
         if crate::standards::hj633::Edition::parse(&st.aqi_edition).is_none() {

@@ -58,6 +58,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Spool(#[from] crate::store::spool::SpoolError),
     #[error(transparent)]
+    Modbus(#[from] crate::ingest::modbus::ModbusError),
+    #[error(transparent)]
+    Profiles(#[from] crate::ingest::modbus::profile::ProfileError),
+    #[error(transparent)]
     Standards(#[from] crate::standards::engine::EngineError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -307,9 +311,26 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         };
         sources.push(tokio::spawn(source.run(opts)));
     }
+    let mut modbus_states = None;
+    if cfg.modbus.enabled {
+        let profiles = crate::ingest::modbus::profile::load(cfg.modbus.profiles_dir.as_deref())?;
+        let (handles, states) = crate::ingest::modbus::start(
+            &cfg.modbus,
+            &registry,
+            &profiles,
+            &tx,
+            &deadletter,
+            &metrics,
+            cfg.pipeline.max_future_skew,
+            &stop_sources,
+        )?;
+        sources.extend(handles);
+        modbus_states = Some(states);
+    }
     drop(tx);
 
     let state = AppState {
+        modbus: modbus_states,
         standards: standards.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),

@@ -329,9 +329,31 @@ async fn demo(
         report_config_error(&e);
         anyhow::anyhow!("demo configuration is invalid")
     })?;
+    // The plant's Modbus devices (seeds: gateway 127.0.0.1:5020, unit ids 1–4), simulated.
+    let stop_sim = tokio_util::sync::CancellationToken::new();
+    let modbus_sim = enviromon::demo::modbus_sim::Sim::default();
+    match tokio::net::TcpListener::bind("127.0.0.1:5020").await {
+        Ok(listener) => {
+            tokio::spawn(enviromon::demo::modbus_sim::serve_tcp(
+                listener,
+                modbus_sim.clone(),
+                stop_sim.clone(),
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot serve the simulated Modbus gateway on 127.0.0.1:5020; the plant's Modbus devices will show as down")
+        }
+    }
     let running = daemon::start(cfg).await?;
     let addr = running.http_addr;
-    let stop_sim = tokio_util::sync::CancellationToken::new();
+    let profiles = enviromon::ingest::modbus::profile::embedded()?;
+    tokio::spawn(simulator::feed_modbus(
+        modbus_sim,
+        running.registry.snapshot(),
+        profiles,
+        Duration::from_secs(1),
+        stop_sim.clone(),
+    ));
     let sim = tokio::spawn(simulator::run(
         host.clone(),
         port,
@@ -347,6 +369,8 @@ async fn demo(
         "  历史读数 / history:         http://{addr}/api/v1/readings?sensor=dt-1-cems&quantity=SO2"
     );
     println!("  传感器 / sensors:           http://{addr}/api/v1/sensors");
+    println!("  Modbus 设备 / devices:      http://{addr}/api/v1/modbus/devices  (simulated gateway 127.0.0.1:5020)");
+    println!("  合规 / compliance:          http://{addr}/api/v1/compliance");
     println!("  指标 / metrics:             http://{addr}/metrics");
     println!("  数据目录 / data dir:        {}", data_dir.display());
     println!("  按 Ctrl-C 停止 / press Ctrl-C to stop");

@@ -63,6 +63,14 @@ pub struct Metrics {
     pub standards_recompute_seconds: prometheus::Histogram,
     pub standards_too_late: IntCounter,
     pub standards_errors: IntCounter,
+    /// Modbus, per device (the registry's sensor id: a bounded set): 1 while answering, errors by
+    /// kind (connect, timeout, transport, exception, decode), poll duration, last success time.
+    pub modbus_up: prometheus::IntGaugeVec,
+    pub modbus_errors: IntCounterVec,
+    pub modbus_poll_seconds: HistogramVec,
+    pub modbus_last_success: prometheus::GaugeVec,
+    /// How late polls start relative to their schedule.
+    pub modbus_schedule_slip: prometheus::Histogram,
 }
 
 /// Registering a metric twice is a programming error caught by the unit test below.
@@ -223,6 +231,41 @@ impl Metrics {
                 "enviromon_standards_errors_total",
                 "Standards recomputation or result export errors.",
             )?,
+            modbus_up: {
+                let g = prometheus::IntGaugeVec::new(Opts::new("enviromon_modbus_up", "1 while the Modbus device answers."), &["device"])?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            modbus_errors: counter_vec(
+                "enviromon_modbus_errors_total",
+                "Modbus errors by device and kind (connect, timeout, transport, exception, decode).",
+                &["device", "kind"],
+            )?,
+            modbus_poll_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new("enviromon_modbus_poll_seconds", "Seconds per Modbus poll.")
+                        .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                    &["device"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            modbus_last_success: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new("enviromon_modbus_last_success_timestamp_seconds", "Unix time of the device's last successful poll."),
+                    &["device"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            modbus_schedule_slip: {
+                let h = prometheus::Histogram::with_opts(
+                    HistogramOpts::new("enviromon_modbus_schedule_slip_seconds", "How late Modbus polls start.")
+                        .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             registry,
         };
         for r in RejectReason::ALL {

@@ -127,6 +127,94 @@ pub enum Protocol {
     Hj212,
 }
 
+/// How a Modbus device is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModbusTransport {
+    /// Modbus TCP (MBAP header; the unit id addresses devices behind a gateway).
+    Tcp,
+    /// RTU frames carried over a TCP connection (serial-to-Ethernet gateways in transparent mode).
+    RtuOverTcp,
+    /// RTU on a local serial port (RS-485).
+    Rtu,
+}
+
+/// Serial line settings for RTU.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialSettings {
+    pub port: String,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// `none`, `even` or `odd`.
+    #[serde(default = "default_parity")]
+    pub parity: String,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_parity() -> String {
+    "none".into()
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+/// A Modbus device: where it is, which profile describes it, how it is polled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusDevice {
+    pub transport: ModbusTransport,
+    /// `host:port` for `tcp` and `rtu_over_tcp`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Serial line for `rtu`.
+    #[serde(default)]
+    pub serial: Option<SerialSettings>,
+    /// Unit (slave) id, 1–247.
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    /// Profile id (`config/profiles/*.toml`).
+    pub profile: String,
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub interval: std::time::Duration,
+    #[serde(default = "default_poll_timeout", with = "humantime_serde")]
+    pub timeout: std::time::Duration,
+    /// Extra attempts (after reconnecting) when a poll times out or the connection breaks.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Registers of gap bridged to merge two values into one read.
+    #[serde(default = "default_max_gap")]
+    pub max_gap: u16,
+    /// One request per value, for devices that refuse multi-register reads.
+    #[serde(default)]
+    pub single_reads: bool,
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_poll_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+fn default_poll_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_max_gap() -> u16 {
+    8
+}
+
 /// Lifecycle of a sensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -167,9 +255,13 @@ pub struct Sensor {
     pub name_en: String,
     pub domain: Domain,
     pub protocol: Protocol,
-    /// MQTT topic; default from `mqtt.topic_pattern`.
+    /// MQTT topic; default from `mqtt.topic_pattern` for MQTT sensors. A Modbus or HJ 212 sensor may
+    /// name one too (e.g. for a data logger that uploads history over MQTT).
     #[serde(default)]
     pub topic: Option<String>,
+    /// Modbus connection and profile, for `protocol = "modbus"`.
+    #[serde(default)]
+    pub modbus: Option<ModbusDevice>,
     pub channels: Vec<Channel>,
     #[serde(default)]
     pub status: SensorStatus,
@@ -378,6 +470,46 @@ impl Registry {
                         "sensor {}: channels: {} listed twice",
                         s.id, ch.quantity
                     ));
+                }
+            }
+            if s.protocol == Protocol::Modbus {
+                match &s.modbus {
+                    None => errs.push(format!(
+                        "sensor {}: modbus: a Modbus sensor needs a [modbus] section",
+                        s.id
+                    )),
+                    Some(m) => {
+                        match m.transport {
+                            ModbusTransport::Tcp | ModbusTransport::RtuOverTcp => {
+                                if m.address
+                                    .as_deref()
+                                    .is_none_or(|a| a.rsplit_once(':').is_none())
+                                {
+                                    errs.push(format!(
+                                        "sensor {}: modbus.address: host:port needed for {:?}",
+                                        s.id, m.transport
+                                    ));
+                                }
+                            }
+                            ModbusTransport::Rtu => {
+                                if m.serial.is_none() {
+                                    errs.push(format!(
+                                        "sensor {}: modbus.serial: a serial port is needed for rtu",
+                                        s.id
+                                    ));
+                                }
+                            }
+                        }
+                        if !(1..=247).contains(&m.unit_id) {
+                            errs.push(format!(
+                                "sensor {}: modbus.unit_id: {} is outside 1..=247",
+                                s.id, m.unit_id
+                            ));
+                        }
+                        if m.interval.is_zero() || m.timeout.is_zero() {
+                            errs.push(format!("sensor {}: modbus.interval and modbus.timeout must be greater than 0s", s.id));
+                        }
+                    }
                 }
             }
             if s.protocol == Protocol::Mqtt && s.topic.is_none() {

@@ -27,6 +27,7 @@ fn state(readings: Option<enviromon::store::embedded::EmbeddedReader>) -> AppSta
         readings,
         health: std::sync::Arc::new(Health::default()),
         standards: None,
+        modbus: None,
     }
 }
 

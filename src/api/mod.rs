@@ -39,6 +39,8 @@ pub struct AppState {
     /// Present when readings go to the embedded store.
     pub readings: Option<EmbeddedReader>,
     pub health: Arc<Health>,
+    /// Modbus device states, when polling is enabled.
+    pub modbus: Option<crate::ingest::modbus::poller::States>,
     /// The standards engine's results, when enabled.
     pub standards: Option<Arc<crate::standards::engine::Engine>>,
 }
@@ -77,6 +79,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/sensors/{id}", get(get_sensor))
         .route("/api/v1/readings/latest", get(latest))
         .route("/api/v1/readings", get(readings))
+        .route("/api/v1/modbus/devices", get(modbus_devices))
         .route("/api/v1/cems/hourly", get(standards::cems_hourly))
         .route("/api/v1/cems/daily", get(standards::cems_daily))
         .route("/api/v1/air/hourly", get(standards::air_hourly))
@@ -120,6 +123,17 @@ async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+async fn modbus_devices(State(s): State<AppState>) -> Response {
+    let devices: Vec<crate::ingest::modbus::poller::DeviceState> = match &s.modbus {
+        Some(st) => st
+            .read()
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Json(json!({"enabled": s.modbus.is_some(), "devices": devices})).into_response()
 }
 
 async fn list_sites(State(s): State<AppState>) -> Response {

@@ -147,7 +147,7 @@ fn air_values(rng: &mut impl Rng, hour_cst: f64, station: usize) -> Map<String, 
     v
 }
 
-fn water_values(rng: &mut impl Rng, sensor: &str, tick: u64) -> Map<String, Value> {
+pub(crate) fn water_values(rng: &mut impl Rng, sensor: &str, tick: u64) -> Map<String, Value> {
     let mut v = Map::new();
     let mut put = |k: &str, mean: f64, sd: f64, min: f64| {
         v.insert(k.into(), json!(round2((mean + sd * gauss(rng)).max(min))));
@@ -299,6 +299,52 @@ pub async fn backfill(client: &AsyncClient, registry: &Registry, now_ms: i64) {
                 .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string())
                 .await;
         }
+    }
+}
+
+/// Keep the simulated Modbus gateway's registers current for every Modbus sensor of the registry
+/// whose profile is known (values from the same generators as the MQTT simulator), until `stop`.
+pub async fn feed_modbus(
+    sim: super::modbus_sim::Sim,
+    registry: Arc<Registry>,
+    profiles: std::collections::BTreeMap<String, crate::ingest::modbus::profile::Profile>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut ticker = tokio::time::interval(interval);
+    let mut tick = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        for s in registry
+            .sensors
+            .values()
+            .filter(|s| s.protocol == Protocol::Modbus)
+        {
+            let (Some(m), Some(p)) = (
+                &s.modbus,
+                s.modbus.as_ref().and_then(|m| profiles.get(&m.profile)),
+            ) else {
+                continue;
+            };
+            let values = water_values(&mut rng, &s.id, tick);
+            for v in &p.values {
+                if let Some(x) = values.get(&v.quantity).and_then(Value::as_f64) {
+                    sim.set(
+                        m.unit_id,
+                        v.register,
+                        v.address,
+                        (x - v.offset) / v.scale,
+                        v.data_type,
+                        v.order,
+                    );
+                }
+            }
+        }
+        tick += 1;
     }
 }
 

@@ -1,5 +1,7 @@
 //! Sources: each turns what it receives into `Envelope`s on the pipeline channel.
 //!
 //! - [`mqtt`]: subscribes to the broker (rumqttc), QoS 1 with manual acknowledgements.
+//! - [`modbus`]: polls Modbus TCP / RTU devices described by profiles (tokio-modbus).
 
+pub mod modbus;
 pub mod mqtt;
