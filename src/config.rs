@@ -119,6 +119,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub modbus: ModbusConfig,
     pub standards: StandardsConfig,
+    pub alerts: AlertsConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
 }
@@ -411,6 +412,80 @@ impl Influx1Config {
     pub fn resolved_password(&self) -> Result<Option<Secret>, ConfigError> {
         resolve_secret(&self.password, &self.password_file)
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Evaluate alert rules at all. Default true.
+    pub enabled: bool,
+    /// Rules file, re-read when it changes; unset: the built-in `config/alerts.toml`.
+    pub rules_file: Option<PathBuf>,
+    /// How often every rule is evaluated ("no data" included). Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub evaluation_interval: Duration,
+    /// A firing alert is notified again this often (webhooks, robots). Default 4 h.
+    #[serde(with = "humantime_serde")]
+    pub repeat_interval: Duration,
+    /// Firing alerts are re-posted to Alertmanager this often (it resolves alerts it stops hearing
+    /// about). Default 1 min.
+    #[serde(with = "humantime_serde")]
+    pub resend_interval: Duration,
+    /// Base URL of this daemon's API, for alerts' generatorURL.
+    pub external_url: String,
+    pub alertmanager: Vec<AlertmanagerReceiver>,
+    pub webhook: Vec<WebhookReceiver>,
+    pub dingtalk: Vec<WebhookReceiver>,
+    pub wecom: Vec<PlainReceiver>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            rules_file: None,
+            evaluation_interval: Duration::from_secs(15),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            resend_interval: Duration::from_secs(60),
+            external_url: "http://127.0.0.1:8080".into(),
+            alertmanager: Vec::new(),
+            webhook: Vec::new(),
+            dingtalk: Vec::new(),
+            wecom: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerReceiver {
+    /// Base URL, e.g. `http://127.0.0.1:9093`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReceiver {
+    pub name: String,
+    pub url: String,
+    /// Signing secret inline (from env) or from `secret_file`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl WebhookReceiver {
+    pub fn resolved_secret(&self) -> Result<Option<Secret>, ConfigError> {
+        resolve_secret(&self.secret, &self.secret_file)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainReceiver {
+    pub name: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -778,6 +853,61 @@ impl Config {
                 err(
                     "modbus.profiles_dir",
                     format!("{} is not a directory", d.display()),
+                );
+            }
+        }
+        let al = &self.alerts;
+        if al.evaluation_interval.is_zero()
+            || al.resend_interval.is_zero()
+            || al.repeat_interval.is_zero()
+        {
+            err(
+                "alerts.evaluation_interval",
+                "evaluation, resend and repeat intervals must be greater than 0s".into(),
+            );
+        }
+        if let Some(f) = &al.rules_file {
+            match std::fs::read_to_string(f) {
+                Err(e) => err("alerts.rules_file", format!("{}: {e}", f.display())),
+                Ok(text) => {
+                    if let Err(e) = crate::alerts::rules::parse(&f.display().to_string(), &text) {
+                        err("alerts.rules_file", e.to_string());
+                    }
+                }
+            }
+        }
+        let url_ok = |u: &str| {
+            url::Url::parse(u).is_ok_and(|x| x.scheme() == "http" || x.scheme() == "https")
+        };
+        for (i, r) in al.alertmanager.iter().enumerate() {
+            if !url_ok(&r.url) {
+                err(
+                    &format!("alerts.alertmanager[{i}].url"),
+                    format!("{:?} is not an http(s) URL", r.url),
+                );
+            }
+        }
+        for (kind, list) in [("webhook", &al.webhook), ("dingtalk", &al.dingtalk)] {
+            for (i, r) in list.iter().enumerate() {
+                if !url_ok(&r.url) {
+                    err(
+                        &format!("alerts.{kind}[{i}].url"),
+                        format!("{:?} is not an http(s) URL", r.url),
+                    );
+                }
+                if r.secret.is_some() && r.secret_file.is_some() {
+                    err(
+                        &format!("alerts.{kind}[{i}].secret_file"),
+                        "give the secret or secret_file, not both".into(),
+                    );
+                }
+            }
+        }
+        for (i, r) in al.wecom.iter().enumerate() {
+            if !url_ok(&r.url) {
+                err(
+                    &format!("alerts.wecom[{i}].url"),
+                    format!("{:?} is not an http(s) URL", r.url),
                 );
             }
         }

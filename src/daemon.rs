@@ -63,6 +63,8 @@ pub enum DaemonError {
     Profiles(#[from] crate::ingest::modbus::profile::ProfileError),
     #[error(transparent)]
     Standards(#[from] crate::standards::engine::EngineError),
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::AlertError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -91,6 +93,7 @@ pub struct Running {
     background_stoppable: Vec<JoinHandle<()>>,
     stop_standards: CancellationToken,
     pub standards: Option<Arc<crate::standards::engine::Engine>>,
+    pub alerting: Option<Arc<crate::alerts::Alerting>>,
     deadline: Duration,
 }
 
@@ -269,9 +272,46 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             .run(),
         ));
     }
+    let alerting = if cfg.alerts.enabled {
+        let (path, acfg) = (db_path.clone(), cfg.alerts.clone());
+        let now = chrono::Utc::now().timestamp_millis();
+        let a =
+            tokio::task::spawn_blocking(move || crate::alerts::Alerting::open(&path, &acfg, now))
+                .await
+                .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??;
+        let a = Arc::new(a);
+        let queues = crate::alerts::receivers(&cfg.alerts)?
+            .into_iter()
+            .map(|r| {
+                let q = crate::alerts::notify::spawn(
+                    r.clone(),
+                    metrics.clone(),
+                    stop_standards.clone(),
+                );
+                (r, q)
+            })
+            .collect();
+        background_stoppable.push(tokio::spawn(
+            crate::alerts::Runner {
+                alerting: a.clone(),
+                registry: registry.clone(),
+                engine: standards.clone(),
+                metrics: metrics.clone(),
+                queues,
+                evaluation_interval: cfg.alerts.evaluation_interval,
+                resend_interval: cfg.alerts.resend_interval,
+                stop: stop_standards.clone(),
+            }
+            .run(),
+        ));
+        Some(a)
+    } else {
+        None
+    };
     let writer = tokio::spawn(
         Writer {
             spool,
+            alerting: alerting.clone(),
             standards: standards.clone(),
             store,
             deadletter: deadletter.clone(),
@@ -330,6 +370,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
     drop(tx);
 
     let state = AppState {
+        alerting: alerting.clone(),
         modbus: modbus_states,
         standards: standards.clone(),
         registry: registry.clone(),
@@ -381,6 +422,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         background_stoppable,
         stop_standards,
         standards,
+        alerting,
         deadline: cfg.daemon.shutdown_deadline,
     })
 }

@@ -8,6 +8,7 @@
 //!   ([`pipeline::validate`]), the dead-letter file ([`pipeline::deadletter`]) and the batching store
 //!   writer that acknowledges only what is stored ([`pipeline::writer`]).
 //! - [`store`]: the embedded SQLite store and InfluxDB (v2 write API), both idempotent.
+//! - [`alerts`]: alert rules, lifecycle, persistence, Alertmanager/webhook/robot delivery.
 //! - [`api`]: the HTTP API (`fn app(state) -> Router`), health and `/metrics`.
 //! - [`registry`]: sites, units, sensors and plan targets, seeded from `seeds/`.
 //! - [`catalogue`]: quantities, units, HJ 212 codes and conversions.
@@ -18,6 +19,7 @@
 //! - [`metrics`]: the daemon's Prometheus metrics.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod catalogue;
 pub mod config;

@@ -71,6 +71,10 @@ pub struct Metrics {
     pub modbus_last_success: prometheus::GaugeVec,
     /// How late polls start relative to their schedule.
     pub modbus_schedule_slip: prometheus::Histogram,
+    /// Alerts by state (pending, firing, resolved) and severity.
+    pub alerts: prometheus::IntGaugeVec,
+    /// Notifications by receiver and result (sent, retried, failed, dropped).
+    pub alert_notifications: IntCounterVec,
 }
 
 /// Registering a metric twice is a programming error caught by the unit test below.
@@ -258,6 +262,16 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            alerts: {
+                let g = prometheus::IntGaugeVec::new(Opts::new("enviromon_alerts", "Alerts by state and severity."), &["state", "severity"])?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            alert_notifications: counter_vec(
+                "enviromon_alert_notifications_total",
+                "Alert notifications by receiver and result (sent, retried, failed, dropped).",
+                &["receiver", "result"],
+            )?,
             modbus_schedule_slip: {
                 let h = prometheus::Histogram::with_opts(
                     HistogramOpts::new("enviromon_modbus_schedule_slip_seconds", "How late Modbus polls start.")

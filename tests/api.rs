@@ -28,6 +28,7 @@ fn state(readings: Option<enviromon::store::embedded::EmbeddedReader>) -> AppSta
         health: std::sync::Arc::new(Health::default()),
         standards: None,
         modbus: None,
+        alerting: None,
     }
 }
 

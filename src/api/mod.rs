@@ -21,6 +21,7 @@ use crate::reading::Reading;
 use crate::registry::RegistryHandle;
 use crate::store::embedded::{self, EmbeddedReader};
 
+pub mod alerts;
 pub mod standards;
 
 /// Liveness facts the readiness check reports.
@@ -39,6 +40,8 @@ pub struct AppState {
     /// Present when readings go to the embedded store.
     pub readings: Option<EmbeddedReader>,
     pub health: Arc<Health>,
+    /// Alerting, when enabled.
+    pub alerting: Option<Arc<crate::alerts::Alerting>>,
     /// Modbus device states, when polling is enabled.
     pub modbus: Option<crate::ingest::modbus::poller::States>,
     /// The standards engine's results, when enabled.
@@ -80,6 +83,17 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/readings/latest", get(latest))
         .route("/api/v1/readings", get(readings))
         .route("/api/v1/modbus/devices", get(modbus_devices))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/history", get(alerts::history))
+        .route("/api/v1/alerts/rules", get(alerts::rules))
+        .route(
+            "/api/v1/silences",
+            get(alerts::silences).post(alerts::create_silence),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(alerts::expire_silence),
+        )
         .route("/api/v1/cems/hourly", get(standards::cems_hourly))
         .route("/api/v1/cems/daily", get(standards::cems_daily))
         .route("/api/v1/air/hourly", get(standards::air_hourly))

@@ -276,8 +276,10 @@ pub async fn backfill(client: &AsyncClient, registry: &Registry, now_ms: i64) {
             let cst_hour = (((start / 60_000) as f64 / 60.0) + 8.0).rem_euclid(24.0);
             let hours_ago = (m - 1) / 60 + 1;
             let (mut values, mut flag) = sim.values(&mut rng, 0, cst_hour);
-            // Three hours ago: an FGD upset on 大唐 #1 (SO2 above 35 after correction).
-            if unit.id == "dt-1" && hours_ago == 3 {
+            // The last complete hour: an FGD upset on 大唐 #1 (SO2 above 35 after correction), so
+            // the demo starts with an exceedance alert firing; it resolves when the next hour,
+            // within limits, completes.
+            if unit.id == "dt-1" && hours_ago == 1 {
                 let o2 = values.get("O2").and_then(Value::as_f64).unwrap_or(6.0);
                 values.insert("SO2".into(), json!(round2(46.0 * (21.0 - o2) / 15.0)));
             }

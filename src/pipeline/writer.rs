@@ -86,6 +86,8 @@ pub struct Writer {
     pub hard_stop: CancellationToken,
     /// The standards engine, fed every stored chunk.
     pub standards: Option<Arc<crate::standards::engine::Engine>>,
+    /// Alerting, fed every stored chunk (latest values, arrival times).
+    pub alerting: Option<Arc<crate::alerts::Alerting>>,
 }
 
 /// Why a batch was not written.
@@ -231,6 +233,9 @@ impl Writer {
                         .inc_by(chunk.len() as u64);
                     self.metrics.store_writable.set(1);
                     self.latest.update(chunk);
+                    if let Some(a) = &self.alerting {
+                        a.observe(chunk, chrono::Utc::now().timestamp_millis());
+                    }
                     self.feed_standards(chunk).await;
                     if let Some(since) = failing_since {
                         tracing::info!(

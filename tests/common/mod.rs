@@ -567,3 +567,90 @@ pub fn publish_in_background(
         publisher.wait_acked().await;
     })
 }
+
+/// Prometheus Alertmanager (Debian's package), clustering off, a single default route.
+pub fn alertmanager() -> Server {
+    let bin = binary("prometheus-alertmanager", "prometheus-alertmanager");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    Server::start(
+        "alertmanager",
+        port,
+        dir,
+        Box::new(move |dir, port| {
+            let conf = dir.join("alertmanager.yml");
+            std::fs::write(
+                &conf,
+                "route:\n  receiver: default\n  group_wait: 1s\nreceivers:\n  - name: default\n",
+            )
+            .expect("write config");
+            Command::new(&bin)
+                .arg(format!("--config.file={}", conf.display()))
+                .arg(format!("--storage.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .stdout(log_file(dir))
+                .stderr(log_file(dir))
+                .spawn()
+                .expect("start alertmanager")
+        }),
+    )
+}
+
+/// (signature header, body) of each call a test webhook received.
+pub type Calls = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
+/// A webhook receiver for tests: records every POST (headers and body).
+#[derive(Clone, Default)]
+pub struct Hook {
+    pub calls: Calls,
+}
+
+impl Hook {
+    /// Serve on `listener` until the task is dropped.
+    pub fn serve(&self, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+        let calls = self.calls.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let calls = calls.clone();
+                    async move {
+                        let sig = headers
+                            .get("x-enviromon-signature")
+                            .and_then(|v| v.to_str().ok())
+                            .map(String::from);
+                        calls.lock().unwrap().push((sig, body.to_vec()));
+                        "ok"
+                    }
+                },
+            ),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        })
+    }
+
+    /// The JSON bodies received so far.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, b)| serde_json::from_slice(b).ok())
+            .collect()
+    }
+
+    /// (status, rule) of each notification.
+    pub fn events(&self) -> Vec<(String, String)> {
+        self.bodies()
+            .iter()
+            .map(|b| {
+                (
+                    b["status"].as_str().unwrap_or("").to_string(),
+                    b["alert"]["rule"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,867 @@
+//! Alerts for on-call staff: rules evaluated on a timer (so "no data" fires with nothing arriving),
+//! a lifecycle per alert (pending → firing → resolved, with `for` and hysteresis), state persisted
+//! (a restart neither re-pages nor forgets), suppression (maintenance, M/C readings, silences), and
+//! delivery to Alertmanager, signed webhooks and group robots.
+//!
+//! - [`rules`]: the rule model, conditions, the lifecycle step (pure).
+//! - [`notify`]: receivers, each with its own queue and retries.
+//!
+//! Inputs: the store writer hands every stored chunk to [`Alerting::observe`] (latest values and a
+//! short history per sensor and quantity, with arrival times); derived series come from the
+//! standards engine and the metrics at evaluation time.
+
+pub mod notify;
+pub mod rules;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AlertsConfig;
+use crate::metrics::Metrics;
+use crate::reading::{DataFlag, Reading};
+use crate::registry::{Registry, RegistryHandle, SensorStatus};
+use crate::standards::engine::Engine;
+use notify::{Notification, Queue, Receiver, ReceiverKind};
+use rules::{Alert, Phase, Rule, Sample, SeriesKind, Transition};
+
+/// The default rules, compiled in (`config/alerts.toml`).
+pub const DEFAULT_RULES: &str = include_str!("../../config/alerts.toml");
+
+/// Values kept per series for rate and flatline conditions.
+const HISTORY: usize = 64;
+/// Resolved alerts are kept (for the API's history) this long.
+const KEEP_RESOLVED_MS: i64 = 7 * 86_400_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error(transparent)]
+    Rules(#[from] rules::RuleError),
+    #[error("cannot read alert rules {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("alert state: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("alert state encoding: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Secret(#[from] crate::config::ConfigError),
+}
+
+/// A silence: alerts whose labels match every matcher are not notified until `ends_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    /// Label → value; `alertname` is the rule name.
+    pub matchers: BTreeMap<String, String>,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: i64,
+    pub comment: String,
+    pub created_by: String,
+}
+
+impl Silence {
+    pub fn active(&self, now_ms: i64) -> bool {
+        self.starts_at_ms <= now_ms && now_ms < self.ends_at_ms
+    }
+
+    fn matches(&self, a: &Alert) -> bool {
+        self.matchers.iter().all(|(k, v)| {
+            if k == "alertname" {
+                &a.rule == v
+            } else {
+                a.labels.get(k) == Some(v)
+            }
+        })
+    }
+}
+
+/// One watched series: its labels, the sample to test, the flag of its latest value, and the
+/// sensors behind it (for maintenance suppression).
+type Watched = (
+    BTreeMap<String, String>,
+    Sample,
+    Option<DataFlag>,
+    Vec<String>,
+);
+
+#[derive(Debug, Default)]
+struct SeriesInput {
+    history: VecDeque<(i64, f64)>,
+    flag: DataFlag,
+    arrived_ms: i64,
+}
+
+/// An alert as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    #[serde(flatten)]
+    pub alert: Alert,
+    pub silenced: bool,
+    pub suppressed: bool,
+}
+
+struct RulesSource {
+    path: Option<PathBuf>,
+    modified: Option<SystemTime>,
+}
+
+/// The alerting state.
+pub struct Alerting {
+    conn: Mutex<Connection>,
+    rules: Mutex<Vec<Rule>>,
+    source: Mutex<RulesSource>,
+    alerts: Mutex<BTreeMap<String, Alert>>,
+    /// Fingerprints currently suppressed (maintenance).
+    suppressed: Mutex<std::collections::BTreeSet<String>>,
+    inputs: Mutex<HashMap<(String, String), SeriesInput>>,
+    silences: Mutex<Vec<Silence>>,
+    started_ms: i64,
+    external_url: String,
+    repeat_ms: i64,
+    /// endsAt of a firing alert sent to Alertmanager: this far ahead (4 × resend_interval).
+    am_ends_ms: i64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn load_rules(path: Option<&Path>) -> Result<(Vec<Rule>, Option<SystemTime>), AlertError> {
+    match path {
+        None => Ok((
+            rules::parse("config/alerts.toml (built in)", DEFAULT_RULES)?,
+            None,
+        )),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| AlertError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            let modified = std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            Ok((rules::parse(&p.display().to_string(), &text)?, modified))
+        }
+    }
+}
+
+impl Alerting {
+    /// Open the state in the embedded database and load the rules.
+    pub fn open(db_path: &Path, cfg: &AlertsConfig, now_ms: i64) -> Result<Alerting, AlertError> {
+        let conn = crate::db::open(db_path)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS alert_events (ts_ms INTEGER NOT NULL, fingerprint TEXT NOT NULL, event TEXT NOT NULL, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, doc TEXT NOT NULL);",
+        )?;
+        let (rules, modified) = load_rules(cfg.rules_file.as_deref())?;
+        let mut alerts = BTreeMap::new();
+        {
+            let mut stmt = conn.prepare("SELECT doc FROM alerts")?;
+            for doc in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                let a: Alert = serde_json::from_str(&doc?)?;
+                alerts.insert(a.fingerprint.clone(), a);
+            }
+        }
+        let silences: Vec<Silence> = {
+            let mut stmt = conn.prepare("SELECT doc FROM silences")?;
+            let docs: Vec<String> = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            docs.iter()
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect()
+        };
+        let firing = alerts.values().filter(|a| a.phase == Phase::Firing).count();
+        if firing > 0 {
+            tracing::info!(
+                firing,
+                "alerts restored: firing alerts continue without a new page"
+            );
+        }
+        Ok(Alerting {
+            conn: Mutex::new(conn),
+            rules: Mutex::new(rules),
+            source: Mutex::new(RulesSource {
+                path: cfg.rules_file.clone(),
+                modified,
+            }),
+            alerts: Mutex::new(alerts),
+            suppressed: Mutex::new(Default::default()),
+            inputs: Mutex::new(HashMap::new()),
+            silences: Mutex::new(silences),
+            started_ms: now_ms,
+            external_url: cfg.external_url.trim_end_matches('/').to_string(),
+            repeat_ms: cfg.repeat_interval.as_millis() as i64,
+            am_ends_ms: (cfg.resend_interval * 4).as_millis() as i64,
+        })
+    }
+
+    /// Re-read the rules file if it changed; a bad file keeps the old rules.
+    pub fn reload_if_changed(&self) -> Result<bool, AlertError> {
+        let mut src = lock(&self.source);
+        let Some(path) = src.path.clone() else {
+            return Ok(false);
+        };
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if modified == src.modified {
+            return Ok(false);
+        }
+        src.modified = modified;
+        let (rules, _) = load_rules(Some(&path))?;
+        tracing::info!(rules = rules.len(), path = %path.display(), "alert rules reloaded");
+        *lock(&self.rules) = rules;
+        Ok(true)
+    }
+
+    pub fn rules(&self) -> Vec<Rule> {
+        lock(&self.rules).clone()
+    }
+
+    /// Take stored readings (called by the writer after each store success).
+    pub fn observe(&self, readings: &[Reading], now_ms: i64) {
+        let mut inputs = lock(&self.inputs);
+        for r in readings {
+            let s = inputs
+                .entry((r.sensor.clone(), r.quantity.clone()))
+                .or_default();
+            if s.history.back().is_some_and(|(ts, _)| *ts > r.ts_ms()) {
+                // Late or replayed: it changes arrival, not the latest value.
+                s.arrived_ms = now_ms;
+                continue;
+            }
+            s.history.push_back((r.ts_ms(), r.value));
+            if s.history.len() > HISTORY {
+                s.history.pop_front();
+            }
+            s.flag = r.flag;
+            s.arrived_ms = now_ms;
+        }
+    }
+
+    /// The series a rule watches: (labels, sample, flag of the latest value, sensors behind it).
+    fn series(
+        &self,
+        rule: &Rule,
+        reg: &Registry,
+        engine: Option<&Engine>,
+        metrics: &Metrics,
+        now_ms: i64,
+    ) -> Vec<Watched> {
+        let m = |sel: &Option<String>, v: &str| sel.as_deref().is_none_or(|x| x == v);
+        let mut out = Vec::new();
+        match rule.series {
+            SeriesKind::Reading => {
+                let inputs = lock(&self.inputs);
+                for s in reg.sensors.values() {
+                    if s.status == SensorStatus::Retired
+                        || !m(&rule.site, &s.site)
+                        || !m(&rule.sensor, &s.id)
+                        || rule.domain.is_some_and(|d| d != s.domain)
+                    {
+                        continue;
+                    }
+                    for ch in &s.channels {
+                        if !m(&rule.quantity, &ch.quantity) {
+                            continue;
+                        }
+                        let labels: BTreeMap<String, String> = [
+                            ("site".into(), s.site.clone()),
+                            ("sensor".into(), s.id.clone()),
+                            ("quantity".into(), ch.quantity.clone()),
+                        ]
+                        .into();
+                        let input = inputs.get(&(s.id.clone(), ch.quantity.clone()));
+                        let sample = Sample {
+                            value: input.and_then(|i| i.history.back().map(|x| x.1)),
+                            // Silence is judged by arrival: a device with a wrong clock still counts.
+                            ts_ms: if rule.condition.no_data.is_some() {
+                                input.map(|i| i.arrived_ms)
+                            } else {
+                                input.and_then(|i| i.history.back().map(|x| x.0))
+                            },
+                            limit: None,
+                            history: input
+                                .map(|i| i.history.iter().copied().collect())
+                                .unwrap_or_default(),
+                        };
+                        out.push((labels, sample, input.map(|i| i.flag), vec![s.id.clone()]));
+                    }
+                }
+            }
+            SeriesKind::CemsHourly => {
+                let Some(engine) = engine else { return out };
+                for (uid, unit) in &reg.units {
+                    if !m(&rule.unit, uid) || !m(&rule.site, &unit.site) {
+                        continue;
+                    }
+                    let sensors: Vec<String> = reg
+                        .sensors
+                        .values()
+                        .filter(|s| s.unit.as_deref() == Some(uid))
+                        .map(|s| s.id.clone())
+                        .collect();
+                    // The latest complete hour.
+                    let last =
+                        crate::standards::time::label(now_ms, crate::standards::time::HOUR_MS)
+                            - crate::standards::time::HOUR_MS;
+                    let docs = engine
+                        .results(
+                            "cems_hourly",
+                            Some(uid),
+                            last - 3 * crate::standards::time::HOUR_MS,
+                            last,
+                        )
+                        .unwrap_or_default();
+                    let Some((_, ts, doc)) = docs.last() else {
+                        continue;
+                    };
+                    for q in unit.limits.keys() {
+                        if !m(&rule.pollutant, q) {
+                            continue;
+                        }
+                        let p = &doc["pollutants"][q];
+                        let valid = p["status"] == "valid";
+                        let labels: BTreeMap<String, String> = [
+                            ("site".into(), unit.site.clone()),
+                            ("unit".into(), uid.clone()),
+                            ("pollutant".into(), q.clone()),
+                        ]
+                        .into();
+                        let sample = Sample {
+                            value: if valid { p["corrected"].as_f64() } else { None },
+                            ts_ms: Some(*ts),
+                            limit: p["limit"].as_f64(),
+                            history: vec![],
+                        };
+                        out.push((labels, sample, None, sensors.clone()));
+                    }
+                }
+            }
+            SeriesKind::AirHourlyAqi | SeriesKind::AirDailyAqi => {
+                let Some(engine) = engine else { return out };
+                let (kind, span) = if rule.series == SeriesKind::AirHourlyAqi {
+                    ("air_hourly", 3 * 3_600_000)
+                } else {
+                    ("air_daily", 3 * 86_400_000)
+                };
+                let docs = engine
+                    .results(kind, rule.station.as_deref(), now_ms - span, now_ms)
+                    .unwrap_or_default();
+                let mut latest: BTreeMap<String, (i64, Option<f64>)> = BTreeMap::new();
+                for (e, ts, d) in docs {
+                    if let Some(aqi) = d["aqi"]["aqi"].as_f64() {
+                        latest.insert(e, (ts, Some(aqi)));
+                    }
+                }
+                for (station, (ts, v)) in latest {
+                    let sensors = reg
+                        .sensors
+                        .values()
+                        .filter(|s| s.site == station)
+                        .map(|s| s.id.clone())
+                        .collect();
+                    out.push((
+                        [("station".into(), station)].into(),
+                        Sample {
+                            value: v,
+                            ts_ms: Some(ts),
+                            limit: None,
+                            history: vec![],
+                        },
+                        None,
+                        sensors,
+                    ));
+                }
+            }
+            SeriesKind::GoodDaysBudget => {
+                let Some(engine) = engine else { return out };
+                let year = chrono::Datelike::year(&crate::standards::time::cst_date(now_ms));
+                if let Ok(doc) = engine.compliance(year, now_ms, None) {
+                    if let Some(i) = doc["indicators"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|i| i["id"] == "air_good_days_rate"))
+                    {
+                        if i["detail"]["valid_days"].as_u64().unwrap_or(0) > 0 {
+                            let v = i["detail"]["affordable_non_good_days"].as_f64();
+                            out.push((
+                                [("indicator".into(), "air_good_days_rate".into())].into(),
+                                Sample {
+                                    value: v,
+                                    ts_ms: Some(now_ms),
+                                    ..Default::default()
+                                },
+                                None,
+                                vec![],
+                            ));
+                        }
+                    }
+                }
+            }
+            SeriesKind::SewageTreatmentRate => {
+                let Some(engine) = engine else { return out };
+                let docs = engine
+                    .results(
+                        "water_daily",
+                        Some("treatment"),
+                        now_ms - 3 * 86_400_000,
+                        now_ms,
+                    )
+                    .unwrap_or_default();
+                if let Some((_, ts, d)) = docs
+                    .iter()
+                    .rev()
+                    .find(|(_, _, d)| d["treatment_rate_percent"].is_number())
+                {
+                    out.push((
+                        [("indicator".into(), "sewage_treatment_rate".into())].into(),
+                        Sample {
+                            value: d["treatment_rate_percent"].as_f64(),
+                            ts_ms: Some(*ts),
+                            ..Default::default()
+                        },
+                        None,
+                        vec![],
+                    ));
+                }
+            }
+            SeriesKind::SpoolBacklog => {
+                let v = metrics.spool_oldest_age_seconds.get();
+                out.push((
+                    [("component".into(), "spool".into())].into(),
+                    Sample {
+                        value: Some(v),
+                        ts_ms: Some(now_ms),
+                        ..Default::default()
+                    },
+                    None,
+                    vec![],
+                ));
+            }
+        }
+        out
+    }
+
+    /// Evaluate every rule once; returns the notifications to send.
+    pub fn evaluate(
+        &self,
+        reg: &Registry,
+        engine: Option<&Engine>,
+        metrics: &Metrics,
+        now_ms: i64,
+    ) -> Result<Vec<Notification>, AlertError> {
+        let rules = self.rules();
+        let silences: Vec<Silence> = lock(&self.silences)
+            .iter()
+            .filter(|s| s.active(now_ms))
+            .cloned()
+            .collect();
+        let mut notes = Vec::new();
+        let mut changed: Vec<(Alert, &'static str)> = Vec::new();
+        let mut suppressed_now = std::collections::BTreeSet::new();
+        let mut alerts = lock(&self.alerts);
+        for rule in &rules {
+            for (series_labels, sample, flag, sensors) in
+                self.series(rule, reg, engine, metrics, now_ms)
+            {
+                let fp = rules::fingerprint(&rule.name, &series_labels);
+                let in_maintenance = rule.suppress_in_maintenance
+                    && sensors.iter().any(|s| {
+                        reg.sensors
+                            .get(s)
+                            .is_some_and(|x| x.status == SensorStatus::Maintenance)
+                    });
+                let flagged = flag.is_some_and(|f| rule.ignore_flags.contains(&f))
+                    && rule.condition.no_data.is_none();
+                if in_maintenance {
+                    suppressed_now.insert(fp.clone());
+                }
+                if in_maintenance || flagged {
+                    // Held as it is: maintenance and calibration readings neither fire nor resolve.
+                    continue;
+                }
+                let firing = alerts.get(&fp).is_some_and(|a| a.phase == Phase::Firing);
+                if rule.condition.no_data.is_some() && sample.ts_ms.is_none() && firing {
+                    // Nothing seen since this process started: only new data resolves a "no data"
+                    // alert carried over a restart.
+                    continue;
+                }
+                let holds = rule.condition.holds(&sample, now_ms, self.started_ms);
+                let clear = match &rule.clear {
+                    Some(c) => c.holds(&sample, now_ms, self.started_ms),
+                    None => !holds,
+                };
+                let mut vars = series_labels.clone();
+                vars.insert(
+                    "value".into(),
+                    sample
+                        .value
+                        .map(|v| format!("{}", (v * 100.0).round() / 100.0))
+                        .unwrap_or_else(|| "—".into()),
+                );
+                vars.insert(
+                    "limit".into(),
+                    sample
+                        .limit
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "—".into()),
+                );
+                let make = || {
+                    let mut labels = series_labels.clone();
+                    labels.extend(rule.labels.clone());
+                    Alert {
+                        fingerprint: fp.clone(),
+                        rule: rule.name.clone(),
+                        severity: rule.severity,
+                        labels,
+                        annotations: rule
+                            .annotations
+                            .iter()
+                            .map(|(k, t)| (k.clone(), rules::render(t, &vars)))
+                            .collect(),
+                        phase: Phase::Pending,
+                        active_since_ms: now_ms,
+                        fired_at_ms: None,
+                        resolved_at_ms: None,
+                        value: sample.value,
+                        last_notified_ms: None,
+                    }
+                };
+                let current = alerts.get(&fp).cloned();
+                let (next, transition) =
+                    rules::step(current.clone(), make, holds, clear, rule.for_, now_ms);
+                match next {
+                    None => {
+                        if alerts.remove(&fp).is_some() {
+                            changed.push((make(), "cleared_pending"));
+                        }
+                    }
+                    Some(mut a) => {
+                        if a.phase != Phase::Resolved {
+                            a.value = sample.value;
+                        }
+                        let silenced = silences.iter().any(|s| s.matches(&a));
+                        let event = match transition {
+                            Transition::Fired => Some("firing"),
+                            Transition::Resolved => a.last_notified_ms.map(|_| "resolved"),
+                            Transition::None if a.phase == Phase::Firing && !silenced => {
+                                match a.last_notified_ms {
+                                    // Fired while silenced: notify once the silence is over.
+                                    None => Some("firing"),
+                                    Some(t) if now_ms - t >= self.repeat_ms => Some("repeat"),
+                                    _ => None,
+                                }
+                            }
+                            Transition::None => None,
+                        };
+                        if let Some(reason) = event {
+                            if !silenced || reason == "resolved" {
+                                a.last_notified_ms = Some(now_ms);
+                                notes.push(Notification {
+                                    alert: a.clone(),
+                                    reason,
+                                    generator_url: self.generator_url(&a),
+                                    ends_at_ms: now_ms + self.am_ends_ms,
+                                });
+                            }
+                        }
+                        if current.as_ref() != Some(&a) {
+                            changed.push((
+                                a.clone(),
+                                match transition {
+                                    Transition::Fired => "fired",
+                                    Transition::Resolved => "resolved",
+                                    Transition::None => "updated",
+                                },
+                            ));
+                        }
+                        alerts.insert(fp.clone(), a);
+                    }
+                }
+            }
+        }
+        // Forget resolved alerts after a week.
+        alerts.retain(|_, a| {
+            !(a.phase == Phase::Resolved
+                && a.resolved_at_ms
+                    .is_some_and(|t| now_ms - t > KEEP_RESOLVED_MS))
+        });
+        let counts = alerts.values().fold(
+            BTreeMap::new(),
+            |mut m: BTreeMap<(&'static str, &'static str), i64>, a| {
+                let state = match a.phase {
+                    Phase::Pending => "pending",
+                    Phase::Firing => "firing",
+                    Phase::Resolved => "resolved",
+                };
+                *m.entry((state, a.severity.as_str())).or_default() += 1;
+                m
+            },
+        );
+        for state in ["pending", "firing", "resolved"] {
+            for sev in ["critical", "warning", "info"] {
+                metrics
+                    .alerts
+                    .with_label_values(&[state, sev])
+                    .set(counts.get(&(state, sev)).copied().unwrap_or(0));
+            }
+        }
+        drop(alerts);
+        *lock(&self.suppressed) = suppressed_now;
+        self.persist(&changed, now_ms)?;
+        Ok(notes)
+    }
+
+    fn generator_url(&self, a: &Alert) -> String {
+        format!(
+            "{}/api/v1/alerts?fingerprint={}",
+            self.external_url, a.fingerprint
+        )
+    }
+
+    fn persist(&self, changed: &[(Alert, &'static str)], now_ms: i64) -> Result<(), AlertError> {
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction()?;
+        for (a, event) in changed {
+            let doc = serde_json::to_string(a)?;
+            if *event == "cleared_pending" {
+                tx.execute(
+                    "DELETE FROM alerts WHERE fingerprint = ?1",
+                    [&a.fingerprint],
+                )?;
+            } else {
+                tx.execute(
+                    "INSERT OR REPLACE INTO alerts (fingerprint, doc) VALUES (?1, ?2)",
+                    params![a.fingerprint, doc],
+                )?;
+            }
+            if *event != "updated" {
+                tx.execute("INSERT INTO alert_events (ts_ms, fingerprint, event, doc) VALUES (?1, ?2, ?3, ?4)", params![now_ms, a.fingerprint, event, doc])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Alerts for Alertmanager's keep-alive: every firing alert that is not silenced.
+    pub fn firing_for_refresh(&self, now_ms: i64, ends_in_ms: i64) -> Vec<Notification> {
+        let silences: Vec<Silence> = lock(&self.silences)
+            .iter()
+            .filter(|s| s.active(now_ms))
+            .cloned()
+            .collect();
+        let suppressed = lock(&self.suppressed).clone();
+        lock(&self.alerts)
+            .values()
+            .filter(|a| {
+                a.phase == Phase::Firing
+                    && !silences.iter().any(|s| s.matches(a))
+                    && !suppressed.contains(&a.fingerprint)
+            })
+            .map(|a| Notification {
+                alert: a.clone(),
+                reason: "refresh",
+                generator_url: self.generator_url(a),
+                ends_at_ms: now_ms + ends_in_ms,
+            })
+            .collect()
+    }
+
+    /// Alerts for the API: `state` = pending, firing, resolved, or None for pending and firing.
+    pub fn list(&self, state: Option<Phase>, now_ms: i64) -> Vec<AlertView> {
+        let silences: Vec<Silence> = lock(&self.silences)
+            .iter()
+            .filter(|s| s.active(now_ms))
+            .cloned()
+            .collect();
+        let suppressed = lock(&self.suppressed).clone();
+        lock(&self.alerts)
+            .values()
+            .filter(|a| match state {
+                Some(p) => a.phase == p,
+                None => a.phase != Phase::Resolved,
+            })
+            .map(|a| AlertView {
+                alert: a.clone(),
+                silenced: silences.iter().any(|s| s.matches(a)),
+                suppressed: suppressed.contains(&a.fingerprint),
+            })
+            .collect()
+    }
+
+    /// The event history (newest first).
+    pub fn history(&self, limit: usize) -> Result<Vec<serde_json::Value>, AlertError> {
+        let conn = lock(&self.conn);
+        let mut stmt = conn
+            .prepare("SELECT ts_ms, event, doc FROM alert_events ORDER BY rowid DESC LIMIT ?1")?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (ts, event, doc) = row?;
+            out.push(serde_json::json!({"time": chrono::DateTime::from_timestamp_millis(ts).unwrap_or_default().to_rfc3339(), "event": event, "alert": serde_json::from_str::<serde_json::Value>(&doc)?}));
+        }
+        Ok(out)
+    }
+
+    pub fn add_silence(&self, s: Silence) -> Result<(), AlertError> {
+        lock(&self.conn).execute(
+            "INSERT OR REPLACE INTO silences (id, doc) VALUES (?1, ?2)",
+            params![s.id, serde_json::to_string(&s)?],
+        )?;
+        lock(&self.silences).push(s);
+        Ok(())
+    }
+
+    pub fn silences(&self) -> Vec<Silence> {
+        lock(&self.silences).clone()
+    }
+
+    /// End a silence now; false if there is none with that id.
+    pub fn expire_silence(&self, id: &str, now_ms: i64) -> Result<bool, AlertError> {
+        let mut ss = lock(&self.silences);
+        let Some(s) = ss.iter_mut().find(|s| s.id == id) else {
+            return Ok(false);
+        };
+        s.ends_at_ms = s.ends_at_ms.min(now_ms);
+        lock(&self.conn).execute(
+            "INSERT OR REPLACE INTO silences (id, doc) VALUES (?1, ?2)",
+            params![s.id, serde_json::to_string(&*s)?],
+        )?;
+        Ok(true)
+    }
+}
+
+/// Build the receivers of the configuration.
+pub fn receivers(cfg: &AlertsConfig) -> Result<Vec<Receiver>, AlertError> {
+    let mut out = Vec::new();
+    for (i, am) in cfg.alertmanager.iter().enumerate() {
+        out.push(Receiver {
+            name: format!("alertmanager-{i}"),
+            kind: ReceiverKind::Alertmanager {
+                url: am.url.clone(),
+            },
+        });
+    }
+    for w in &cfg.webhook {
+        out.push(Receiver {
+            name: w.name.clone(),
+            kind: ReceiverKind::Webhook {
+                url: w.url.clone(),
+                secret: w.resolved_secret()?,
+            },
+        });
+    }
+    for d in &cfg.dingtalk {
+        out.push(Receiver {
+            name: d.name.clone(),
+            kind: ReceiverKind::DingTalk {
+                url: d.url.clone(),
+                secret: d.resolved_secret()?,
+            },
+        });
+    }
+    for w in &cfg.wecom {
+        out.push(Receiver {
+            name: w.name.clone(),
+            kind: ReceiverKind::WeCom { url: w.url.clone() },
+        });
+    }
+    Ok(out)
+}
+
+/// The evaluation task: every `evaluation_interval`, reload rules if changed, evaluate, notify;
+/// keep Alertmanager's view alive every `resend_interval`.
+pub struct Runner {
+    pub alerting: Arc<Alerting>,
+    pub registry: RegistryHandle,
+    pub engine: Option<Arc<Engine>>,
+    pub metrics: Metrics,
+    pub queues: Vec<(Receiver, Queue)>,
+    pub evaluation_interval: Duration,
+    pub resend_interval: Duration,
+    pub stop: CancellationToken,
+}
+
+impl Runner {
+    pub async fn run(self) {
+        let mut tick = tokio::time::interval(self.evaluation_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_resend = std::time::Instant::now() - self.resend_interval;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.cancelled() => break,
+            }
+            let a = self.alerting.clone();
+            let (reg, engine, metrics) = (
+                self.registry.snapshot(),
+                self.engine.clone(),
+                self.metrics.clone(),
+            );
+            let now = chrono::Utc::now().timestamp_millis();
+            let result = tokio::task::spawn_blocking(move || {
+                if let Err(e) = a.reload_if_changed() {
+                    tracing::error!(error = %e, "alert rules not reloaded; the previous rules stay in force");
+                }
+                a.evaluate(&reg, engine.as_deref(), &metrics, now)
+            })
+            .await;
+            let notes = match result {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "alert evaluation failed");
+                    Vec::new()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "alert evaluation task failed");
+                    Vec::new()
+                }
+            };
+            for n in &notes {
+                tracing::info!(rule = %n.alert.rule, reason = n.reason, labels = ?n.alert.labels, "alert notification");
+                for (r, q) in &self.queues {
+                    if q.push(n.clone()) {
+                        self.metrics
+                            .alert_notifications
+                            .with_label_values(&[&r.name, "dropped"])
+                            .inc();
+                    }
+                }
+            }
+            if last_resend.elapsed() >= self.resend_interval {
+                last_resend = std::time::Instant::now();
+                // Alertmanager resolves an alert it has not heard of by endsAt: keep it a few
+                // resends ahead.
+                let ends_in = (self.resend_interval * 4).as_millis() as i64;
+                for n in self.alerting.firing_for_refresh(now, ends_in) {
+                    for (r, q) in &self.queues {
+                        if matches!(r.kind, ReceiverKind::Alertmanager { .. }) && q.push(n.clone())
+                        {
+                            self.metrics
+                                .alert_notifications
+                                .with_label_values(&[&r.name, "dropped"])
+                                .inc();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
