@@ -535,3 +535,100 @@ async fn polling_resumes_after_an_outage_longer_than_the_backoff_cap() {
     running.shutdown().await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_register_sets_the_flag_and_coils_read_as_bools() {
+    let sim = water_sim();
+    sim.set(
+        1,
+        RegisterKind::Input,
+        20,
+        1.0,
+        DataType::U16,
+        WordOrder::ABCD,
+    ); // 1 = calibrating → C
+    sim.set(
+        1,
+        RegisterKind::Coil,
+        5,
+        1.0,
+        DataType::Bool,
+        WordOrder::ABCD,
+    );
+    sim.set(
+        1,
+        RegisterKind::DiscreteInput,
+        9,
+        0.0,
+        DataType::Bool,
+        WordOrder::ABCD,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    tokio::spawn(modbus_sim::serve_tcp(listener, sim.clone(), stop.clone()));
+    let mut profile =
+        enviromon::ingest::modbus::profile::embedded().unwrap()["generic-water-analyzer"].clone();
+    let r = read_device(&device(ModbusTransport::Tcp, port, 1, profile.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.flag, enviromon::reading::DataFlag::C);
+    sim.set(
+        1,
+        RegisterKind::Input,
+        20,
+        3.0,
+        DataType::U16,
+        WordOrder::ABCD,
+    ); // 3 = fault → D
+    assert_eq!(
+        read_device(&device(ModbusTransport::Tcp, port, 1, profile.clone()))
+            .await
+            .unwrap()
+            .flag,
+        enviromon::reading::DataFlag::D
+    );
+    sim.set(
+        1,
+        RegisterKind::Input,
+        20,
+        0.0,
+        DataType::U16,
+        WordOrder::ABCD,
+    );
+    assert_eq!(
+        read_device(&device(ModbusTransport::Tcp, port, 1, profile.clone()))
+            .await
+            .unwrap()
+            .flag,
+        enviromon::reading::DataFlag::N
+    );
+    profile.values = vec![
+        ValueDef {
+            quantity: "pH".into(),
+            unit: None,
+            register: RegisterKind::Coil,
+            address: 5,
+            data_type: DataType::Bool,
+            order: WordOrder::ABCD,
+            scale: 1.0,
+            offset: 0.0,
+        },
+        ValueDef {
+            quantity: "pH".into(),
+            unit: None,
+            register: RegisterKind::DiscreteInput,
+            address: 9,
+            data_type: DataType::Bool,
+            order: WordOrder::ABCD,
+            scale: 1.0,
+            offset: 0.0,
+        },
+    ];
+    profile.status = None;
+    let r = read_device(&device(ModbusTransport::Tcp, port, 1, profile))
+        .await
+        .unwrap();
+    assert_eq!(r.values, vec![(0, 1.0), (1, 0.0)]);
+    stop.cancel();
+}

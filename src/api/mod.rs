@@ -96,6 +96,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/cems/hourly", get(standards::cems_hourly))
         .route("/api/v1/cems/daily", get(standards::cems_daily))
+        .route("/api/v1/cems/monthly", get(standards::cems_monthly))
         .route("/api/v1/air/hourly", get(standards::air_hourly))
         .route("/api/v1/air/daily", get(standards::air_daily))
         .route("/api/v1/water/daily", get(standards::water_daily))

@@ -180,3 +180,27 @@ pub async fn compliance(
         })?;
     Ok(Json(doc).into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonthlyParams {
+    unit: Option<String>,
+    year: Option<i32>,
+}
+
+pub async fn cems_monthly(
+    State(s): State<AppState>,
+    q: Result<Query<MonthlyParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let engine = engine(&s)?.clone();
+    let now = Utc::now().timestamp_millis();
+    let year = q
+        .year
+        .unwrap_or_else(|| chrono::Datelike::year(&time::cst_date(now)));
+    let docs = tokio::task::spawn_blocking(move || engine.cems_monthly(q.unit.as_deref(), year))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({"count": docs.len(), "results": docs})).into_response())
+}

@@ -1009,6 +1009,55 @@ impl Engine {
         )
     }
 
+    /// Monthly CEMS figures per unit and pollutant for `year`, summed from the daily results:
+    /// valid, exceeded and stopped hours, compliance and completeness, mass, and whether the month
+    /// is valid (HJ 76-2017 as quoted: ≥ 25 valid days, February ≥ 23).
+    pub fn cems_monthly(&self, unit: Option<&str>, year: i32) -> Result<Vec<Value>, EngineError> {
+        let (Some(a), Some(b)) = (
+            NaiveDate::from_ymd_opt(year, 1, 1),
+            NaiveDate::from_ymd_opt(year, 12, 31),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let docs = self.results(
+            "cems_daily",
+            unit,
+            time::day_start_ms(a),
+            time::day_start_ms(b),
+        )?;
+        // (unit, month, pollutant) → sums
+        let mut acc: BTreeMap<(String, u32, String), [f64; 6]> = BTreeMap::new();
+        for (u, ts, d) in &docs {
+            let month = time::cst_date(*ts).month();
+            for (q, p) in d["pollutants"].as_object().into_iter().flatten() {
+                let e = acc.entry((u.clone(), month, q.clone())).or_insert([0.0; 6]);
+                e[0] += p["valid_hours"].as_f64().unwrap_or(0.0);
+                e[1] += p["exceeded_hours"].as_f64().unwrap_or(0.0);
+                e[2] += p["stopped_hours"].as_f64().unwrap_or(0.0);
+                e[3] += p["expected_hours"].as_f64().unwrap_or(0.0);
+                e[4] += p["mass_kg"].as_f64().unwrap_or(0.0);
+                e[5] += f64::from(u8::from(p["day_valid"].as_bool() == Some(true)));
+            }
+        }
+        let mut out: BTreeMap<(String, u32), Map<String, Value>> = BTreeMap::new();
+        for ((u, month, q), [valid, exceeded, stopped, expected, mass, valid_days]) in acc {
+            let needed_days = if month == 2 { 23.0 } else { 25.0 };
+            out.entry((u, month)).or_default().insert(
+                q,
+                json!({
+                    "valid_hours": valid, "exceeded_hours": exceeded, "stopped_hours": stopped, "expected_hours": expected,
+                    "compliance_percent": num((valid > 0.0).then(|| (valid - exceeded) * 100.0 / valid)),
+                    "completeness_percent": num((expected > 0.0).then(|| valid.min(expected) * 100.0 / expected)),
+                    "mass_kg": mass, "valid_days": valid_days, "month_valid": valid_days >= needed_days,
+                }),
+            );
+        }
+        Ok(out
+            .into_iter()
+            .map(|((u, m), p)| json!({"unit": u, "year": year, "month": m, "pollutants": p}))
+            .collect())
+    }
+
     /// The plan's indicators for `year`: target, actual, status. The good-days rate is evaluated
     /// under `edition` (default: the configured one).
     pub fn compliance(
