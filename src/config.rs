@@ -113,6 +113,7 @@ fn resolve_secret(
 pub struct Config {
     pub daemon: DaemonConfig,
     pub http: HttpConfig,
+    pub api: ApiConfig,
     pub mqtt: MqttConfig,
     pub pipeline: PipelineConfig,
     pub store: StoreConfig,
@@ -156,6 +157,36 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
         }
     }
+}
+
+/// Who may do what through the API.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Read-only endpoints without a token. Default true.
+    pub anonymous_read: bool,
+    /// Bearer tokens, stored as SHA-256 hashes (`enviromon hash-token TOKEN` prints one).
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            anonymous_read: true,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who it is (written in the audit log).
+    pub name: String,
+    /// viewer, technician, operator or admin.
+    pub role: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -657,6 +688,31 @@ impl Config {
                     self.http.listen
                 ),
             );
+        }
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            if !matches!(
+                t.role.as_str(),
+                "viewer" | "technician" | "operator" | "admin"
+            ) {
+                err(
+                    &format!("api.tokens[{i}].role"),
+                    format!("{:?} is not viewer, technician, operator or admin", t.role),
+                );
+            }
+            if t.sha256.len() != 64
+                || !t
+                    .sha256
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            {
+                err(
+                    &format!("api.tokens[{i}].sha256"),
+                    "must be 64 lowercase hex digits (enviromon hash-token TOKEN)".into(),
+                );
+            }
+            if t.name.trim().is_empty() {
+                err(&format!("api.tokens[{i}].name"), "must not be empty".into());
+            }
         }
         let m = &self.mqtt;
         if m.enabled {

@@ -65,6 +65,8 @@ pub enum DaemonError {
     Standards(#[from] crate::standards::engine::EngineError),
     #[error(transparent)]
     Alerts(#[from] crate::alerts::AlertError),
+    #[error(transparent)]
+    Registration(#[from] crate::registration::RegError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -351,25 +353,46 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         };
         sources.push(tokio::spawn(source.run(opts)));
     }
+    // Registration first: the Modbus supervisor takes its profiles (some registered at run time).
+    let registration = {
+        let profiles = crate::ingest::modbus::profile::load(cfg.modbus.profiles_dir.as_deref())?;
+        let (path, reg, pattern) = (
+            db_path.clone(),
+            registry.clone(),
+            cfg.mqtt.topic_pattern.clone(),
+        );
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                crate::registration::Registration::open(&path, reg, &pattern, profiles)
+            })
+            .await
+            .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??,
+        )
+    };
     let mut modbus_states = None;
     if cfg.modbus.enabled {
-        let profiles = crate::ingest::modbus::profile::load(cfg.modbus.profiles_dir.as_deref())?;
-        let (handles, states) = crate::ingest::modbus::start(
-            &cfg.modbus,
-            &registry,
-            &profiles,
-            &tx,
-            &deadletter,
-            &metrics,
-            cfg.pipeline.max_future_skew,
-            &stop_sources,
-        )?;
-        sources.extend(handles);
+        let states: crate::ingest::modbus::poller::States = Default::default();
+        let reg2 = registration.clone();
+        let sup = crate::ingest::modbus::Supervisor {
+            config: cfg.modbus.clone(),
+            registry: registry.clone(),
+            profiles: Arc::new(move || reg2.profiles()),
+            tx: tx.clone(),
+            deadletter: deadletter.clone(),
+            metrics: metrics.clone(),
+            max_future_skew: cfg.pipeline.max_future_skew,
+            states: states.clone(),
+            stop: stop_sources.clone(),
+        };
+        sup.check()?;
+        sources.push(tokio::spawn(sup.run()));
         modbus_states = Some(states);
     }
     drop(tx);
 
     let state = AppState {
+        registration: Some(registration),
+        tokens: crate::api::auth::Tokens::from_config(&cfg.api),
         alerting: alerting.clone(),
         modbus: modbus_states,
         standards: standards.clone(),

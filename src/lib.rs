@@ -11,6 +11,7 @@
 //! - [`alerts`]: alert rules, lifecycle, persistence, Alertmanager/webhook/robot delivery.
 //! - [`api`]: the HTTP API (`fn app(state) -> Router`), health and `/metrics`.
 //! - [`registry`]: sites, units, sensors and plan targets, seeded from `seeds/`.
+//! - [`registration`]: registering and changing sensors at run time: validation, audit, apply.
 //! - [`catalogue`]: quantities, units, HJ 212 codes and conversions.
 //! - [`reading`]: the one `Reading` type every stage passes on.
 //! - [`config`]: layered configuration with validation that reports every error.
@@ -22,6 +23,7 @@
 pub mod alerts;
 pub mod api;
 pub mod catalogue;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod db;
@@ -30,6 +32,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
 pub mod reading;
+pub mod registration;
 pub mod registry;
 pub mod standards;
 pub mod store;

@@ -51,11 +51,73 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         interval: Duration,
     },
+    /// 传感器登记（现场）/ Sensors: register, list, test, maintenance, retire (talks to the API).
+    Sensors(SensorsArgs),
+    /// 计算令牌的 SHA-256（写入配置）/ Print the SHA-256 of a token, for api.tokens in the config.
+    HashToken {
+        /// 令牌 / The token.
+        token: String,
+    },
     /// 计算空气质量指数 (HJ 633) / Compute the AQI from concentrations (HJ 633).
     ///
     /// 默认为日报（24小时均值，O3 为日最大8小时滑动平均）；--hourly 为实时报（1小时均值）。
     /// Daily values by default (24h means, O3 daily max 8h); --hourly takes 1h values.
     Aqi(AqiArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SensorsArgs {
+    /// 守护进程地址 / The daemon's API.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "ENVIROMON_SERVER"
+    )]
+    server: String,
+    /// 令牌文件（或环境变量 ENVIROMON_TOKEN）/ File with the bearer token (or ENVIROMON_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// 输出 JSON / Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: SensorsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SensorsCommand {
+    /// 登记传感器（TOML 文件）/ Register a sensor from a TOML file.
+    Add {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// 列出传感器 / List sensors.
+    List,
+    /// 查看传感器 / Show one sensor.
+    Show { id: String },
+    /// 现场测试：Modbus 立即读取；MQTT 等待下一条消息 / Live test: read now (Modbus) or wait for the next message (MQTT).
+    Test {
+        id: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// 维护模式开/关 / Maintenance on or off.
+    Maintenance {
+        id: String,
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// 停用（保留历史）/ Retire (history kept).
+    Retire {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,6 +205,11 @@ fn main() -> ExitCode {
             exit(runtime().and_then(|rt| rt.block_on(run(cfg))))
         }
         Command::Aqi(args) => aqi_command(&args),
+        Command::HashToken { token } => {
+            println!("{}", enviromon::api::auth::hash_token(&token));
+            ExitCode::SUCCESS
+        }
+        Command::Sensors(args) => sensors_command(args),
         Command::Demo {
             duration,
             broker,
@@ -155,6 +222,58 @@ fn main() -> ExitCode {
                 runtime()
                     .and_then(|rt| rt.block_on(demo(duration, broker, http, data_dir, interval))),
             )
+        }
+    }
+}
+
+fn sensors_command(a: SensorsArgs) -> ExitCode {
+    use enviromon::cli::{token, Client};
+    let token = match token(a.token_file.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = Client {
+        server: a.server,
+        token,
+        json: a.json,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match a.command {
+            SensorsCommand::Add { file } => client.add(&file).await,
+            SensorsCommand::List => client.list().await,
+            SensorsCommand::Show { id } => client.show(&id).await,
+            SensorsCommand::Test { id, seconds } => client.test(&id, seconds).await,
+            SensorsCommand::Maintenance {
+                id,
+                on,
+                off,
+                reason,
+            } => {
+                if on == off {
+                    return Err(enviromon::cli::CliError::Refused(
+                        "say --on or --off".into(),
+                    ));
+                }
+                client.maintenance(&id, on, reason).await
+            }
+            SensorsCommand::Retire { id, reason } => client.retire(&id, reason).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -349,7 +468,7 @@ async fn demo(
     let profiles = enviromon::ingest::modbus::profile::embedded()?;
     tokio::spawn(simulator::feed_modbus(
         modbus_sim,
-        running.registry.snapshot(),
+        running.registry.clone(),
         profiles,
         Duration::from_secs(1),
         stop_sim.clone(),

@@ -265,6 +265,9 @@ pub struct Sensor {
     pub channels: Vec<Channel>,
     #[serde(default)]
     pub status: SensorStatus,
+    /// Why the sensor is in maintenance (or was retired), as the technician said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
     #[serde(default)]
     pub illustrative: bool,
 }
@@ -616,13 +619,28 @@ pub fn load(conn: &Connection, topic_pattern: &str) -> Result<Registry, Registry
     )
 }
 
-/// Shared, swappable registry snapshot.
-#[derive(Debug, Clone, Default)]
-pub struct RegistryHandle(Arc<RwLock<Arc<Registry>>>);
+/// Shared, swappable registry snapshot. Every replacement bumps a generation that tasks watch
+/// (`changes()`), so a change applies without a restart.
+#[derive(Debug, Clone)]
+pub struct RegistryHandle(Arc<RwLock<Arc<Registry>>>, tokio::sync::watch::Sender<u64>);
+
+impl Default for RegistryHandle {
+    fn default() -> Self {
+        RegistryHandle::new(Registry::default())
+    }
+}
 
 impl RegistryHandle {
     pub fn new(reg: Registry) -> Self {
-        RegistryHandle(Arc::new(RwLock::new(Arc::new(reg))))
+        RegistryHandle(
+            Arc::new(RwLock::new(Arc::new(reg))),
+            tokio::sync::watch::Sender::new(0),
+        )
+    }
+
+    /// A receiver that sees every replacement.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.1.subscribe()
     }
 
     /// The current snapshot (cheap: one `Arc` clone).
@@ -633,12 +651,13 @@ impl RegistryHandle {
         }
     }
 
-    /// Replace the snapshot.
+    /// Replace the snapshot and tell the watchers.
     pub fn replace(&self, reg: Registry) {
         match self.0.write() {
             Ok(mut g) => *g = Arc::new(reg),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(reg),
         }
+        self.1.send_modify(|g| *g += 1);
     }
 }
 

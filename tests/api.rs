@@ -29,6 +29,8 @@ fn state(readings: Option<enviromon::store::embedded::EmbeddedReader>) -> AppSta
         standards: None,
         modbus: None,
         alerting: None,
+        registration: None,
+        tokens: enviromon::api::auth::Tokens::open_read(),
     }
 }
 

@@ -22,6 +22,8 @@ use crate::registry::RegistryHandle;
 use crate::store::embedded::{self, EmbeddedReader};
 
 pub mod alerts;
+pub mod auth;
+pub mod sensors;
 pub mod standards;
 
 /// Liveness facts the readiness check reports.
@@ -42,6 +44,10 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// Alerting, when enabled.
     pub alerting: Option<Arc<crate::alerts::Alerting>>,
+    /// Registry changes (register, patch, retire, maintenance, profiles, audit).
+    pub registration: Option<Arc<crate::registration::Registration>>,
+    /// Bearer tokens and roles.
+    pub tokens: auth::Tokens,
     /// Modbus device states, when polling is enabled.
     pub modbus: Option<crate::ingest::modbus::poller::States>,
     /// The standards engine's results, when enabled.
@@ -71,36 +77,78 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The router with every endpoint.
+fn layer<H, T>(
+    m: axum::routing::MethodRouter<AppState>,
+    st: &AppState,
+    f: H,
+) -> axum::routing::MethodRouter<AppState>
+where
+    H: Fn(State<AppState>, axum::extract::Request, axum::middleware::Next) -> T
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    T: std::future::Future<Output = Response> + Send + 'static,
+{
+    m.route_layer(axum::middleware::from_fn_with_state(st.clone(), f))
+}
+
+/// The router with every endpoint. `/healthz`, `/readyz` and `/metrics` are open; reads need the
+/// viewer role (or `api.anonymous_read`); changes need technician, operator or admin.
 pub fn app(state: AppState) -> Router {
+    use axum::routing::{delete, patch, post};
+    let st = &state;
+    let view = |m| layer(m, st, auth::viewer);
+    let tech = |m| layer(m, st, auth::technician);
+    let oper = |m| layer(m, st, auth::operator);
+    let admin = |m| layer(m, st, auth::admin);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/sites", get(list_sites))
-        .route("/api/v1/sensors", get(list_sensors))
-        .route("/api/v1/sensors/{id}", get(get_sensor))
-        .route("/api/v1/readings/latest", get(latest))
-        .route("/api/v1/readings", get(readings))
-        .route("/api/v1/modbus/devices", get(modbus_devices))
-        .route("/api/v1/alerts", get(alerts::list))
-        .route("/api/v1/alerts/history", get(alerts::history))
-        .route("/api/v1/alerts/rules", get(alerts::rules))
+        .route("/api/v1/sites", view(get(list_sites)))
+        .route(
+            "/api/v1/sensors",
+            view(get(list_sensors)).merge(tech(post(sensors::register))),
+        )
+        .route(
+            "/api/v1/sensors/{id}",
+            view(get(get_sensor)).merge(tech(patch(sensors::patch))),
+        )
+        .route("/api/v1/sensors/{id}/retire", tech(post(sensors::retire)))
+        .route(
+            "/api/v1/sensors/{id}/maintenance",
+            tech(post(sensors::maintenance)),
+        )
+        .route("/api/v1/sensors/{id}/test", tech(post(sensors::test)))
+        .route(
+            "/api/v1/profiles",
+            view(get(sensors::list_profiles)).merge(tech(post(sensors::register_profile))),
+        )
+        .route("/api/v1/audit", oper(get(sensors::audit)))
+        .route("/api/v1/registry/export", oper(get(sensors::export)))
+        .route("/api/v1/registry/import", admin(post(sensors::import)))
+        .route("/api/v1/readings/latest", view(get(latest)))
+        .route("/api/v1/readings", view(get(readings)))
+        .route("/api/v1/modbus/devices", view(get(modbus_devices)))
+        .route("/api/v1/alerts", view(get(alerts::list)))
+        .route("/api/v1/alerts/history", view(get(alerts::history)))
+        .route("/api/v1/alerts/rules", view(get(alerts::rules)))
         .route(
             "/api/v1/silences",
-            get(alerts::silences).post(alerts::create_silence),
+            view(get(alerts::silences)).merge(oper(post(alerts::create_silence))),
         )
         .route(
             "/api/v1/silences/{id}",
-            axum::routing::delete(alerts::expire_silence),
+            oper(delete(alerts::expire_silence)),
         )
-        .route("/api/v1/cems/hourly", get(standards::cems_hourly))
-        .route("/api/v1/cems/daily", get(standards::cems_daily))
-        .route("/api/v1/cems/monthly", get(standards::cems_monthly))
-        .route("/api/v1/air/hourly", get(standards::air_hourly))
-        .route("/api/v1/air/daily", get(standards::air_daily))
-        .route("/api/v1/water/daily", get(standards::water_daily))
-        .route("/api/v1/compliance", get(standards::compliance))
+        .route("/api/v1/cems/hourly", view(get(standards::cems_hourly)))
+        .route("/api/v1/cems/daily", view(get(standards::cems_daily)))
+        .route("/api/v1/cems/monthly", view(get(standards::cems_monthly)))
+        .route("/api/v1/air/hourly", view(get(standards::air_hourly)))
+        .route("/api/v1/air/daily", view(get(standards::air_daily)))
+        .route("/api/v1/water/daily", view(get(standards::water_daily)))
+        .route("/api/v1/compliance", view(get(standards::compliance)))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }

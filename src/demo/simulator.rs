@@ -308,7 +308,7 @@ pub async fn backfill(client: &AsyncClient, registry: &Registry, now_ms: i64) {
 /// whose profile is known (values from the same generators as the MQTT simulator), until `stop`.
 pub async fn feed_modbus(
     sim: super::modbus_sim::Sim,
-    registry: Arc<Registry>,
+    registry: crate::registry::RegistryHandle,
     profiles: std::collections::BTreeMap<String, crate::ingest::modbus::profile::Profile>,
     interval: Duration,
     stop: CancellationToken,
@@ -321,7 +321,9 @@ pub async fn feed_modbus(
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        for s in registry
+        // Re-read each tick: a device registered on the demo gateway gets values too.
+        let reg = registry.snapshot();
+        for s in reg
             .sensors
             .values()
             .filter(|s| s.protocol == Protocol::Modbus)

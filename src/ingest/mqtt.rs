@@ -129,10 +129,25 @@ impl MqttSource {
         };
         let mut backoff = self.config.reconnect_min;
         let mut connected = false;
+        let mut changes = self.registry.changes();
+        // Topics of registered sensors that the configured filters do not cover, subscribed one by one.
+        let mut extra: std::collections::BTreeSet<String> = self.extra_topics();
         loop {
             let event = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
+                // The source holds the registry handle, so its change channel never closes.
+                _ = changes.changed() => {
+                    let now = self.extra_topics();
+                    for t in now.difference(&extra) {
+                        tracing::info!(topic = %t, "subscribing to a newly registered sensor's topic");
+                        if let Err(err) = client.try_subscribe(t.clone(), qos) {
+                            tracing::error!(topic = %t, error = %err, "cannot queue MQTT subscribe");
+                        }
+                    }
+                    extra = now;
+                    continue;
+                }
                 ev = eventloop.poll() => ev,
             };
             match event {
@@ -142,7 +157,7 @@ impl MqttSource {
                     backoff = self.config.reconnect_min;
                     self.metrics.mqtt_connected.set(1);
                     tracing::info!(host = %self.config.host, port = self.config.port, session_present = ack.session_present, connection = e, "MQTT connected");
-                    for filter in &self.config.subscriptions {
+                    for filter in self.config.subscriptions.iter().chain(extra.iter()) {
                         if let Err(err) = client.try_subscribe(filter.clone(), qos) {
                             tracing::error!(filter, error = %err, "cannot queue MQTT subscribe");
                         }
@@ -212,6 +227,23 @@ impl MqttSource {
         }
         metrics.mqtt_connected.set(0);
         tracing::info!("MQTT source stopped");
+    }
+
+    fn extra_topics(&self) -> std::collections::BTreeSet<String> {
+        self.registry
+            .snapshot()
+            .sensors
+            .values()
+            .filter(|s| s.status != crate::registry::SensorStatus::Retired)
+            .filter_map(|s| s.topic.clone())
+            .filter(|t| {
+                !self
+                    .config
+                    .subscriptions
+                    .iter()
+                    .any(|f| crate::registration::topic_matches(f, t))
+            })
+            .collect()
     }
 
     /// Decode one message and send its envelope; `Err` only when the pipeline is closed.

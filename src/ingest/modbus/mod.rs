@@ -91,43 +91,130 @@ pub fn devices(
     }
 }
 
-/// Start one poller per endpoint; returns their handles and the shared device states.
-#[allow(clippy::too_many_arguments)]
-pub fn start(
-    cfg: &ModbusConfig,
-    registry: &RegistryHandle,
-    profiles: &BTreeMap<String, Profile>,
-    tx: &mpsc::Sender<Envelope>,
-    deadletter: &Arc<DeadLetter>,
-    metrics: &Metrics,
-    max_future_skew: std::time::Duration,
-    stop: &CancellationToken,
-) -> Result<(Vec<JoinHandle<()>>, States), ModbusError> {
-    let all = devices(&registry.snapshot(), profiles)?;
-    let mut groups: BTreeMap<Endpoint, Vec<Device>> = BTreeMap::new();
-    for d in all {
-        if let Some(ep) = Endpoint::of(&d.config) {
-            groups.entry(ep).or_default().push(d);
+/// The devices of the registry, skipping (and logging) any that do not check: used when the
+/// registry changes at run time, where registration has already validated them.
+fn devices_lenient(reg: &Registry, profiles: &BTreeMap<String, Profile>) -> Vec<Device> {
+    match devices(reg, profiles) {
+        Ok(d) => d,
+        Err(ModbusError::Devices(errs)) => {
+            for e in &errs {
+                tracing::error!(error = %e, "Modbus device skipped");
+            }
+            reg.sensors
+                .values()
+                .filter(|s| s.protocol == Protocol::Modbus && s.status != SensorStatus::Retired)
+                .filter_map(|s| {
+                    let m = s.modbus.clone()?;
+                    let p = profiles.get(&m.profile)?.clone();
+                    (!errs
+                        .iter()
+                        .any(|e| e.starts_with(&format!("sensor {}:", s.id))))
+                    .then(|| Device::new(s.id.clone(), m, p))
+                })
+                .collect()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Modbus devices not updated");
+            Vec::new()
         }
     }
-    let states: States = Default::default();
-    let mut handles = Vec::new();
-    for (endpoint, devices) in groups {
-        tracing::info!(endpoint = %endpoint.describe(), devices = devices.len(), "Modbus polling");
-        let p = Poller {
-            endpoint,
-            devices,
-            registry: registry.clone(),
-            tx: tx.clone(),
-            deadletter: deadletter.clone(),
-            metrics: metrics.clone(),
-            states: states.clone(),
-            reconnect_max: cfg.reconnect_max,
-            device_backoff_max: cfg.device_backoff_max,
-            max_future_skew,
-            stop: stop.clone(),
-        };
-        handles.push(tokio::spawn(p.run()));
+}
+
+/// Where the current profiles come from (registration adds some at run time).
+pub type ProfileSource = Arc<dyn Fn() -> BTreeMap<String, Profile> + Send + Sync>;
+
+/// Everything the supervisor needs.
+pub struct Supervisor {
+    pub config: ModbusConfig,
+    pub registry: RegistryHandle,
+    pub profiles: ProfileSource,
+    pub tx: mpsc::Sender<Envelope>,
+    pub deadletter: Arc<DeadLetter>,
+    pub metrics: Metrics,
+    pub max_future_skew: std::time::Duration,
+    pub states: States,
+    pub stop: CancellationToken,
+}
+
+type Running = BTreeMap<
+    Endpoint,
+    (
+        Vec<(String, crate::registry::ModbusDevice, Profile)>,
+        CancellationToken,
+        JoinHandle<()>,
+    ),
+>;
+
+impl Supervisor {
+    /// Check the registry's devices now (at start: a bad seed stops the daemon with every error).
+    pub fn check(&self) -> Result<usize, ModbusError> {
+        Ok(devices(&self.registry.snapshot(), &(self.profiles)())?.len())
     }
-    Ok((handles, states))
+
+    /// Keep one poller per endpoint in line with the registry: a registered device is polled within
+    /// one interval, a changed one restarts its endpoint's poller, a retired one stops.
+    pub async fn run(self) {
+        let mut changes = self.registry.changes();
+        let mut running: Running = BTreeMap::new();
+        loop {
+            let reg = self.registry.snapshot();
+            let mut desired: BTreeMap<Endpoint, Vec<Device>> = BTreeMap::new();
+            for d in devices_lenient(&reg, &(self.profiles)()) {
+                if let Some(ep) = Endpoint::of(&d.config) {
+                    desired.entry(ep).or_default().push(d);
+                }
+            }
+            let key = |ds: &[Device]| {
+                ds.iter()
+                    .map(|d| (d.sensor.clone(), d.config.clone(), d.profile.clone()))
+                    .collect::<Vec<_>>()
+            };
+            let stale: Vec<Endpoint> = running
+                .iter()
+                .filter(|(ep, (k, _, _))| desired.get(*ep).is_none_or(|ds| key(ds) != *k))
+                .map(|(ep, _)| ep.clone())
+                .collect();
+            for ep in stale {
+                if let Some((k, token, handle)) = running.remove(&ep) {
+                    token.cancel();
+                    let _ = handle.await;
+                    let mut st = self.states.write().unwrap_or_else(|p| p.into_inner());
+                    for (sensor, _, _) in k {
+                        st.remove(&sensor);
+                        let _ = self.metrics.modbus_up.remove_label_values(&[&sensor]);
+                    }
+                }
+            }
+            for (ep, ds) in desired {
+                if running.contains_key(&ep) {
+                    continue;
+                }
+                tracing::info!(endpoint = %ep.describe(), devices = ds.len(), "Modbus polling");
+                let token = self.stop.child_token();
+                let k = key(&ds);
+                let p = Poller {
+                    endpoint: ep.clone(),
+                    devices: ds,
+                    registry: self.registry.clone(),
+                    tx: self.tx.clone(),
+                    deadletter: self.deadletter.clone(),
+                    metrics: self.metrics.clone(),
+                    states: self.states.clone(),
+                    reconnect_max: self.config.reconnect_max,
+                    device_backoff_max: self.config.device_backoff_max,
+                    max_future_skew: self.max_future_skew,
+                    stop: token.clone(),
+                };
+                running.insert(ep, (k, token, tokio::spawn(p.run())));
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { break },
+                _ = self.stop.cancelled() => break,
+            }
+        }
+        for (_, (_, token, handle)) in running {
+            token.cancel();
+            let _ = handle.await;
+        }
+    }
 }

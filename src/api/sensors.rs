@@ -1,0 +1,365 @@
+//! Sensor registration over HTTP: register, change, retire, maintenance, live test; device
+//! profiles; the audit log; export and import of the registry as TOML.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Actor;
+use super::{ApiError, AppState};
+use crate::registration::{RegError, Registration};
+use crate::registry::{Protocol, SensorStatus};
+
+fn registration(s: &AppState) -> Result<std::sync::Arc<Registration>, ApiError> {
+    s.registration.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registration is not available",
+        )
+    })
+}
+
+/// 422 with every error and its field path; 404; 500.
+fn reg_error(e: RegError) -> Response {
+    match e {
+        RegError::Invalid(errs) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": {"status": 422, "message": format!("{} error(s); nothing was changed", errs.len()),
+                "errors": errs.iter().map(|e| json!({"path": e.path, "message": e.message})).collect::<Vec<_>>()}})),
+        )
+            .into_response(),
+        RegError::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, format!("{what} does not exist")).into_response(),
+        other => {
+            tracing::error!(error = %other, "registration failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "registration failed; see the daemon's log").into_response()
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RegError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(reg_error),
+        Err(e) => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+        }
+    }
+}
+
+fn json_body(
+    b: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Value, RegError> {
+    b.map(|Json(v)| v).map_err(|e| {
+        RegError::Invalid(vec![crate::config::FieldError {
+            path: String::new(),
+            message: e.body_text(),
+        }])
+    })
+}
+
+pub async fn register(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(e) => return reg_error(e),
+    };
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match blocking(move || reg.register(&actor.name, &body)).await {
+        Ok(sensor) => (StatusCode::CREATED, Json(sensor)).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn patch(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(e) => return reg_error(e),
+    };
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match blocking(move || reg.patch(&actor.name, &id, &body)).await {
+        Ok(sensor) => Json(sensor).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBody {
+    /// Maintenance on (true) or off (false).
+    #[serde(default)]
+    on: Option<bool>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn status(
+    s: AppState,
+    actor: Actor,
+    id: String,
+    status: SensorStatus,
+    reason: Option<String>,
+) -> Response {
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match blocking(move || reg.set_status(&actor.name, &id, status, reason)).await {
+        Ok(sensor) => Json(sensor).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn retire(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Option<Json<StatusBody>>,
+) -> Response {
+    let reason = body.and_then(|Json(b)| b.reason);
+    status(s, actor, id, SensorStatus::Retired, reason).await
+}
+
+pub async fn maintenance(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Result<Json<StatusBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let b = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()).into_response()
+        }
+    };
+    let Some(on) = b.on else {
+        return reg_error(RegError::Invalid(vec![crate::config::FieldError {
+            path: "on".into(),
+            message: "true to start maintenance, false to end it".into(),
+        }]));
+    };
+    if on && b.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return reg_error(RegError::Invalid(vec![crate::config::FieldError {
+            path: "reason".into(),
+            message: "say why the sensor goes into maintenance".into(),
+        }]));
+    }
+    status(
+        s,
+        actor,
+        id,
+        if on {
+            SensorStatus::Maintenance
+        } else {
+            SensorStatus::Active
+        },
+        b.reason,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TestParams {
+    /// MQTT: how long to wait for the next message (default 10, at most 60).
+    seconds: Option<u64>,
+}
+
+/// Live test: Modbus reads the device now; MQTT waits for the sensor's next message.
+pub async fn test(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TestParams>,
+) -> Response {
+    let reg = s.registry.snapshot();
+    let Some(sensor) = reg.sensors.get(&id).cloned() else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("sensor {id:?} does not exist"),
+        )
+        .into_response();
+    };
+    match sensor.protocol {
+        Protocol::Modbus => {
+            let Some(m) = sensor.modbus.clone() else {
+                return ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "the sensor has no modbus section",
+                )
+                .into_response();
+            };
+            let profiles = s
+                .registration
+                .as_ref()
+                .map(|r| r.profiles())
+                .unwrap_or_default();
+            let Some(profile) = profiles.get(&m.profile).cloned() else {
+                return ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("profile {:?} does not exist", m.profile),
+                )
+                .into_response();
+            };
+            let device = crate::ingest::modbus::poller::Device::new(id.clone(), m, profile.clone());
+            let started = std::time::Instant::now();
+            match crate::ingest::modbus::poller::read_device(&device).await {
+                Ok(r) => {
+                    let values: Vec<Value> = r
+                        .values
+                        .iter()
+                        .map(|(i, v)| {
+                            let d = &profile.values[*i];
+                            json!({"quantity": d.quantity, "value": v, "unit": d.unit, "register": d.register, "address": d.address})
+                        })
+                        .collect();
+                    Json(json!({"sensor": id, "protocol": "modbus", "ok": r.exceptions.is_empty(), "flag": r.flag,
+                        "values": values, "exceptions": r.exceptions, "elapsed_ms": started.elapsed().as_millis() as u64}))
+                    .into_response()
+                }
+                Err(e) => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the device did not answer: {e}"),
+                )
+                .into_response(),
+            }
+        }
+        Protocol::Mqtt => {
+            let secs = q.seconds.unwrap_or(10).clamp(1, 60);
+            let before: std::collections::HashMap<String, i64> = s
+                .latest
+                .snapshot()
+                .into_iter()
+                .filter(|r| r.sensor == id)
+                .map(|r| (r.quantity.clone(), r.ts_ms()))
+                .collect();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+            loop {
+                let fresh: Vec<_> = s
+                    .latest
+                    .snapshot()
+                    .into_iter()
+                    .filter(|r| {
+                        r.sensor == id && before.get(&r.quantity).is_none_or(|t| r.ts_ms() > *t)
+                    })
+                    .collect();
+                if !fresh.is_empty() {
+                    return Json(json!({"sensor": id, "protocol": "mqtt", "ok": true, "topic": sensor.topic, "readings": fresh})).into_response();
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "no message on {:?} within {secs} s",
+                            sensor.topic.unwrap_or_default()
+                        ),
+                    )
+                    .into_response();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Protocol::Hj212 => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "live test of HJ 212 sensors is not available yet",
+        )
+        .into_response(),
+    }
+}
+
+pub async fn list_profiles(State(s): State<AppState>) -> Response {
+    let profiles: Vec<_> = s
+        .registration
+        .as_ref()
+        .map(|r| r.profiles().into_values().collect())
+        .unwrap_or_default();
+    Json(json!({"profiles": profiles})).into_response()
+}
+
+pub async fn register_profile(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(e) => return reg_error(e),
+    };
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match blocking(move || reg.register_profile(&actor.name, &body)).await {
+        Ok(p) => (StatusCode::CREATED, Json(p)).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    limit: Option<usize>,
+}
+
+pub async fn audit(State(s): State<AppState>, Query(q): Query<AuditParams>) -> Response {
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let limit = q.limit.unwrap_or(200).clamp(1, 10_000);
+    match blocking(move || reg.audit_log(limit)).await {
+        Ok(entries) => Json(json!({"entries": entries})).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn export(State(s): State<AppState>) -> Response {
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match blocking(move || reg.export_toml()).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/toml; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn import(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: String,
+) -> Response {
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match blocking(move || reg.import_toml(&actor.name, &body)).await {
+        Ok(n) => Json(json!({"imported": n})).into_response(),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,254 @@
+//! `enviromon sensors …`: the field technician's client of the registration API.
+//!
+//! Human-readable output by default, `--json` for scripts. The token comes from `ENVIROMON_TOKEN` or
+//! `--token-file`; it is sent as a bearer token and never printed.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid TOML: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("cannot reach the daemon at {server}: {message}")]
+    Http { server: String, message: String },
+    /// The daemon said no; the message is already formatted for people.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Where and as whom.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub server: String,
+    pub token: Option<String>,
+    pub json: bool,
+}
+
+impl Client {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.server.trim_end_matches('/'), path)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(90))
+            .build()
+            .map_err(|e| CliError::Http {
+                server: self.server.clone(),
+                message: e.to_string(),
+            })?;
+        let mut req = http.request(method, self.url(path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| CliError::Http {
+            server: self.server.clone(),
+            message: e.without_url().to_string(),
+        })?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(v);
+        }
+        let mut msg = format!(
+            "{} {}",
+            status.as_u16(),
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or(status.canonical_reason().unwrap_or(""))
+        );
+        for e in v["error"]["errors"].as_array().into_iter().flatten() {
+            match (e["path"].as_str(), e["message"].as_str(), e.as_str()) {
+                (Some(p), Some(m), _) if !p.is_empty() => msg.push_str(&format!("\n  - {p}: {m}")),
+                (_, Some(m), _) => msg.push_str(&format!("\n  - {m}")),
+                (_, _, Some(m)) => msg.push_str(&format!("\n  - {m}")),
+                _ => {}
+            }
+        }
+        Err(CliError::Refused(msg))
+    }
+
+    fn print(&self, v: &Value, human: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!("{v}");
+        } else {
+            println!("{}", human(v));
+        }
+    }
+
+    /// Register the sensor described in a TOML file (the fields of a `[[sensor]]` seed entry).
+    pub async fn add(&self, file: &PathBuf) -> Result<(), CliError> {
+        let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let t: toml::Value = toml::from_str(&text).map_err(|e| CliError::Toml {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
+        // Accept a bare table or a one-entry [[sensor]] array.
+        let t = match t
+            .get("sensor")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.first())
+        {
+            Some(s) => s.clone(),
+            None => t,
+        };
+        let body = serde_json::to_value(t).map_err(|e| CliError::Toml {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
+        let v = self
+            .call(reqwest::Method::POST, "/api/v1/sensors", Some(body))
+            .await?;
+        self.print(&v, |v| {
+            format!(
+                "已登记 / registered: {} ({}), topic {}",
+                v["id"].as_str().unwrap_or(""),
+                v["protocol"].as_str().unwrap_or(""),
+                v["topic"].as_str().unwrap_or("—")
+            )
+        });
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<(), CliError> {
+        let v = self
+            .call(reqwest::Method::GET, "/api/v1/sensors", None)
+            .await?;
+        self.print(&v, |v| {
+            let mut out = format!(
+                "{:<24} {:<22} {:<8} {:<12} {}\n",
+                "ID", "站点/SITE", "协议/PROTO", "状态/STATUS", "测量/QUANTITIES"
+            );
+            for s in v["sensors"].as_array().into_iter().flatten() {
+                let qs: Vec<&str> = s["channels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["quantity"].as_str())
+                    .collect();
+                out.push_str(&format!(
+                    "{:<24} {:<22} {:<8} {:<12} {}\n",
+                    s["id"].as_str().unwrap_or(""),
+                    s["site"].as_str().unwrap_or(""),
+                    s["protocol"].as_str().unwrap_or(""),
+                    s["status"].as_str().unwrap_or(""),
+                    qs.join(",")
+                ));
+            }
+            out.trim_end().to_string()
+        });
+        Ok(())
+    }
+
+    pub async fn show(&self, id: &str) -> Result<(), CliError> {
+        let v = self
+            .call(reqwest::Method::GET, &format!("/api/v1/sensors/{id}"), None)
+            .await?;
+        self.print(&v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
+        Ok(())
+    }
+
+    pub async fn test(&self, id: &str, seconds: u64) -> Result<(), CliError> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/sensors/{id}/test?seconds={seconds}"),
+                None,
+            )
+            .await?;
+        self.print(&v, |v| {
+            let mut out = format!(
+                "测试 / test {id}: {}\n",
+                if v["ok"] == true {
+                    "正常 / OK"
+                } else {
+                    "部分失败 / partly failed"
+                }
+            );
+            for r in v["values"]
+                .as_array()
+                .or(v["readings"].as_array())
+                .into_iter()
+                .flatten()
+            {
+                out.push_str(&format!(
+                    "  {:<12} {:>14} {}\n",
+                    r["quantity"].as_str().unwrap_or(""),
+                    r["value"],
+                    r["unit"].as_str().unwrap_or("")
+                ));
+            }
+            for (req, exc) in v["exceptions"].as_object().into_iter().flatten() {
+                out.push_str(&format!("  ! {req}: {exc}\n"));
+            }
+            if let Some(f) = v["flag"].as_str() {
+                out.push_str(&format!("  flag: {f}\n"));
+            }
+            out.trim_end().to_string()
+        });
+        Ok(())
+    }
+
+    pub async fn maintenance(
+        &self,
+        id: &str,
+        on: bool,
+        reason: Option<String>,
+    ) -> Result<(), CliError> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/sensors/{id}/maintenance"),
+                Some(serde_json::json!({"on": on, "reason": reason})),
+            )
+            .await?;
+        self.print(&v, |v| {
+            format!("{id}: 状态 / status {}", v["status"].as_str().unwrap_or(""))
+        });
+        Ok(())
+    }
+
+    pub async fn retire(&self, id: &str, reason: Option<String>) -> Result<(), CliError> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/sensors/{id}/retire"),
+                Some(serde_json::json!({"reason": reason})),
+            )
+            .await?;
+        self.print(&v, |_| format!("{id}: 已停用 / retired (history kept)"));
+        Ok(())
+    }
+}
+
+/// The token: `ENVIROMON_TOKEN`, or the first line of `--token-file`.
+pub fn token(file: Option<&PathBuf>) -> Result<Option<String>, CliError> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f).map_err(|source| CliError::Read {
+            path: f.clone(),
+            source,
+        })?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(std::env::var("ENVIROMON_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty()))
+}
