@@ -13,6 +13,7 @@ use enviromon::standards::time::{self, HOUR_MS, MINUTE_MS};
 use serde_json::{json, Value};
 
 const SECRET: &str = "webhook-test-secret";
+const OPERATOR: &str = "operator-token";
 
 fn ts(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -43,6 +44,11 @@ fn alert_config(dir: &Path, mqtt: u16, id: &str, rules: Option<&str>, hook_port:
         secret: Some(Secret::new(SECRET)),
         secret_file: None,
     });
+    cfg.api.tokens = vec![enviromon::config::ApiToken {
+        name: "duty-operator".into(),
+        role: "operator".into(),
+        sha256: enviromon::api::auth::hash_token(OPERATOR),
+    }];
     if let Some(r) = rules {
         let f = dir.join("alerts.toml");
         std::fs::write(&f, r).unwrap();
@@ -385,6 +391,7 @@ async fn maintenance_suppresses_and_a_silence_expires_on_time() {
     // A silence on sy-2's rule for 2 s.
     let r = reqwest::Client::new()
         .post(format!("http://{addr}/api/v1/silences"))
+        .bearer_auth(OPERATOR)
         .json(&json!({"matchers": {"alertname": "so2_high_sy2"}, "duration": "2s", "comment": "FGD work", "created_by": "test"}))
         .send()
         .await
@@ -434,6 +441,7 @@ async fn maintenance_suppresses_and_a_silence_expires_on_time() {
     // Bad silences are refused with every reason.
     let r = reqwest::Client::new()
         .post(format!("http://{addr}/api/v1/silences"))
+        .bearer_auth(OPERATOR)
         .json(&json!({"matchers": {}, "ends_at": "2000-01-01T00:00:00Z"}))
         .send()
         .await

@@ -833,7 +833,8 @@ impl Engine {
         values.insert("O3_8h_max".into(), num(max8.max.filter(|_| max8.counts)));
         values.insert("O3_1h_max".into(), num(hj663::o3_daily_max_1h(&o3)));
         valid_hours.insert("O3".into(), json!(o3.iter().flatten().count()));
-        Ok(self.day_doc(
+        Ok(day_doc(
+            self.settings.edition,
             site,
             day,
             values,
@@ -870,33 +871,13 @@ impl Engine {
                 .collect();
             values.insert(q.into(), num(hj663::district_mean(&per)));
         }
-        Ok(self.day_doc("district", day, values, json!({"stations": stations})))
-    }
-
-    fn day_doc(
-        &self,
-        station: &str,
-        day: NaiveDate,
-        values: Map<String, Value>,
-        validity: Value,
-    ) -> Value {
-        let v = |q: &str| values.get(q).and_then(Value::as_f64);
-        let conc = Concentrations {
-            so2: v("SO2"),
-            no2: v("NO2"),
-            pm10: v("PM10"),
-            pm25: v("PM2.5"),
-            co: v("CO"),
-            o3_8h: v("O3_8h_max"),
-            o3_1h: v("O3_1h_max"),
-            so2_24h: None,
-        };
-        let any = values.values().any(|x| !x.is_null());
-        let aqi = any
-            .then(|| hj633::aqi(self.settings.edition, Report::Daily, &conc).ok())
-            .flatten();
-        let good = aqi.as_ref().and_then(|a| a.aqi).map(|a| a <= 100);
-        json!({"station": station, "day": day.to_string(), "values": values, "validity": validity, "aqi": aqi_json(aqi.as_ref()), "good_day": good})
+        Ok(day_doc(
+            self.settings.edition,
+            "district",
+            day,
+            values,
+            json!({"stations": stations}),
+        ))
     }
 
     fn water_hour(&self, reg: &Registry, sensor: &str, hour: i64) -> Result<Value, EngineError> {
