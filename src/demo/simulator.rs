@@ -220,10 +220,12 @@ pub async fn backfill(client: &AsyncClient, registry: &Registry, now_ms: i64) {
         })
         .collect();
     let mut i = 0usize;
+    // Every non-CEMS sensor with a topic: MQTT sensors, and Modbus devices whose data logger
+    // uploads history over MQTT (the plant's flow meters: the treatment rate needs their month).
     for s in registry
         .sensors
         .values()
-        .filter(|s| s.protocol == Protocol::Mqtt && s.domain != Domain::Cems)
+        .filter(|s| s.topic.is_some() && s.domain != Domain::Cems)
     {
         let Some(topic) = s.topic.clone() else {
             continue;
