@@ -53,6 +53,11 @@ enum Command {
     },
     /// 传感器登记（现场）/ Sensors: register, list, test, maintenance, retire (talks to the API).
     Sensors(SensorsArgs),
+    /// HJ 212 报文解码/编码（现场排查数采仪）/ Decode or encode HJ 212 frames (debugging a data logger).
+    Hj212 {
+        #[command(subcommand)]
+        command: Hj212Command,
+    },
     /// 计算令牌的 SHA-256（写入配置）/ Print the SHA-256 of a token, for api.tokens in the config.
     HashToken {
         /// 令牌 / The token.
@@ -63,6 +68,27 @@ enum Command {
     /// 默认为日报（24小时均值，O3 为日最大8小时滑动平均）；--hourly 为实时报（1小时均值）。
     /// Daily values by default (24h means, O3 daily max 8h); --hourly takes 1h values.
     Aqi(AqiArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum Hj212Command {
+    /// 从标准输入读取报文（每行一条或原始流），逐条输出 JSON 或拒收原因；有拒收则退出码非零 /
+    /// Read frames from stdin (one per line, or a raw stream); print each as JSON or the exact reason
+    /// it was refused; exit 1 if any was refused.
+    Decode {
+        /// 容忍字节交换的 MODBUS CRC / Accept a byte-swapped CRC-16/MODBUS.
+        #[arg(long)]
+        modbus_crc: bool,
+        /// 容忍超过 1024 字节的报文 / Accept frames longer than 1024.
+        #[arg(long)]
+        long_frames: bool,
+        /// 容忍缺少 QN / Accept a missing QN.
+        #[arg(long)]
+        missing_qn: bool,
+    },
+    /// 由 JSON 生成报文（stdin: {"header": [["QN","…"],…], "cp": [[["DataTime","…"],…],…]}）/
+    /// Build a frame from JSON on stdin.
+    Encode,
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,6 +236,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sensors(args) => sensors_command(args),
+        Command::Hj212 { command } => hj212_command(command),
         Command::Demo {
             duration,
             broker,
@@ -222,6 +249,97 @@ fn main() -> ExitCode {
                 runtime()
                     .and_then(|rt| rt.block_on(demo(duration, broker, http, data_dir, interval))),
             )
+        }
+    }
+}
+
+fn hj212_command(c: Hj212Command) -> ExitCode {
+    use enviromon::ingest::hj212::{self, codec};
+    use std::io::Read;
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("cannot read stdin: {e}");
+        return ExitCode::from(2);
+    }
+    match c {
+        Hj212Command::Encode => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct In {
+                header: Vec<(String, String)>,
+                #[serde(default)]
+                cp: Vec<Vec<(String, String)>>,
+            }
+            match serde_json::from_slice::<In>(&input) {
+                Ok(i) => {
+                    let p = codec::Packet {
+                        header: i.header,
+                        cp: i.cp,
+                        crc: codec::CrcKind::Hj212,
+                    };
+                    print!("{}", p.encode());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("JSON: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Hj212Command::Decode {
+            modbus_crc,
+            long_frames,
+            missing_qn,
+        } => {
+            let tol = codec::Tolerance {
+                modbus_crc_swapped: modbus_crc,
+                long_frames,
+                missing_qn,
+            };
+            let mut d = codec::StreamDecoder::new(tol);
+            let mut out = d.push(&input);
+            if d.pending() > 0 {
+                // Whatever is left at the end is an incomplete frame: say why.
+                let rest: Vec<u8> = input[input.len() - d.pending()..].to_vec();
+                let err =
+                    codec::parse_frame(&rest, tol)
+                        .err()
+                        .unwrap_or(codec::FrameError::Truncated {
+                            needed: 0,
+                            have: rest.len(),
+                        });
+                out.push(codec::Decoded::Bad(err, rest));
+            }
+            let mut refused = 0;
+            for item in out {
+                let line = match item {
+                    codec::Decoded::Frame(p) => {
+                        let header: serde_json::Map<String, serde_json::Value> = p
+                            .header
+                            .iter()
+                            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                            .collect();
+                        let (items, unknown) = match hj212::items(&p) {
+                            Ok((i, u)) => (serde_json::to_value(i).unwrap_or_default(), u),
+                            Err(why) => (serde_json::Value::from(why), Vec::new()),
+                        };
+                        serde_json::json!({"ok": true, "crc": p.crc, "header": header, "cp": p.cp, "pollutants": p.pollutants(), "readings": items, "unknown_codes": unknown})
+                    }
+                    codec::Decoded::Bad(e, raw) => {
+                        refused += 1;
+                        serde_json::json!({"ok": false, "error": e.to_string(), "raw": String::from_utf8_lossy(&raw)})
+                    }
+                    codec::Decoded::Garbage(raw) => {
+                        serde_json::json!({"ok": false, "skipped": "bytes outside any frame", "raw": String::from_utf8_lossy(&raw)})
+                    }
+                };
+                println!("{line}");
+            }
+            if refused > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
     }
 }
