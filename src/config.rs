@@ -119,6 +119,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub spool: SpoolConfig,
     pub modbus: ModbusConfig,
+    pub hj212: Hj212Config,
     pub standards: StandardsConfig,
     pub alerts: AlertsConfig,
     pub registry: RegistryConfig,
@@ -521,6 +522,30 @@ pub struct PlainReceiver {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct Hj212Config {
+    /// Listen for data acquisition units. Default false.
+    pub enabled: bool,
+    /// Address the units connect to. Default `0.0.0.0:9212`… set your platform's port.
+    pub listen: String,
+    pub max_connections: usize,
+    /// A unit silent this long is disconnected (they report every 30 s or more often).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for Hj212Config {
+    fn default() -> Self {
+        Hj212Config {
+            enabled: false,
+            listen: "0.0.0.0:9212".into(),
+            max_connections: 2000,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ModbusConfig {
     /// Poll the registry's Modbus sensors. Default true.
     pub enabled: bool,
@@ -910,6 +935,23 @@ impl Config {
                     "modbus.profiles_dir",
                     format!("{} is not a directory", d.display()),
                 );
+            }
+        }
+        if self.hj212.enabled {
+            if self.hj212.listen.parse::<SocketAddr>().is_err() {
+                err(
+                    "hj212.listen",
+                    format!(
+                        "{:?} is not an address like 0.0.0.0:9212",
+                        self.hj212.listen
+                    ),
+                );
+            }
+            if self.hj212.max_connections == 0 {
+                err("hj212.max_connections", "must be at least 1".into());
+            }
+            if self.hj212.idle_timeout.is_zero() {
+                err("hj212.idle_timeout", "must be greater than 0s".into());
             }
         }
         let al = &self.alerts;

@@ -78,6 +78,8 @@ pub enum DaemonError {
 pub struct Running {
     /// Where the HTTP API actually listens (useful with port 0).
     pub http_addr: SocketAddr,
+    /// Where the HJ 212 server listens, when enabled.
+    pub hj212_addr: Option<SocketAddr>,
     pub metrics: Metrics,
     pub registry: RegistryHandle,
     pub deadletter_path: PathBuf,
@@ -369,6 +371,31 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??,
         )
     };
+    let mut hj212_addr = None;
+    if cfg.hj212.enabled {
+        let listener = tokio::net::TcpListener::bind(&cfg.hj212.listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: cfg.hj212.listen.clone(),
+                source,
+            })?;
+        hj212_addr = listener.local_addr().ok();
+        tracing::info!(addr = ?hj212_addr, "HJ 212 server listening");
+        sources.push(tokio::spawn(
+            crate::ingest::hj212::server::Server {
+                listener,
+                registry: registry.clone(),
+                tx: tx.clone(),
+                deadletter: deadletter.clone(),
+                metrics: metrics.clone(),
+                max_connections: cfg.hj212.max_connections,
+                idle_timeout: cfg.hj212.idle_timeout,
+                max_future_skew: cfg.pipeline.max_future_skew,
+                stop: stop_sources.clone(),
+            }
+            .run(),
+        ));
+    }
     let mut modbus_states = None;
     if cfg.modbus.enabled {
         let states: crate::ingest::modbus::poller::States = Default::default();
@@ -429,6 +456,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
 
     Ok(Running {
         http_addr,
+        hj212_addr,
         metrics,
         registry,
         deadletter_path,

@@ -583,6 +583,13 @@ async fn demo(
     }
     let running = daemon::start(cfg).await?;
     let addr = running.http_addr;
+    if let Some(hj) = running.hj212_addr {
+        tokio::spawn(simulator::run_hj212(
+            hj,
+            running.registry.snapshot(),
+            stop_sim.clone(),
+        ));
+    }
     let profiles = enviromon::ingest::modbus::profile::embedded()?;
     tokio::spawn(simulator::feed_modbus(
         modbus_sim,
@@ -608,6 +615,9 @@ async fn demo(
     println!("  传感器 / sensors:           http://{addr}/api/v1/sensors");
     println!("  Modbus 设备 / devices:      http://{addr}/api/v1/modbus/devices  (simulated gateway 127.0.0.1:5020)");
     println!("  合规 / compliance:          http://{addr}/api/v1/compliance");
+    if let Some(hj) = running.hj212_addr {
+        println!("  HJ 212 服务 / server:       {hj}  (simulated 数采仪 for 双源 #1, MN LYSY0001CEMS0001)");
+    }
     println!("  指标 / metrics:             http://{addr}/metrics");
     println!("  数据目录 / data dir:        {}", data_dir.display());
     println!("  按 Ctrl-C 停止 / press Ctrl-C to stop");

@@ -71,6 +71,9 @@ pub struct Metrics {
     pub modbus_last_success: prometheus::GaugeVec,
     /// How late polls start relative to their schedule.
     pub modbus_schedule_slip: prometheus::Histogram,
+    /// HJ 212: open connections, and frames by result (ok, bad, garbage, connection_refused).
+    pub hj212_connections: IntGauge,
+    pub hj212_frames: IntCounterVec,
     /// Alerts by state (pending, firing, resolved) and severity.
     pub alerts: prometheus::IntGaugeVec,
     /// Notifications by receiver and result (sent, retried, failed, dropped).
@@ -262,6 +265,12 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            hj212_connections: gauge("enviromon_hj212_connections", "Open HJ 212 connections.")?,
+            hj212_frames: counter_vec(
+                "enviromon_hj212_frames_total",
+                "HJ 212 frames by result (ok, bad, garbage, connection_refused).",
+                &["result"],
+            )?,
             alerts: {
                 let g = prometheus::IntGaugeVec::new(Opts::new("enviromon_alerts", "Alerts by state and severity."), &["state", "severity"])?;
                 registry.register(Box::new(g.clone()))?;

@@ -198,6 +198,30 @@ impl Registration {
                 errs.push(fe("topic", format!("already used by sensor {}", other.id)));
             }
         }
+        match (&s.hj212, s.protocol, s.payload_format) {
+            (None, Protocol::Hj212, _) => {
+                errs.push(fe("hj212", "an HJ 212 sensor needs hj212 = { mn = \"…\" }"))
+            }
+            (None, _, crate::registry::PayloadFormat::Hj212) => errs.push(fe(
+                "hj212",
+                "payload_format = \"hj212\" needs hj212 = { mn = \"…\" }",
+            )),
+            (Some(h), _, _) => {
+                if h.mn.trim().is_empty() {
+                    errs.push(fe("hj212.mn", "must not be empty"));
+                } else if let Some(other) = reg.sensors.values().find(|o| {
+                    o.id != s.id
+                        && o.status != SensorStatus::Retired
+                        && o.hj212.as_ref().is_some_and(|x| x.mn == h.mn)
+                }) {
+                    errs.push(fe(
+                        "hj212.mn",
+                        format!("{:?} is already used by sensor {}", h.mn, other.id),
+                    ));
+                }
+            }
+            _ => {}
+        }
         match (s.protocol, &s.modbus) {
             (Protocol::Modbus, None) => errs.push(fe(
                 "modbus",

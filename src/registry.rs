@@ -215,6 +215,29 @@ fn default_max_gap() -> u16 {
     8
 }
 
+/// A data acquisition unit's (数采仪) HJ 212 identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hj212Settings {
+    /// MN: the unit's device code.
+    pub mn: String,
+    /// PW: when set, packets with another password are refused.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Field quirks accepted from this source.
+    #[serde(default)]
+    pub tolerance: crate::ingest::hj212::codec::Tolerance,
+}
+
+/// The format of a sensor's MQTT payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    #[default]
+    Json,
+    Hj212,
+}
+
 /// Lifecycle of a sensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -262,6 +285,13 @@ pub struct Sensor {
     /// Modbus connection and profile, for `protocol = "modbus"`.
     #[serde(default)]
     pub modbus: Option<ModbusDevice>,
+    /// HJ 212 identity (MN, password, tolerated quirks), for `protocol = "hj212"` and for
+    /// `payload_format = "hj212"` over MQTT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hj212: Option<Hj212Settings>,
+    /// What the sensor's MQTT messages carry: `json` (default) or `hj212` frames.
+    #[serde(default)]
+    pub payload_format: PayloadFormat,
     pub channels: Vec<Channel>,
     #[serde(default)]
     pub status: SensorStatus,
@@ -546,6 +576,14 @@ impl Registry {
         } else {
             Err(RegistryError::Invalid(errs))
         }
+    }
+
+    /// The sensor with HJ 212 MN `mn` (retired ones included, so their packets can be named).
+    pub fn sensor_for_mn(&self, mn: &str) -> Option<&Sensor> {
+        self.sensors
+            .values()
+            .filter(|s| s.hj212.as_ref().is_some_and(|h| h.mn == mn))
+            .min_by_key(|s| s.status == SensorStatus::Retired)
     }
 
     /// The sensor a topic belongs to (retired sensors included, so their messages can be named).

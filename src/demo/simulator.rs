@@ -259,7 +259,7 @@ pub async fn backfill(client: &AsyncClient, registry: &Registry, now_ms: i64) {
     for s in registry
         .sensors
         .values()
-        .filter(|s| s.protocol == Protocol::Mqtt && s.domain == Domain::Cems)
+        .filter(|s| s.protocol == Protocol::Mqtt && s.domain == Domain::Cems && s.hj212.is_none())
     {
         let (Some(topic), Some(unit)) = (
             s.topic.clone(),
@@ -303,6 +303,143 @@ pub async fn backfill(client: &AsyncClient, registry: &Registry, now_ms: i64) {
                 .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string())
                 .await;
         }
+    }
+}
+
+/// HJ 212 codes of the CEMS quantities the simulators produce (flue flow is m3/s on the wire).
+const HJ212_CODES: [(&str, &str); 7] = [
+    ("SO2", "a21026"),
+    ("NOx", "a21002"),
+    ("PM", "a34013"),
+    ("O2", "a19001"),
+    ("flue_temp", "a01012"),
+    ("moisture", "a01014"),
+    ("flue_flow", "a00000"),
+];
+
+fn hj212_cp(values: &Map<String, Value>, suffix: &str, flag: &str) -> String {
+    let mut items = Vec::new();
+    for (q, code) in HJ212_CODES {
+        if let Some(v) = values.get(q).and_then(Value::as_f64) {
+            let v = if q == "flue_flow" { v / 3600.0 } else { v };
+            items.push(format!("{code}-{suffix}={},{code}-Flag={flag}", round2(v)));
+        }
+    }
+    items.join(";")
+}
+
+fn cst(ms: i64) -> String {
+    chrono::DateTime::<Utc>::from_timestamp_millis(ms + 8 * 3_600_000)
+        .unwrap_or_default()
+        .format("%Y%m%d%H%M%S")
+        .to_string()
+}
+
+/// A simulated data acquisition unit (数采仪) for every CEMS sensor that has an HJ 212 identity:
+/// connects to the daemon's HJ 212 server, sends the last six hours as hourly packets (2061), then
+/// real-time data (2011) every 30 s, minute data (2051) every minute and hourly data (2061) every
+/// hour, asking for replies. Reconnects if the connection drops.
+pub async fn run_hj212(
+    addr: std::net::SocketAddr,
+    registry: Arc<Registry>,
+    stop: CancellationToken,
+) {
+    use crate::ingest::hj212::codec::frame;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(sensor) = registry
+        .sensors
+        .values()
+        .find(|s| s.domain == Domain::Cems && s.hj212.is_some())
+        .cloned()
+    else {
+        return;
+    };
+    let (Some(h), Some(unit)) = (
+        sensor.hj212.clone(),
+        sensor
+            .unit
+            .as_ref()
+            .and_then(|u| registry.units.get(u))
+            .cloned(),
+    ) else {
+        return;
+    };
+    let pw = h.password.clone().unwrap_or_default();
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut sim = Cems {
+        capacity_mw: unit.capacity_mw,
+        excursion_left: 0,
+        excursion_pollutant: "SO2",
+        stops: false,
+    };
+    let packet = |cn: &str, ts_ms: i64, cp: &str| {
+        let qn = format!("{}000", cst(chrono::Utc::now().timestamp_millis()));
+        frame(&format!(
+            "QN={qn};ST=31;CN={cn};PW={pw};MN={};Flag=5;CP=&&DataTime={};{cp}&&",
+            h.mn,
+            cst(ts_ms)
+        ))
+    };
+    let mut first = true;
+    loop {
+        let mut sock = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = tokio::net::TcpStream::connect(addr) => match c {
+                Ok(s) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let hour = 3_600_000i64;
+        let this_hour = now - now.rem_euclid(hour);
+        if first {
+            first = false;
+            for back in (1..=6).rev() {
+                let start = this_hour - back * hour;
+                let cst_hour = ((start / hour + 8).rem_euclid(24)) as f64;
+                let (v, f) = sim.values(&mut rng, 0, cst_hour);
+                if sock
+                    .write_all(packet("2061", start, &hj212_cp(&v, "Avg", f)).as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        let mut last_minute = now - now.rem_euclid(60_000);
+        let mut last_hour = this_hour;
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut buf = [0u8; 1024];
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = sock.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
+                _ = tick.tick() => {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    let cst_hour = (((now / 60_000) as f64 / 60.0) + 8.0).rem_euclid(24.0);
+                    let (v, f) = sim.values(&mut rng, 0, cst_hour);
+                    let mut out = packet("2011", now - now.rem_euclid(1000), &hj212_cp(&v, "Rtd", f));
+                    let minute = now - now.rem_euclid(60_000);
+                    if minute > last_minute {
+                        out.push_str(&packet("2051", last_minute, &hj212_cp(&v, "Avg", f)));
+                        last_minute = minute;
+                    }
+                    let hr = now - now.rem_euclid(hour);
+                    if hr > last_hour {
+                        out.push_str(&packet("2061", last_hour, &hj212_cp(&v, "Avg", f)));
+                        last_hour = hr;
+                    }
+                    if sock.write_all(out.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -380,7 +517,7 @@ pub async fn run(
     let mut cems: Vec<(String, String, Cems)> = registry
         .sensors
         .values()
-        .filter(|s| s.domain == Domain::Cems && s.protocol == Protocol::Mqtt)
+        .filter(|s| s.domain == Domain::Cems && s.protocol == Protocol::Mqtt && s.hj212.is_none())
         .filter_map(|s| {
             let unit = registry.units.get(s.unit.as_deref()?)?;
             Some((

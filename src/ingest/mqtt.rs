@@ -280,7 +280,14 @@ impl MqttSource {
                             .unwrap_or(chrono::Duration::minutes(5)),
                         source: Source::Mqtt,
                     };
-                    let d = validate::decode_payload(sensor, &p.payload, &ctx);
+                    let d = match sensor.payload_format {
+                        crate::registry::PayloadFormat::Json => {
+                            validate::decode_payload(sensor, &p.payload, &ctx)
+                        }
+                        crate::registry::PayloadFormat::Hj212 => {
+                            hj212_payload(sensor, &p.payload, &ctx)
+                        }
+                    };
                     (d.readings, d.rejections)
                 }
             }
@@ -317,6 +324,61 @@ impl MqttSource {
             .set((self.tx.max_capacity() - self.tx.capacity()) as i64);
         Ok(())
     }
+}
+
+/// HJ 212 frames carried in an MQTT payload, decoded by the same codec as the TCP server.
+fn hj212_payload(
+    sensor: &crate::registry::Sensor,
+    payload: &[u8],
+    ctx: &Context,
+) -> validate::Decoded {
+    use crate::ingest::hj212::{self, codec};
+    let mut out = validate::Decoded::default();
+    let tol = codec::Tolerance {
+        modbus_crc_swapped: true,
+        long_frames: true,
+        missing_qn: true,
+    };
+    let mut decoder = codec::StreamDecoder::new(tol);
+    let mut found = 0;
+    let mut frames = decoder.push(payload);
+    if decoder.pending() > 0 {
+        let rest = payload[payload.len() - decoder.pending()..].to_vec();
+        let err = codec::parse_frame(&rest, tol)
+            .err()
+            .unwrap_or(codec::FrameError::Truncated {
+                needed: 0,
+                have: rest.len(),
+            });
+        frames.push(codec::Decoded::Bad(err, rest));
+    }
+    for d in frames {
+        match d {
+            codec::Decoded::Frame(p) => {
+                found += 1;
+                match hj212::check_source(sensor, &p) {
+                    Err(r) => out.rejections.push(r),
+                    Ok(()) => {
+                        let d = hj212::readings(sensor, &p, ctx);
+                        out.readings.extend(d.readings);
+                        out.rejections.extend(d.rejections);
+                    }
+                }
+            }
+            codec::Decoded::Bad(e, _) => out.rejections.push(Rejection::new(
+                RejectReason::InvalidPayload,
+                format!("HJ 212 frame refused: {e}"),
+            )),
+            codec::Decoded::Garbage(_) => {}
+        }
+    }
+    if found == 0 && out.rejections.is_empty() {
+        out.rejections.push(Rejection::new(
+            RejectReason::InvalidPayload,
+            "no HJ 212 frame in the payload",
+        ));
+    }
+    out
 }
 
 /// Sends acks in the order the writer fires them; drops those of an earlier connection.

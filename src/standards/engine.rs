@@ -126,6 +126,8 @@ struct Row {
 struct HourInput {
     minutes: BTreeMap<String, BTreeMap<i64, (f64, usize, DataFlag)>>,
     hourly: BTreeMap<String, (f64, DataFlag)>,
+    /// (quantity, minute) with a logged minute mean: samples of that minute are not mixed in.
+    logged_minutes: BTreeSet<(String, i64)>,
 }
 
 impl HourInput {
@@ -138,6 +140,18 @@ impl HourInput {
             match r.period {
                 Period::Instant | Period::Minute => {
                     let m = time::minute_label_of(r.ts_ms, r.period);
+                    if r.period == Period::Minute {
+                        // The data logger's own minute mean stands for the minute.
+                        h.logged_minutes.insert((r.quantity.clone(), m));
+                        h.minutes
+                            .entry(r.quantity.clone())
+                            .or_default()
+                            .insert(m, (r.value, 1, r.flag));
+                        continue;
+                    }
+                    if h.logged_minutes.contains(&(r.quantity.clone(), m)) {
+                        continue;
+                    }
                     let e = h
                         .minutes
                         .entry(r.quantity.clone())
@@ -609,8 +623,30 @@ impl Engine {
             let mut h = hj75::hour(&minutes, Some(*limit), &excluded);
             let mut source = "minutes";
             if h.status != hj75::HourStatus::Valid {
-                // An hourly mean reported as such (HJ 212 2061) stands in when minutes do not.
-                if let (Some((c, f)), Some((o2, _))) =
+                // An hourly mean reported as such (HJ 212 2061) stands in when minutes do not; an
+                // already corrected (折算, `-ZsAvg`) one is used as it is, never corrected again.
+                let zs = input
+                    .hourly
+                    .get(&format!("{q}_zs"))
+                    .filter(|(_, f)| !excluded.contains(f));
+                if let Some((zc, zf)) = zs {
+                    let measured = input.hourly.get(q.as_str()).map(|(c, _)| *c);
+                    h = hj75::Hour {
+                        status: hj75::HourStatus::Valid,
+                        valid_minutes: 0,
+                        measured_mean: measured,
+                        corrected_mean: Some(*zc),
+                        mass_kg_h: measured.and_then(|c| {
+                            input
+                                .hourly
+                                .get("flue_flow")
+                                .map(|(qf, _)| hj75::mass_rate_kg_h(c, *qf))
+                        }),
+                        exceeded: *zc > *limit || *zf == DataFlag::T,
+                        over_range: *zf == DataFlag::T,
+                    };
+                    source = "hourly_report_converted";
+                } else if let (Some((c, f)), Some((o2, _))) =
                     (input.hourly.get(q.as_str()), input.hourly.get("O2"))
                 {
                     if !excluded.contains(f) {
@@ -636,7 +672,7 @@ impl Engine {
                     }
                 }
             }
-            any |= !minutes.is_empty() || source == "hourly_report";
+            any |= !minutes.is_empty() || source.starts_with("hourly_report");
             pollutants.insert(
                 q.clone(),
                 json!({

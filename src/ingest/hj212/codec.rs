@@ -425,7 +425,13 @@ impl StreamDecoder {
             if let Some(p) = self.buf[2..horizon].windows(2).position(|w| w == b"##") {
                 let next = p + 2;
                 let bad: Vec<u8> = self.buf.drain(..next).collect();
-                let err = parse_frame(&bad, self.tolerance).err().unwrap_or(FrameError::Truncated { needed: total, have: next });
+                let err =
+                    parse_frame(&bad, self.tolerance)
+                        .err()
+                        .unwrap_or(FrameError::Truncated {
+                            needed: total,
+                            have: next,
+                        });
                 out.push(Decoded::Bad(err, bad));
                 continue;
             }

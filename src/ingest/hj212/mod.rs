@@ -2,6 +2,7 @@
 //! force since 2026-01-01 and kept open for).
 //!
 //! - [`codec`]: frames, CRC, data segment, CP items, split packets, a stream decoder, the encoder.
+//! - [`server`]: the TCP server data acquisition units report to.
 //!
 //! This module maps a packet's CP items to catalogue quantities with their time semantics:
 //! `DataTime` is China Standard Time; it is the instant for real-time data (CN 2011) and the
@@ -9,6 +10,7 @@
 //! flags; `-ZsRtd`/`-ZsAvg` (折算, already corrected) values are kept apart from measured ones.
 
 pub mod codec;
+pub mod server;
 
 use chrono::NaiveDateTime;
 use serde::Serialize;
@@ -109,6 +111,127 @@ pub fn items(p: &Packet) -> Result<(Vec<Item>, Vec<String>), String> {
         }
     }
     Ok((out, unknown))
+}
+
+use crate::pipeline::payload::{Paths, RawItem};
+use crate::pipeline::validate::{self, Context, Decoded};
+use crate::pipeline::{RejectReason, Rejection};
+use crate::reading::Reading;
+use crate::registry::Sensor;
+
+/// Check a packet against the sensor's identity: password and the quirks it may use.
+pub fn check_source(sensor: &Sensor, p: &Packet) -> Result<(), Rejection> {
+    let settings = sensor.hj212.as_ref();
+    if let Some(pw) = settings.and_then(|h| h.password.as_deref()) {
+        if p.pw() != pw {
+            return Err(Rejection::new(
+                RejectReason::InvalidPayload,
+                format!("PW: wrong password for MN {}", p.mn()),
+            ));
+        }
+    }
+    let tol = settings.map(|h| h.tolerance).unwrap_or_default();
+    if p.crc == codec::CrcKind::ModbusSwapped && !tol.modbus_crc_swapped {
+        return Err(Rejection::new(RejectReason::InvalidPayload, "CRC: a byte-swapped MODBUS CRC is not allowed for this source (hj212.tolerance.modbus_crc_swapped)"));
+    }
+    if p.data_segment().len() > codec::MAX_DATA && !tol.long_frames {
+        return Err(Rejection::new(RejectReason::InvalidPayload, "length: frames longer than 1024 are not allowed for this source (hj212.tolerance.long_frames)"));
+    }
+    if p.qn().is_none() && !tol.missing_qn {
+        return Err(Rejection::new(
+            RejectReason::InvalidPayload,
+            "QN: missing (hj212.tolerance.missing_qn allows it)",
+        ));
+    }
+    Ok(())
+}
+
+/// The readings of a data packet for `sensor`: measured values validated like any other reading;
+/// 折算 values (`-ZsRtd`/`-ZsAvg`) stored as their own quantity `{key}_zs` (mg/m3 at reference O2),
+/// never converted again; unknown codes refused as `unknown_quantity` (kept in the dead-letter file).
+pub fn readings(sensor: &Sensor, p: &Packet, ctx: &Context) -> Decoded {
+    let mut out = Decoded::default();
+    let (list, unknown) = match items(p) {
+        Ok(x) => x,
+        Err(why) => {
+            out.rejections
+                .push(Rejection::new(RejectReason::InvalidPayload, why));
+            return out;
+        }
+    };
+    for code in unknown {
+        out.rejections.push(Rejection::new(
+            RejectReason::UnknownQuantity,
+            format!("CP: unknown HJ 212 code {code:?} (kept here, not stored)"),
+        ));
+    }
+    for it in list {
+        let Some(key) = it.quantity else { continue };
+        if it.converted {
+            if !it.value.is_finite() {
+                continue;
+            }
+            let Some(q) = find_quantity(key) else {
+                continue;
+            };
+            let ts = chrono::DateTime::from_timestamp_millis(it.ts_ms).unwrap_or_default();
+            if ts > ctx.now + ctx.max_future_skew {
+                out.rejections.push(Rejection::new(
+                    RejectReason::FutureTimestamp,
+                    format!("CP DataTime: {} is in the future", ts.to_rfc3339()),
+                ));
+                continue;
+            }
+            let flag = if sensor.status == crate::registry::SensorStatus::Maintenance
+                && it.flag == DataFlag::N
+            {
+                DataFlag::M
+            } else {
+                it.flag
+            };
+            out.readings.push(Reading {
+                sensor: sensor.id.clone(),
+                site: sensor.site.clone(),
+                domain: sensor.domain,
+                quantity: format!("{}_zs", q.key),
+                value: it.value,
+                unit: q.default_unit.to_string(),
+                ts,
+                flag,
+                source: ctx.source,
+                ts_assumed: false,
+                period: it.period,
+            });
+            continue;
+        }
+        let path = format!("CP {}-{}", it.code, it.kind);
+        let raw = RawItem {
+            quantity: serde_json::Value::from(key),
+            value: serde_json::Value::from(it.value),
+            unit: it.unit.map(serde_json::Value::from),
+            ts: Some(serde_json::Value::from(it.ts_ms)),
+            flag: Some(serde_json::Value::from(it.flag.as_str())),
+            period: Some(serde_json::Value::from(match it.period {
+                Period::Instant => "instant",
+                Period::Minute => "1min",
+                Period::Hour => "1h",
+                Period::Day => "1d",
+            })),
+            paths: Paths {
+                quantity: path.clone(),
+                value: path.clone(),
+                unit: path.clone(),
+                ts: "CP DataTime".into(),
+                flag: format!("CP {}-Flag", it.code),
+                period: "CN".into(),
+            },
+        };
+        match validate::validate_item(sensor, &raw, ctx) {
+            Ok(r) => out.readings.push(r),
+            Err(r) => out.rejections.push(r),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
