@@ -340,6 +340,16 @@ async fn invalid_registrations_are_refused_with_their_field_paths_and_nothing_is
             "channels",
             "invalid type: string \"SO2\", expected a sequence",
         ),
+        (
+            with("hj212", json!({"mn": "LYSY0001CEMS0001"})),
+            "hj212.mn",
+            "\"LYSY0001CEMS0001\" is already used by sensor sy-1-cems",
+        ),
+        (
+            with("protocol", json!("hj212")),
+            "hj212",
+            "an HJ 212 sensor needs hj212 = { mn = \"…\" }",
+        ),
     ];
     for (body, path, message) in &cases {
         let (status, v) = post(addr, "/api/v1/sensors", Some(TECH), body.clone()).await;
