@@ -398,22 +398,10 @@ impl Seeds {
 
     /// Parse every `*.toml` in `dir`.
     pub fn from_dir(dir: &Path) -> Result<Seeds, RegistryError> {
-        let read_err = |source| RegistryError::Read {
-            path: dir.display().to_string(),
-            source,
-        };
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(read_err)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        files.sort();
         let mut seeds = Seeds::default();
-        for path in files {
-            let text = std::fs::read_to_string(&path).map_err(|source| RegistryError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+        for (path, text) in
+            read_toml_dir(dir).map_err(|(path, source)| RegistryError::Read { path, source })?
+        {
             seeds.add(&path.display().to_string(), &text)?;
         }
         Ok(seeds)
@@ -430,6 +418,26 @@ impl Seeds {
         self.targets.extend(f.target);
         Ok(())
     }
+}
+
+/// Every `*.toml` file in `dir`, sorted by name, with its text; an error names the path.
+pub fn read_toml_dir(
+    dir: &Path,
+) -> Result<Vec<(std::path::PathBuf, String)>, (String, std::io::Error)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| (dir.display().to_string(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            std::fs::read_to_string(&f)
+                .map(|t| (f.clone(), t))
+                .map_err(|e| (f.display().to_string(), e))
+        })
+        .collect()
 }
 
 /// An immutable snapshot of the registry with its lookup indexes.

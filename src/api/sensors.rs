@@ -63,10 +63,12 @@ fn json_body(
     })
 }
 
-pub async fn register(
-    State(s): State<AppState>,
-    Extension(actor): Extension<Actor>,
+/// A registration call taking a JSON body: 201 with what was stored, or the registration error.
+async fn create<T: serde::Serialize + Send + 'static>(
+    s: AppState,
+    actor: Actor,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    f: impl FnOnce(&Registration, &str, &Value) -> Result<T, RegError> + Send + 'static,
 ) -> Response {
     let body = match json_body(body) {
         Ok(b) => b,
@@ -76,10 +78,18 @@ pub async fn register(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match blocking(move || reg.register(&actor.name, &body)).await {
-        Ok(sensor) => (StatusCode::CREATED, Json(sensor)).into_response(),
+    match blocking(move || f(&reg, &actor.name, &body)).await {
+        Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
         Err(r) => r,
     }
+}
+
+pub async fn register(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    create(s, actor, body, |r, who, b| r.register(who, b)).await
 }
 
 pub async fn patch(
@@ -299,18 +309,7 @@ pub async fn register_profile(
     Extension(actor): Extension<Actor>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(e) => return reg_error(e),
-    };
-    let reg = match registration(&s) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    match blocking(move || reg.register_profile(&actor.name, &body)).await {
-        Ok(p) => (StatusCode::CREATED, Json(p)).into_response(),
-        Err(r) => r,
-    }
+    create(s, actor, body, |r, who, b| r.register_profile(who, b)).await
 }
 
 #[derive(Debug, Deserialize, Default)]

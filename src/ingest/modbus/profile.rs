@@ -190,21 +190,9 @@ pub fn embedded() -> Result<BTreeMap<String, Profile>, ProfileError> {
 pub fn load(dir: Option<&Path>) -> Result<BTreeMap<String, Profile>, ProfileError> {
     let mut out = embedded()?;
     if let Some(dir) = dir {
-        let read_err = |source| ProfileError::Read {
-            path: dir.display().to_string(),
-            source,
-        };
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(read_err)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|source| ProfileError::Read {
-                path: f.display().to_string(),
-                source,
-            })?;
+        for (f, text) in crate::registry::read_toml_dir(dir)
+            .map_err(|(path, source)| ProfileError::Read { path, source })?
+        {
             let p = parse(&f.display().to_string(), &text)?;
             out.insert(p.id.clone(), p);
         }
