@@ -821,25 +821,10 @@ impl Engine {
     }
 
     fn district_hour(&self, reg: &Registry, hour: i64) -> Result<Value, EngineError> {
-        let stations: Vec<String> = reg
-            .sites
-            .values()
-            .filter(|s| s.kind == SiteKind::AirStation)
-            .map(|s| s.id.clone())
-            .collect();
+        let stations = air_stations(reg);
         let docs = self.results("air_hourly", None, hour, hour)?;
-        let mut values = Map::new();
-        for (q, _) in AIR_POLLUTANTS {
-            let per: Vec<Option<f64>> = stations
-                .iter()
-                .map(|s| {
-                    docs.iter()
-                        .find(|(e, _, _)| e == s)
-                        .and_then(|(_, _, d)| get_f(d, &["values", q]))
-                })
-                .collect();
-            values.insert(q.into(), num(hj663::district_mean(&per)));
-        }
+        let keys: Vec<&str> = AIR_POLLUTANTS.iter().map(|(q, _)| *q).collect();
+        let values = district_values(&stations, &docs, &keys);
         let conc = self.realtime_concentrations("district", hour, &values)?;
         let aqi = hj633::aqi(self.settings.edition, Report::Hourly, &conc).ok();
         Ok(
@@ -880,33 +865,21 @@ impl Engine {
 
     fn district_day(&self, reg: &Registry, day: NaiveDate) -> Result<Value, EngineError> {
         let start = time::day_start_ms(day);
-        let stations: Vec<String> = reg
-            .sites
-            .values()
-            .filter(|s| s.kind == SiteKind::AirStation)
-            .map(|s| s.id.clone())
-            .collect();
+        let stations = air_stations(reg);
         let docs = self.results("air_daily", None, start, start)?;
-        let mut values = Map::new();
-        for q in [
-            "SO2",
-            "NO2",
-            "PM10",
-            "PM2.5",
-            "CO",
-            "O3_8h_max",
-            "O3_1h_max",
-        ] {
-            let per: Vec<Option<f64>> = stations
-                .iter()
-                .map(|s| {
-                    docs.iter()
-                        .find(|(e, _, _)| e == s)
-                        .and_then(|(_, _, d)| get_f(d, &["values", q]))
-                })
-                .collect();
-            values.insert(q.into(), num(hj663::district_mean(&per)));
-        }
+        let values = district_values(
+            &stations,
+            &docs,
+            &[
+                "SO2",
+                "NO2",
+                "PM10",
+                "PM2.5",
+                "CO",
+                "O3_8h_max",
+                "O3_1h_max",
+            ],
+        );
         Ok(day_doc(
             self.settings.edition,
             "district",
@@ -1194,6 +1167,36 @@ impl Engine {
         }
         Ok(json!({"year": year, "as_of": as_of.to_string(), "indicators": indicators}))
     }
+}
+
+/// The district's air stations.
+fn air_stations(reg: &Registry) -> Vec<String> {
+    reg.sites
+        .values()
+        .filter(|s| s.kind == SiteKind::AirStation)
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+/// Per key, the arithmetic mean of the stations' values in `docs` (HJ 663: stations first).
+fn district_values(
+    stations: &[String],
+    docs: &[(String, i64, Value)],
+    keys: &[&str],
+) -> Map<String, Value> {
+    keys.iter()
+        .map(|q| {
+            let per: Vec<Option<f64>> = stations
+                .iter()
+                .map(|s| {
+                    docs.iter()
+                        .find(|(e, _, _)| e == s)
+                        .and_then(|(_, _, d)| get_f(d, &["values", q]))
+                })
+                .collect();
+            (q.to_string(), num(hj663::district_mean(&per)))
+        })
+        .collect()
 }
 
 /// A daily air result: concentrations, validity, and the daily AQI under `edition`.
