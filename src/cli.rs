@@ -36,6 +36,11 @@ impl Client {
         format!("{}{}", self.server.trim_end_matches('/'), path)
     }
 
+    /// GET a JSON document from the API (the report uses this).
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,

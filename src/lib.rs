@@ -18,6 +18,7 @@
 //! - [`daemon`]: wiring, start-up and the signal → drain → deadline shutdown.
 //! - [`demo`]: embedded broker and simulators for `enviromon demo`.
 //! - [`metrics`]: the daemon's Prometheus metrics.
+//! - [`report`]: `enviromon report`, the daily briefing as text and a PNG.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -34,5 +35,6 @@ pub mod pipeline;
 pub mod reading;
 pub mod registration;
 pub mod registry;
+pub mod report;
 pub mod standards;
 pub mod store;

@@ -50,6 +50,9 @@ enum Command {
         /// 模拟设备发布间隔 / Simulator publish interval.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         interval: Duration,
+        /// 叠加的配置文件（如改用 InfluxDB 存储）/ A config file layered over the demo's, e.g. to store into InfluxDB.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// 传感器登记（现场）/ Sensors: register, list, test, maintenance, retire (talks to the API).
     Sensors(SensorsArgs),
@@ -68,6 +71,33 @@ enum Command {
     /// 默认为日报（24小时均值，O3 为日最大8小时滑动平均）；--hourly 为实时报（1小时均值）。
     /// Daily values by default (24h means, O3 daily max 8h); --hourly takes 1h values.
     Aqi(AqiArgs),
+    /// 日报：区域日 AQI 与机组小时折算浓度，输出文字与 PNG 图 / Daily briefing: the district's daily AQI
+    /// and the units' hourly corrected SO2/NOx against their limits, as text and a PNG.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    /// 日期（北京时间），默认今天 / The day (CST, YYYY-MM-DD); default today.
+    #[arg(long)]
+    day: Option<chrono::NaiveDate>,
+    /// 输出 PNG 文件 / Write the chart to this PNG file.
+    #[arg(long)]
+    png: Option<PathBuf>,
+    /// 守护进程地址 / The daemon's API.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "ENVIROMON_SERVER"
+    )]
+    server: String,
+    /// 令牌文件（或环境变量 ENVIROMON_TOKEN）/ File with the bearer token (or ENVIROMON_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// 中文字体文件（默认查找 fonts-wqy-microhei 等）/ A CJK font file (default: Debian's
+    /// fonts-wqy-microhei, fonts-noto-cjk, … if installed).
+    #[arg(long)]
+    font: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +261,7 @@ fn main() -> ExitCode {
             exit(runtime().and_then(|rt| rt.block_on(run(cfg))))
         }
         Command::Aqi(args) => aqi_command(&args),
+        Command::Report(args) => report_command(args),
         Command::HashToken { token } => {
             println!("{}", enviromon::api::auth::hash_token(&token));
             ExitCode::SUCCESS
@@ -243,12 +274,18 @@ fn main() -> ExitCode {
             http,
             data_dir,
             interval,
+            config,
         } => {
             init_logging("info", false);
-            exit(
-                runtime()
-                    .and_then(|rt| rt.block_on(demo(duration, broker, http, data_dir, interval))),
-            )
+            let opts = DemoOptions {
+                duration,
+                broker,
+                http,
+                data_dir,
+                interval,
+                config,
+            };
+            exit(runtime().and_then(|rt| rt.block_on(demo(opts))))
         }
     }
 }
@@ -342,6 +379,59 @@ fn hj212_command(c: Hj212Command) -> ExitCode {
             }
         }
     }
+}
+
+fn report_command(a: ReportArgs) -> ExitCode {
+    match report(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(a: ReportArgs) -> anyhow::Result<()> {
+    use enviromon::report::{self, ReportData};
+    let day = a.day.unwrap_or_else(|| {
+        enviromon::standards::time::cst_date(chrono::Utc::now().timestamp_millis())
+    });
+    if a.png.is_some() {
+        // Fail before asking the daemon anything if the picture cannot be drawn.
+        report::load_font(a.font.as_deref())?;
+    }
+    let client = enviromon::cli::Client {
+        server: a.server,
+        token: enviromon::cli::token(a.token_file.as_ref())?,
+        json: false,
+    };
+    let ((air_from, air_to), (cems_from, cems_to)) = report::ranges(day);
+    let (air, cems, compliance) = runtime()?.block_on(async {
+        let air = client
+            .get(&format!(
+                "/api/v1/air/daily?station=district&from={air_from}&to={air_to}"
+            ))
+            .await?;
+        let cems = client
+            .get(&format!(
+                "/api/v1/cems/hourly?from={cems_from}&to={cems_to}"
+            ))
+            .await?;
+        let compliance = client
+            .get(&format!(
+                "/api/v1/compliance?year={}",
+                chrono::Datelike::year(&day)
+            ))
+            .await?;
+        Ok::<_, enviromon::cli::CliError>((air, cems, compliance))
+    })?;
+    let data = ReportData::from_api(day, &air, &cems, &compliance);
+    print!("{}", data.briefing());
+    if let Some(png) = &a.png {
+        report::render_png(&data, png)?;
+        println!("图已写入 / chart written to {}", png.display());
+    }
+    Ok(())
 }
 
 fn sensors_command(a: SensorsArgs) -> ExitCode {
@@ -529,13 +619,25 @@ async fn run(cfg: Config) -> anyhow::Result<ShutdownOutcome> {
     Ok(running.shutdown().await)
 }
 
-async fn demo(
+/// What `enviromon demo` was asked for on its command line.
+struct DemoOptions {
     duration: Option<Duration>,
-    broker_addr: Option<String>,
+    broker: Option<String>,
     http: String,
     data_dir: Option<PathBuf>,
     interval: Duration,
-) -> anyhow::Result<ShutdownOutcome> {
+    config: Option<PathBuf>,
+}
+
+async fn demo(opts: DemoOptions) -> anyhow::Result<ShutdownOutcome> {
+    let DemoOptions {
+        duration,
+        broker: broker_addr,
+        http,
+        data_dir,
+        interval,
+        config,
+    } = opts;
     let (host, port) = match broker_addr {
         Some(a) => {
             let (h, p) = a.rsplit_once(':').context("--broker must be HOST:PORT")?;
@@ -562,10 +664,18 @@ async fn demo(
         "[daemon]\ndata_dir = {dir:?}\n[http]\nlisten = {http:?}\n[mqtt]\nhost = {host:?}\nport = {port}\n",
         dir = data_dir.display().to_string(),
     );
-    let cfg = Config::load_layers(None, &[DEMO_TOML, &overrides], false).map_err(|e| {
-        report_config_error(&e);
-        anyhow::anyhow!("demo configuration is invalid")
-    })?;
+    // Layers: defaults, the demo's, the operator's file (e.g. an InfluxDB store), the ports and
+    // directory chosen above, then ENVIROMON__ variables.
+    let file_layer = match &config {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the config file {}", p.display()))?,
+        None => String::new(),
+    };
+    let cfg =
+        Config::load_layers(None, &[DEMO_TOML, &file_layer, &overrides], true).map_err(|e| {
+            report_config_error(&e);
+            anyhow::anyhow!("demo configuration is invalid")
+        })?;
     // The plant's Modbus devices (seeds: gateway 127.0.0.1:5020, unit ids 1–4), simulated.
     let stop_sim = tokio_util::sync::CancellationToken::new();
     let modbus_sim = enviromon::demo::modbus_sim::Sim::default();

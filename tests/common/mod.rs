@@ -57,7 +57,7 @@ fn wait_port(port: u16, what: &str, child: &mut Child, log: &Path) {
 }
 
 /// Starts a server process given its data dir and port (called again to restart it).
-type Launch = Box<dyn Fn(&Path, u16) -> Child + Send + Sync>;
+pub type Launch = Box<dyn Fn(&Path, u16) -> Child + Send + Sync>;
 
 /// A child server process with its temporary directory.
 pub struct Server {
@@ -69,6 +69,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// Start a server the way the helpers below do (for a test's own server kind).
+    pub fn launch(name: &'static str, port: u16, dir: tempfile::TempDir, launch: Launch) -> Server {
+        Self::start(name, port, dir, launch)
+    }
+
     fn start(name: &'static str, port: u16, dir: tempfile::TempDir, restart: Launch) -> Server {
         let mut child = restart(dir.path(), port);
         wait_port(port, name, &mut child, &dir.path().join("server.log"));
@@ -122,7 +127,7 @@ impl Drop for Server {
     }
 }
 
-fn log_file(dir: &Path) -> Stdio {
+pub fn log_file(dir: &Path) -> Stdio {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -1,0 +1,1234 @@
+//! The benchmark behind `scripts/bench` (issue 10): enviromon measured against the broker's ceiling
+//! and a peer pipeline, on one machine over loopback, with real servers.
+//!
+//! Each scenario starts fresh servers in a temporary directory — Mosquitto, VictoriaMetrics (the
+//! InfluxDB `/api/v2/write` API) or the embedded store, and `target/release/enviromon` — then this
+//! process's load generator publishes at QoS 1 and waits until every reading is stored, then checks
+//! the store holds exactly the readings sent. Figures:
+//!
+//! - throughput: readings/s from the first publish to the last reading stored (the daemon's
+//!   `enviromon_readings_stored_total`, and for the peer VictoriaMetrics' row counter);
+//! - latency at fixed rates: a reading is stored when the stored counter passes its index (one
+//!   publisher, one connection, a FIFO spool: readings are stored in order); polled every 10 ms;
+//! - the daemon's CPU seconds (utime + stime from /proc) per million readings, its peak RSS
+//!   (VmHWM), the spool's unstored bytes sampled every 100 ms;
+//! - scale: 10,000 registered sensors under load; 1,000 Modbus devices polled every second.
+//!
+//! Results print as a table and as JSON (`--json FILE`). Nothing here asserts a time: the targets
+//! are compared and reported, never failed on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn err(msg: impl Into<String>) -> Box<dyn std::error::Error + Send + Sync> {
+    msg.into().into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options.
+
+#[derive(Debug, Clone)]
+struct Opts {
+    /// Readings per throughput run.
+    readings: u64,
+    /// Seconds per fixed-rate latency run.
+    latency_secs: u64,
+    peers: bool,
+    json: Option<PathBuf>,
+    only: Vec<String>,
+    enviromon: PathBuf,
+}
+
+fn opts() -> Res<Opts> {
+    let mut o = Opts {
+        readings: 1_000_000,
+        latency_secs: 20,
+        peers: false,
+        json: None,
+        only: Vec::new(),
+        enviromon: PathBuf::from("target/release/enviromon"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| err(format!("{a} needs a value")));
+        match a.as_str() {
+            "--readings" => o.readings = val()?.parse()?,
+            "--latency-secs" => o.latency_secs = val()?.parse()?,
+            "--peers" => o.peers = true,
+            "--json" => o.json = Some(PathBuf::from(val()?)),
+            "--only" => o.only = val()?.split(',').map(str::to_string).collect(),
+            "--enviromon" => o.enviromon = PathBuf::from(val()?),
+            "--quick" => {
+                o.readings = 100_000;
+                o.latency_secs = 5;
+            }
+            "--bench" => {} // cargo passes this to bench targets
+            "-h" | "--help" => {
+                println!(
+                    "scripts/bench [--quick] [--peers] [--readings N] [--latency-secs S] [--only a,b] [--json FILE]\n\
+                     scenarios: ceiling, single-vm, batch-vm, single-embedded, batch-embedded, latency, sensors10k, modbus1000, peers"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(err(format!("unknown argument {other}"))),
+        }
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes.
+
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// User + system CPU seconds so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of stat (indexes 11 and 12 after the name).
+        (ticks(11) + ticks(12)) / 100.0
+    }
+    /// Peak resident set size in MiB (VmHWM).
+    fn peak_rss_mib(&self) -> f64 {
+        status_kib(self.pid(), "VmHWM:") / 1024.0
+    }
+}
+
+fn status_kib(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("bench: {} did not stop on SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Res<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn find(name: &str, package: &str) -> Res<PathBuf> {
+    for d in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(d).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(err(format!(
+        "`{name}` is not installed: run scripts/bench (it installs what is missing) or apt-get install -y {package}"
+    )))
+}
+
+fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Res<Proc> {
+    let f = std::fs::File::create(log)?;
+    let child = cmd
+        .stdout(Stdio::from(f.try_clone()?))
+        .stderr(Stdio::from(f))
+        .spawn()
+        .map_err(|e| err(format!("start {name}: {e}")))?;
+    Ok(Proc { child, name })
+}
+
+async fn wait_port(port: u16, what: &str) -> Res<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(err(format!("{what} did not listen on {port} within 30 s")))
+}
+
+async fn mosquitto(dir: &Path) -> Res<(Proc, u16)> {
+    let bin = find("mosquitto", "mosquitto")?;
+    let port = free_port()?;
+    let conf = dir.join("mosquitto.conf");
+    // Queues large enough that the broker never drops a QoS 1 message of the run.
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_queued_bytes 0\n\
+             max_inflight_messages 1000\nmax_packet_size 2000000\npersistence false\n"
+        ),
+    )?;
+    let p = spawn(
+        "mosquitto",
+        Command::new(bin).arg("-c").arg(&conf),
+        &dir.join("mosquitto.log"),
+    )?;
+    wait_port(port, "mosquitto").await?;
+    Ok((p, port))
+}
+
+async fn victoria(dir: &Path) -> Res<(Proc, u16)> {
+    let bin = find("victoria-metrics", "victoria-metrics")?;
+    let port = free_port()?;
+    let p = spawn(
+        "victoria-metrics",
+        Command::new(bin)
+            .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.latencyOffset=0s"),
+        &dir.join("vm.log"),
+    )?;
+    wait_port(port, "victoria-metrics").await?;
+    Ok((p, port))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum StoreKind {
+    Vm(u16),
+    Embedded,
+}
+
+async fn enviromon(
+    o: &Opts,
+    dir: &Path,
+    mqtt_port: u16,
+    store: StoreKind,
+    seeds: &Path,
+    modbus: bool,
+) -> Res<(Proc, u16)> {
+    let http = free_port()?;
+    let store_toml = match store {
+        StoreKind::Vm(p) => format!(
+            "[store]\nkind = \"influxdb\"\n[store.influxdb]\nurl = \"http://127.0.0.1:{p}\"\ntoken = \"bench\"\n"
+        ),
+        StoreKind::Embedded => "[store]\nkind = \"embedded\"\n".to_string(),
+    };
+    let conf = dir.join("enviromon.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[daemon]\ndata_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [mqtt]\nport = {mqtt_port}\nclient_id = \"enviromon-bench\"\n\
+             [registry]\nseeds_dir = {seeds:?}\n\
+             [standards]\nenabled = false\n[alerts]\nenabled = false\n[hj212]\nenabled = false\n\
+             [modbus]\nenabled = {modbus}\n{store_toml}",
+            data = dir.join("data").display().to_string(),
+            seeds = seeds.display().to_string(),
+        ),
+    )?;
+    let p = spawn(
+        "enviromon",
+        Command::new(&o.enviromon)
+            .args(["run", "--config"])
+            .arg(&conf)
+            .env("ENVIROMON_LOG", "warn"),
+        &dir.join("enviromon.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!(
+                "enviromon not ready within 60 s; see {}",
+                dir.join("enviromon.log").display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((p, http))
+}
+
+/// Seeds: one site and `n` MQTT sensors `bench-{i}` measuring SO2 (ambient, ug/m3).
+fn seeds(dir: &Path, n: usize) -> Res<PathBuf> {
+    let s = dir.join("seeds");
+    std::fs::create_dir_all(&s)?;
+    let mut t = String::from(
+        "[[site]]\nid = \"bench\"\nname_zh = \"压测站\"\nname_en = \"Bench site\"\nkind = \"air_station\"\n\n",
+    );
+    for i in 0..n {
+        t.push_str(&format!(
+            "[[sensor]]\nid = \"bench-{i}\"\nsite = \"bench\"\nname_zh = \"压测 {i}\"\nname_en = \"Bench {i}\"\n\
+             domain = \"air\"\nprotocol = \"mqtt\"\nchannels = [{{ quantity = \"SO2\", unit = \"ug/m3\", max = 1e12 }}]\n\n"
+        ));
+    }
+    std::fs::write(s.join("bench.toml"), t)?;
+    Ok(s)
+}
+
+/// Sum of a metric's samples over all label sets, from Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(port: u16) -> String {
+    match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load generator.
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Shape {
+    /// One reading per message.
+    Single,
+    /// 100 readings per message (a JSON array).
+    Batch,
+}
+
+impl Shape {
+    fn per_message(self) -> u64 {
+        match self {
+            Shape::Single => 1,
+            Shape::Batch => 100,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Single => "1/msg",
+            Shape::Batch => "100/msg",
+        }
+    }
+}
+
+/// Reading `k`: sensor `k % sensors`, timestamp `t0 + k / sensors` ms (unique per sensor), value k.
+/// A batch message holds 100 readings of one sensor.
+fn message(k0: u64, shape: Shape, sensors: u64, t0: i64) -> (String, Vec<u8>) {
+    let item = |k: u64| {
+        format!(
+            "{{\"ts\":{},\"quantity\":\"SO2\",\"value\":{k},\"unit\":\"ug/m3\"}}",
+            t0 + (k / sensors) as i64
+        )
+    };
+    match shape {
+        Shape::Single => (
+            format!("enviromon/bench/bench-{}", k0 % sensors),
+            item(k0).into_bytes(),
+        ),
+        Shape::Batch => {
+            // Message m carries readings m*100 … m*100+99 re-indexed onto one sensor: reading
+            // index k = s + sensors * (j*100 + i) for sensor s = m % sensors, j = m / sensors.
+            let m = k0 / 100;
+            let s = m % sensors;
+            let j = m / sensors;
+            let items: Vec<String> = (0..100)
+                .map(|i| item(s + sensors * (j * 100 + i)))
+                .collect();
+            (
+                format!("enviromon/bench/bench-{s}"),
+                format!("[{}]", items.join(",")).into_bytes(),
+            )
+        }
+    }
+}
+
+struct Published {
+    first: Instant,
+    /// When each message was handed to the client (index = message number).
+    sent: Vec<Instant>,
+    last_ack: Instant,
+}
+
+/// Publish `n` readings at QoS 1, as fast as the broker acknowledges (`rate` None) or paced at
+/// `rate` readings/s. Returns after every PUBACK.
+async fn publish(
+    port: u16,
+    id: &str,
+    n: u64,
+    shape: Shape,
+    sensors: u64,
+    rate: Option<f64>,
+    t0: i64,
+) -> Res<Published> {
+    let mut mo = MqttOptions::new(id, "127.0.0.1", port);
+    mo.set_keep_alive(Duration::from_secs(30))
+        .set_inflight(1000)
+        .set_max_packet_size(2_000_000, 2_000_000);
+    let (client, mut ev) = AsyncClient::new(mo, 10_000);
+    let acked = Arc::new(AtomicU64::new(0));
+    let last_ack = Arc::new(Mutex::new(Instant::now()));
+    let (a, la) = (acked.clone(), last_ack.clone());
+    let driver = tokio::spawn(async move {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    a.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut g) = la.lock() {
+                        *g = Instant::now();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("bench: publisher connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    let msgs = n / shape.per_message();
+    let mut sent = Vec::with_capacity(msgs as usize);
+    let start = Instant::now();
+    for m in 0..msgs {
+        if let Some(r) = rate {
+            let due = start + Duration::from_secs_f64((m * shape.per_message()) as f64 / r);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        }
+        let (topic, payload) = message(m * shape.per_message(), shape, sensors, t0);
+        sent.push(Instant::now());
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while acked.load(Ordering::Relaxed) < msgs {
+        if Instant::now() > deadline {
+            return Err(err(
+                "the broker did not acknowledge every message within 600 s",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let last = *last_ack.lock().map_err(|_| err("poisoned"))?;
+    let _ = client.disconnect().await;
+    driver.abort();
+    Ok(Published {
+        first: sent.first().copied().unwrap_or(start),
+        sent,
+        last_ack: last,
+    })
+}
+
+/// A plain subscriber that only counts: returns when `n` messages arrived, with the arrival time.
+async fn count_subscriber(
+    port: u16,
+    n: u64,
+) -> Res<(AsyncClient, tokio::task::JoinHandle<Instant>)> {
+    let mut mo = MqttOptions::new("bench-counter", "127.0.0.1", port);
+    mo.set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(2_000_000, 2_000_000)
+        .set_inflight(1000);
+    let (client, mut ev) = AsyncClient::new(mo, 1000);
+    client.subscribe("enviromon/#", QoS::AtLeastOnce).await?;
+    // Wait for SUBACK before the publisher starts.
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = ev.poll().await? {
+            break;
+        }
+    }
+    let h = tokio::spawn(async move {
+        let mut got = 0;
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::Publish(_))) => {
+                    got += 1;
+                    if got >= n {
+                        return Instant::now();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("bench: subscriber: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok((client, h))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching the daemon.
+
+#[derive(Default)]
+struct Watch {
+    /// (time, stored readings)
+    stored: Vec<(Instant, f64)>,
+    /// (seconds since start, unstored spool bytes)
+    spool: Vec<(f64, f64)>,
+}
+
+/// Poll the daemon's metrics every `every` until `stop` says so.
+fn watch(http: u16, every: Duration, stop: Arc<AtomicU64>) -> tokio::task::JoinHandle<Watch> {
+    tokio::spawn(async move {
+        let mut w = Watch::default();
+        let start = Instant::now();
+        let mut last_spool = Instant::now() - Duration::from_secs(1);
+        while stop.load(Ordering::Relaxed) == 0 {
+            let text = scrape(http).await;
+            let now = Instant::now();
+            w.stored
+                .push((now, metric_sum(&text, "enviromon_readings_stored_total")));
+            if now - last_spool >= Duration::from_millis(100) {
+                w.spool.push((
+                    (now - start).as_secs_f64(),
+                    metric_sum(&text, "enviromon_spool_unstored_bytes"),
+                ));
+                last_spool = now;
+            }
+            tokio::time::sleep(every).await;
+        }
+        w
+    })
+}
+
+async fn wait_stored(http: u16, n: u64, secs: u64) -> Res<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = metric_sum(&scrape(http).await, "enviromon_readings_stored_total");
+        if v >= n as f64 {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!(
+                "only {v} of {n} readings stored after {secs} s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Readings of the bench site in VictoriaMetrics (`air_so2{site="bench"}`), counted and summed.
+async fn vm_count(port: u16) -> Res<(u64, f64)> {
+    let body = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/export"))
+        .form(&[("match[]", "{__name__=\"air_so2\",site=\"bench\"}")])
+        .send()
+        .await?
+        .text()
+        .await?;
+    let (mut n, mut sum) = (0u64, 0.0);
+    for line in body.lines() {
+        let v: Value = serde_json::from_str(line)?;
+        for x in v["values"].as_array().into_iter().flatten() {
+            n += 1;
+            sum += x.as_f64().unwrap_or(0.0);
+        }
+    }
+    Ok((n, sum))
+}
+
+async fn vm_rows(port: u16) -> f64 {
+    let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0.0,
+    };
+    text.lines()
+        .filter(|l| l.starts_with("vm_rows_inserted_total{type=\"influx\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Until VictoriaMetrics has every reading (data is searchable a moment after the write).
+async fn vm_wait_all(port: u16, n: u64) -> Res<(u64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (got, sum) = vm_count(port).await?;
+        if got >= n || Instant::now() > deadline {
+            return Ok((got, sum));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn embedded_count(dir: &Path) -> Res<(u64, f64)> {
+    let c = rusqlite::Connection::open(dir.join("data/enviromon.db"))?;
+    let (n, s): (i64, f64) = c.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(value), 0) FROM readings WHERE sensor LIKE 'bench-%'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((n as u64, s))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+type Row = BTreeMap<String, Value>;
+
+fn t0() -> i64 {
+    // An hour ago: inside any retention, never "in the future".
+    chrono::Utc::now().timestamp_millis() - 3_600_000
+}
+
+/// The broker's ceiling: the same load generator, a plain counting subscriber.
+async fn ceiling(n: u64, shape: Shape) -> Res<Row> {
+    let dir = tempfile::tempdir()?;
+    let (_mq, port) = mosquitto(dir.path()).await?;
+    let msgs = n / shape.per_message();
+    let (_sub, done) = count_subscriber(port, msgs).await?;
+    let p = publish(port, "bench-pub", n, shape, 1000, None, t0()).await?;
+    let end = tokio::time::timeout(Duration::from_secs(600), done).await??;
+    let secs = (end - p.first).as_secs_f64();
+    Ok(BTreeMap::from([
+        (
+            "scenario".into(),
+            json!(format!("broker ceiling {}", shape.name())),
+        ),
+        ("readings".into(), json!(n)),
+        ("messages_per_s".into(), json!(msgs as f64 / secs)),
+        ("readings_per_s".into(), json!(n as f64 / secs)),
+    ]))
+}
+
+/// enviromon end to end, as fast as possible.
+async fn throughput(o: &Opts, n: u64, shape: Shape, embedded: bool) -> Res<Row> {
+    let dir = tempfile::tempdir()?;
+    let (_mq, mport) = mosquitto(dir.path()).await?;
+    let (vm, store) = if embedded {
+        (None, StoreKind::Embedded)
+    } else {
+        let (p, port) = victoria(dir.path()).await?;
+        (Some((p, port)), StoreKind::Vm(port))
+    };
+    let seeds = seeds(dir.path(), 1000)?;
+    let (env, http) = enviromon(o, dir.path(), mport, store, &seeds, false).await?;
+    let cpu0 = env.cpu_seconds();
+    let stop = Arc::new(AtomicU64::new(0));
+    let w = watch(http, Duration::from_millis(50), stop.clone());
+    let p = publish(mport, "bench-pub", n, shape, 1000, None, t0()).await?;
+    let end = wait_stored(http, n, 900).await?;
+    stop.store(1, Ordering::Relaxed);
+    let w = w.await?;
+    let cpu = env.cpu_seconds() - cpu0;
+    let secs = (end - p.first).as_secs_f64();
+    let (got, sum) = match &vm {
+        Some((_, port)) => vm_wait_all(*port, n).await?,
+        None => embedded_count(dir.path())?,
+    };
+    let want_sum = (n as f64 - 1.0) * n as f64 / 2.0;
+    let spool_max = w.spool.iter().map(|x| x.1).fold(0.0, f64::max);
+    let mut row = BTreeMap::from([
+        (
+            "scenario".into(),
+            json!(format!(
+                "enviromon {} → {}",
+                shape.name(),
+                if embedded {
+                    "embedded"
+                } else {
+                    "VictoriaMetrics"
+                }
+            )),
+        ),
+        ("readings".into(), json!(n)),
+        ("readings_per_s".into(), json!(n as f64 / secs)),
+        (
+            "publish_secs".into(),
+            json!((p.last_ack - p.first).as_secs_f64()),
+        ),
+        ("cpu_s_per_million".into(), json!(cpu / n as f64 * 1e6)),
+        ("peak_rss_mib".into(), json!(env.peak_rss_mib())),
+        ("spool_unstored_max_bytes".into(), json!(spool_max)),
+        ("spool_samples".into(), json!(downsample(&w.spool, 20))),
+        ("stored_in_store".into(), json!(got)),
+        ("missing".into(), json!(n as i64 - got as i64)),
+        (
+            "sum_ok".into(),
+            json!((sum - want_sum).abs() < 1e-6 * want_sum.max(1.0)),
+        ),
+    ]);
+    if let Some((p, _)) = &vm {
+        row.insert("store_peak_rss_mib".into(), json!(p.peak_rss_mib()));
+    }
+    Ok(row)
+}
+
+fn downsample(v: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
+    if v.len() <= k {
+        return v.to_vec();
+    }
+    (0..k).map(|i| v[i * (v.len() - 1) / (k - 1)]).collect()
+}
+
+/// Publish→stored latency at a fixed rate, one reading per message, VictoriaMetrics.
+async fn latency(o: &Opts, rate: f64, sensors: usize, label: &str) -> Res<Row> {
+    let dir = tempfile::tempdir()?;
+    let (_mq, mport) = mosquitto(dir.path()).await?;
+    let (_vm, vport) = victoria(dir.path()).await?;
+    let seeds = seeds(dir.path(), sensors)?;
+    let (env, http) = enviromon(o, dir.path(), mport, StoreKind::Vm(vport), &seeds, false).await?;
+    let n = (rate * o.latency_secs as f64) as u64;
+    let cpu0 = env.cpu_seconds();
+    let stop = Arc::new(AtomicU64::new(0));
+    let w = watch(http, Duration::from_millis(10), stop.clone());
+    let p = publish(
+        mport,
+        "bench-pub",
+        n,
+        Shape::Single,
+        sensors as u64,
+        Some(rate),
+        t0(),
+    )
+    .await?;
+    wait_stored(http, n, 300).await?;
+    stop.store(1, Ordering::Relaxed);
+    let w = w.await?;
+    let cpu = env.cpu_seconds() - cpu0;
+    let wall = (Instant::now() - p.first).as_secs_f64();
+    // Reading k is stored at the first poll whose count exceeds k.
+    let mut lat = Vec::with_capacity(n as usize);
+    let mut j = 0;
+    for (k, sent) in p.sent.iter().enumerate() {
+        while j < w.stored.len() && w.stored[j].1 < (k + 1) as f64 {
+            j += 1;
+        }
+        if let Some((t, _)) = w.stored.get(j) {
+            lat.push(t.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let (got, _) = vm_wait_all(vport, n).await?;
+    Ok(BTreeMap::from([
+        ("scenario".into(), json!(label)),
+        ("rate".into(), json!(rate)),
+        ("registered_sensors".into(), json!(sensors)),
+        ("readings".into(), json!(n)),
+        ("latency_p50_ms".into(), json!(percentile(&lat, 50.0))),
+        ("latency_p99_ms".into(), json!(percentile(&lat, 99.0))),
+        (
+            "latency_max_ms".into(),
+            json!(lat.last().copied().unwrap_or(f64::NAN)),
+        ),
+        ("cpu_cores".into(), json!(cpu / wall)),
+        ("cpu_s_per_million".into(), json!(cpu / n as f64 * 1e6)),
+        ("peak_rss_mib".into(), json!(env.peak_rss_mib())),
+        ("missing".into(), json!(n as i64 - got as i64)),
+    ]))
+}
+
+/// 1,000 Modbus devices (50 simulated gateways × 20 unit ids) polled every second.
+async fn modbus(o: &Opts, devices: usize, secs: u64) -> Res<Row> {
+    use enviromon::demo::modbus_sim::{serve_tcp, Sim};
+    let dir = tempfile::tempdir()?;
+    let (_mq, mport) = mosquitto(dir.path()).await?;
+    let per_gateway = 20;
+    let gateways = devices.div_ceil(per_gateway);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut ports = Vec::new();
+    for _ in 0..gateways {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        ports.push(l.local_addr()?.port());
+        tokio::spawn(serve_tcp(l, Sim::default(), stop.clone()));
+    }
+    let s = dir.path().join("seeds");
+    std::fs::create_dir_all(&s)?;
+    let mut t = String::from(
+        "[[site]]\nid = \"bench-water\"\nname_zh = \"压测水厂\"\nname_en = \"Bench plant\"\nkind = \"wastewater_plant\"\n\n",
+    );
+    for i in 0..devices {
+        t.push_str(&format!(
+            "[[sensor]]\nid = \"flow-{i}\"\nsite = \"bench-water\"\nname_zh = \"流量计 {i}\"\nname_en = \"Flow meter {i}\"\n\
+             domain = \"water\"\nprotocol = \"modbus\"\n\
+             modbus = {{ transport = \"tcp\", address = \"127.0.0.1:{}\", unit_id = {}, profile = \"em-flow-meter\", interval = \"1s\", timeout = \"500ms\" }}\n\
+             channels = [{{ quantity = \"water_flow\" }}, {{ quantity = \"flow_total\" }}]\n\n",
+            ports[i / per_gateway],
+            i % per_gateway + 1
+        ));
+    }
+    std::fs::write(s.join("bench.toml"), t)?;
+    let (_vm, vport) = victoria(dir.path()).await?;
+    let (env, http) = enviromon(o, dir.path(), mport, StoreKind::Vm(vport), &s, true).await?;
+    // Warm up: every device connected and polled.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = scrape(http).await;
+    let cpu0 = env.cpu_seconds();
+    let t_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let cpu = env.cpu_seconds() - cpu0;
+    let wall = t_start.elapsed().as_secs_f64();
+    let after = scrape(http).await;
+    stop.cancel();
+    let polls = metric_sum(&after, "enviromon_modbus_poll_seconds_count")
+        - metric_sum(&before, "enviromon_modbus_poll_seconds_count");
+    let up = metric_sum(&after, "enviromon_modbus_up");
+    let slip_p99 = histogram_quantile(
+        &before,
+        &after,
+        "enviromon_modbus_schedule_slip_seconds",
+        0.99,
+    );
+    let slip_p50 = histogram_quantile(
+        &before,
+        &after,
+        "enviromon_modbus_schedule_slip_seconds",
+        0.50,
+    );
+    Ok(BTreeMap::from([
+        (
+            "scenario".into(),
+            json!(format!("Modbus {devices} devices @1 s")),
+        ),
+        ("devices_up".into(), json!(up)),
+        ("polls_per_s".into(), json!(polls / wall)),
+        ("cpu_cores".into(), json!(cpu / wall)),
+        (
+            "cpu_ms_per_poll".into(),
+            json!(cpu * 1000.0 / polls.max(1.0)),
+        ),
+        ("schedule_slip_p50_ms".into(), json!(slip_p50 * 1000.0)),
+        ("schedule_slip_p99_ms".into(), json!(slip_p99 * 1000.0)),
+        ("peak_rss_mib".into(), json!(env.peak_rss_mib())),
+    ]))
+}
+
+/// Prometheus' histogram_quantile over the increase between two scrapes (linear within a bucket).
+fn histogram_quantile(before: &str, after: &str, name: &str, q: f64) -> f64 {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        let mut m: BTreeMap<String, f64> = BTreeMap::new();
+        for l in text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+        {
+            let Some(le) = l.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
+                continue;
+            };
+            let v: f64 = l
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            *m.entry(le.to_string()).or_default() += v;
+        }
+        let mut v: Vec<(f64, f64)> = m
+            .into_iter()
+            .map(|(le, c)| {
+                (
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap_or(0.0)
+                    },
+                    c,
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    };
+    let (b, a) = (buckets(before), buckets(after));
+    let inc: Vec<(f64, f64)> = a
+        .iter()
+        .map(|(le, c)| {
+            let prev = b.iter().find(|x| x.0 == *le).map(|x| x.1).unwrap_or(0.0);
+            (*le, c - prev)
+        })
+        .collect();
+    let total = inc.last().map(|x| x.1).unwrap_or(0.0);
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for (le, c) in inc {
+        if c >= rank {
+            if le.is_infinite() {
+                return lower.0;
+            }
+            let width = c - lower.1;
+            return if width <= 0.0 {
+                le
+            } else {
+                lower.0 + (le - lower.0) * (rank - lower.1) / width
+            };
+        }
+        lower = (le, c);
+    }
+    lower.0
+}
+
+/// Node-RED (npm) with an MQTT-in → InfluxDB batch flow into the same kind of VictoriaMetrics.
+async fn node_red(n: u64, shape: Shape) -> Res<Row> {
+    let here = std::env::current_dir()?;
+    let setup = here.join("benches/peers/node-red/setup.sh");
+    let install = here.join("target/bench-peers/node-red");
+    let ok = Command::new("bash").arg(&setup).arg(&install).status()?;
+    if !ok.success() {
+        return Err(err("benches/peers/node-red/setup.sh failed"));
+    }
+    let dir = tempfile::tempdir()?;
+    let (_mq, mport) = mosquitto(dir.path()).await?;
+    let (_vm, vport) = victoria(dir.path()).await?;
+    let port = free_port()?;
+    let user = dir.path().join("node-red");
+    std::fs::create_dir_all(&user)?;
+    let nr = spawn(
+        "node-red",
+        Command::new("bash")
+            .arg(here.join("benches/peers/node-red/run.sh"))
+            .arg(&user)
+            .arg(port.to_string())
+            .arg("127.0.0.1")
+            .arg(mport.to_string())
+            .arg(format!("http://127.0.0.1:{vport}"))
+            .env("NODE_RED_INSTALL", &install),
+        &dir.path().join("node-red.log"),
+    )?;
+    wait_port(port, "node-red").await?;
+    // Its MQTT node connects a moment after the HTTP port opens.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu0 = nr.cpu_seconds();
+    let rows0 = vm_rows(vport).await;
+    let p = publish(mport, "bench-pub", n, shape, 1000, None, t0()).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut end = Instant::now();
+    let mut last = rows0;
+    let mut last_change = Instant::now();
+    loop {
+        let rows = vm_rows(vport).await;
+        if rows != last {
+            last = rows;
+            last_change = Instant::now();
+            end = last_change;
+        }
+        if rows - rows0 >= n as f64 {
+            break;
+        }
+        // Readings Node-RED dropped never arrive: stop 15 s after the last change.
+        if Instant::now() > deadline || last_change.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu = nr.cpu_seconds() - cpu0;
+    let stored = (last - rows0) as u64;
+    let secs = (end - p.first).as_secs_f64();
+    Ok(BTreeMap::from([
+        (
+            "scenario".into(),
+            json!(format!("Node-RED {} → VictoriaMetrics", shape.name())),
+        ),
+        ("readings".into(), json!(n)),
+        ("stored_in_store".into(), json!(stored)),
+        ("missing".into(), json!(n as i64 - stored as i64)),
+        ("readings_per_s".into(), json!(stored as f64 / secs)),
+        ("cpu_s_per_million".into(), json!(cpu / n as f64 * 1e6)),
+        ("peak_rss_mib".into(), json!(nr.peak_rss_mib())),
+    ]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+
+fn f(row: &Row, k: &str) -> f64 {
+    row.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn table(rows: &[Row]) {
+    println!(
+        "\n{:<42} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>8}",
+        "scenario",
+        "readings",
+        "readings/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "CPU s/M",
+        "RSS MiB",
+        "missing"
+    );
+    for r in rows {
+        let g = |k: &str| {
+            let v = f(r, k);
+            if v.is_nan() {
+                "-".to_string()
+            } else if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        };
+        println!(
+            "{:<42} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>8}",
+            r.get("scenario").and_then(Value::as_str).unwrap_or(""),
+            g("readings"),
+            g("readings_per_s"),
+            g("latency_p50_ms"),
+            g("latency_p99_ms"),
+            g("latency_max_ms"),
+            g("cpu_s_per_million"),
+            g("peak_rss_mib"),
+            g("missing"),
+        );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Res<()> {
+    let o = opts()?;
+    if !o.enviromon.is_file() {
+        return Err(err(format!(
+            "{} not found: build it with cargo build --release (scripts/bench does)",
+            o.enviromon.display()
+        )));
+    }
+    let want = |s: &str| o.only.is_empty() || o.only.iter().any(|x| x == s);
+    let n = o.readings;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut push = |name: &str, r: Row| {
+        eprintln!(
+            "bench: {name} done: {}",
+            serde_json::to_string(&r).unwrap_or_default()
+        );
+        rows.push(r);
+    };
+    if want("ceiling") {
+        push("ceiling 1/msg", ceiling(n, Shape::Single).await?);
+        push("ceiling 100/msg", ceiling(n * 5, Shape::Batch).await?);
+    }
+    if want("single-vm") {
+        push("single-vm", throughput(&o, n, Shape::Single, false).await?);
+    }
+    if want("batch-vm") {
+        push(
+            "batch-vm",
+            throughput(&o, n * 5, Shape::Batch, false).await?,
+        );
+    }
+    if want("single-embedded") {
+        push(
+            "single-embedded",
+            throughput(&o, n, Shape::Single, true).await?,
+        );
+    }
+    if want("batch-embedded") {
+        push(
+            "batch-embedded",
+            throughput(&o, n * 5, Shape::Batch, true).await?,
+        );
+    }
+    if want("latency") {
+        push(
+            "latency 1k",
+            latency(&o, 1_000.0, 1000, "latency @1k readings/s").await?,
+        );
+        push(
+            "latency 10k",
+            latency(&o, 10_000.0, 1000, "latency @10k readings/s").await?,
+        );
+    }
+    if want("sensors10k") {
+        push(
+            "sensors10k",
+            latency(&o, 10_000.0, 10_000, "10,000 sensors @10k readings/s").await?,
+        );
+    }
+    if want("modbus1000") {
+        push(
+            "modbus1000",
+            modbus(&o, 1000, o.latency_secs.max(10)).await?,
+        );
+    }
+    if o.peers || want("peers") && !o.only.is_empty() {
+        push("node-red 1/msg", node_red(n, Shape::Single).await?);
+        push("node-red 100/msg", node_red(n * 5, Shape::Batch).await?);
+    }
+
+    table(&rows);
+    let by = |prefix: &str| {
+        rows.iter().find(|r| {
+            r.get("scenario")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.starts_with(prefix))
+        })
+    };
+    let mut ratios = BTreeMap::new();
+    let mut targets = Vec::new();
+    if let (Some(e), Some(c)) = (
+        by("enviromon 1/msg → VictoriaMetrics"),
+        by("broker ceiling 1/msg"),
+    ) {
+        let r = f(e, "readings_per_s") / f(c, "readings_per_s");
+        ratios.insert("single_vm_vs_broker_ceiling", r);
+        targets.push((
+            "1/msg QoS 1 ≥ 80 % of the broker's QoS 1 ceiling",
+            r >= 0.8,
+            format!("{:.0} %", r * 100.0),
+        ));
+    }
+    if let (Some(e), Some(c)) = (
+        by("enviromon 100/msg → VictoriaMetrics"),
+        by("broker ceiling 100/msg"),
+    ) {
+        ratios.insert(
+            "batch_vm_vs_broker_ceiling",
+            f(e, "readings_per_s") / f(c, "readings_per_s"),
+        );
+    }
+    if let (Some(e), Some(c)) = (
+        by("enviromon 1/msg → VictoriaMetrics"),
+        by("Node-RED 1/msg"),
+    ) {
+        let r = f(e, "readings_per_s") / f(c, "readings_per_s");
+        ratios.insert("single_vm_vs_node_red_single", r);
+    }
+    if let (Some(e), Some(c)) = (
+        by("enviromon 1/msg → VictoriaMetrics"),
+        by("Node-RED 100/msg"),
+    ) {
+        let r = f(e, "readings_per_s") / f(c, "readings_per_s");
+        ratios.insert("single_vm_vs_node_red_batch", r);
+        targets.push((
+            "1/msg ≥ 1.5× the Node-RED batch pipeline",
+            r >= 1.5,
+            format!("{r:.2}×"),
+        ));
+    }
+    if let (Some(e), Some(c)) = (
+        by("enviromon 100/msg → VictoriaMetrics"),
+        by("Node-RED 100/msg"),
+    ) {
+        ratios.insert(
+            "batch_vm_vs_node_red_batch",
+            f(e, "readings_per_s") / f(c, "readings_per_s"),
+        );
+    }
+    if let Some(e) = by("enviromon 100/msg → VictoriaMetrics") {
+        let v = f(e, "readings_per_s");
+        targets.push((
+            "100/msg ≥ 300,000 readings/s",
+            v >= 300_000.0,
+            format!("{v:.0}/s"),
+        ));
+    }
+    if let Some(e) = by("latency @10k") {
+        let v = f(e, "latency_p99_ms");
+        targets.push((
+            "p99 publish→stored at 10k/s ≤ 250 ms",
+            v <= 250.0,
+            format!("{v:.0} ms"),
+        ));
+    }
+    if let Some(e) = by("10,000 sensors") {
+        let v = f(e, "peak_rss_mib");
+        targets.push((
+            "peak RSS with 10,000 sensors ≤ 64 MB",
+            v <= 64.0,
+            format!("{v:.1} MiB"),
+        ));
+    }
+    if let Some(e) = by("Modbus") {
+        let c = f(e, "cpu_cores");
+        let s = f(e, "schedule_slip_p99_ms");
+        targets.push((
+            "1,000 Modbus devices ≤ 0.5 core",
+            c <= 0.5,
+            format!("{c:.2} core"),
+        ));
+        targets.push((
+            "Modbus schedule slip p99 ≤ 50 ms",
+            s <= 50.0,
+            format!("{s:.1} ms"),
+        ));
+    }
+    let none_missing = rows.iter().all(|r| {
+        !r.get("scenario")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .starts_with("enviromon")
+            || f(r, "missing") == 0.0
+    });
+    targets.push((
+        "no reading missing (enviromon runs)",
+        none_missing,
+        String::new(),
+    ));
+    println!("\nratios:");
+    for (k, v) in &ratios {
+        println!("  {k:<36} {v:.2}");
+    }
+    println!("\ntargets:");
+    for (t, ok, v) in &targets {
+        println!("  [{}] {t}: {v}", if *ok { "met" } else { "NOT met" });
+    }
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let doc = json!({
+        "date": chrono::Utc::now().to_rfc3339(),
+        "commit": commit,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "results": rows,
+        "ratios": ratios,
+        "targets": targets.iter().map(|(t, ok, v)| json!({"target": t, "met": ok, "value": v})).collect::<Vec<_>>(),
+    });
+    let text = serde_json::to_string_pretty(&doc)?;
+    if let Some(p) = &o.json {
+        std::fs::write(p, &text)?;
+        println!("\nJSON: {}", p.display());
+    } else {
+        println!("\n{text}");
+    }
+    Ok(())
+}

@@ -1,0 +1,628 @@
+//! `enviromon report`: the daily briefing as a picture, for when Grafana is not at hand.
+//!
+//! It asks the daemon's API for the district's daily AQI over the 30 days ending on the chosen day,
+//! every unit's hourly CEMS results of that day and the plan's year-to-date indicators, then draws
+//! one PNG: the daily AQI against the HJ 633 grade bands, and each unit's hourly corrected SO2 and
+//! NOx against its limit. The same figures are printed as text. Gathering ([`ReportData::from_api`])
+//! is separate from drawing ([`render_png`]) so the numbers can be tested without pixels.
+//!
+//! Text is drawn with a CJK font found on the machine (Debian's `fonts-wqy-microhei` or
+//! `fonts-noto-cjk`) or given with `--font`; plotters' pure-Rust `ab_glyph` renderer is used, so no
+//! fontconfig is needed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use serde_json::Value;
+
+use crate::standards::time::{self, DAY_MS, HOUR_MS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(
+        "no CJK font found (looked in {searched}); install Debian's fonts-wqy-microhei or pass --font FILE"
+    )]
+    NoFont { searched: String },
+    #[error("cannot read the font {path}: {source}")]
+    FontRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a font plotters can use (TrueType/OpenType, or a collection)")]
+    FontInvalid { path: PathBuf },
+    #[error("cannot draw {path}: {message}")]
+    Draw { path: PathBuf, message: String },
+}
+
+/// Fonts with Chinese glyphs, in order of preference (Debian package paths).
+pub const FONT_CANDIDATES: &[&str] = &[
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/arphic/uming.ttc",
+];
+
+/// The family name the report draws with, registered once per process.
+const FAMILY: &str = "enviromon-cjk";
+
+/// One day of the district's AQI (HJ 633 daily report).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayAqi {
+    pub day: NaiveDate,
+    pub aqi: Option<f64>,
+    pub grade: Option<String>,
+    pub category_zh: Option<String>,
+    pub primary: Vec<String>,
+}
+
+/// One unit's hourly corrected concentration of one pollutant (hour labelled by its end).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourPoint {
+    /// 1–24: the hour's end, CST.
+    pub hour: u32,
+    pub corrected: f64,
+    pub limit: Option<f64>,
+    pub valid: bool,
+}
+
+/// A plan indicator's year-to-date value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Indicator {
+    pub id: String,
+    pub name_zh: String,
+    pub actual: Option<f64>,
+    pub target: f64,
+    pub status: String,
+}
+
+/// Everything the picture and the text show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportData {
+    pub day: NaiveDate,
+    /// Oldest first; one entry per day of the window, with `aqi: None` where no daily result exists.
+    pub aqi_days: Vec<DayAqi>,
+    /// pollutant ("SO2", "NOx") → unit → hours.
+    pub cems: BTreeMap<String, BTreeMap<String, Vec<HourPoint>>>,
+    pub indicators: Vec<Indicator>,
+    /// The remaining number of non-good days the year can afford (negative: already missed).
+    pub affordable_non_good_days: Option<f64>,
+}
+
+/// Columns right of the last day that hold the grade names.
+const LABEL_COLUMNS: i32 = 2;
+
+/// Days of daily AQI shown.
+pub const WINDOW_DAYS: i64 = 30;
+/// Pollutants drawn against their limits.
+pub const POLLUTANTS: [&str; 2] = ["SO2", "NOx"];
+
+/// The API ranges the report asks for: (district air daily from/to, CEMS hourly from/to), in ms,
+/// inclusive, as `/api/v1/air/daily` and `/api/v1/cems/hourly` take them.
+pub fn ranges(day: NaiveDate) -> ((i64, i64), (i64, i64)) {
+    let start = time::day_start_ms(day);
+    (
+        (start - (WINDOW_DAYS - 1) * DAY_MS, start),
+        (start + HOUR_MS, start + DAY_MS),
+    )
+}
+
+impl ReportData {
+    /// Build from the API's answers: `/api/v1/air/daily?station=district`, `/api/v1/cems/hourly`
+    /// (all units, the day's hours) and `/api/v1/compliance`.
+    pub fn from_api(
+        day: NaiveDate,
+        air_daily: &Value,
+        cems_hourly: &Value,
+        compliance: &Value,
+    ) -> Self {
+        let mut by_day: BTreeMap<NaiveDate, DayAqi> = BTreeMap::new();
+        for d in results(air_daily) {
+            let Some(date) = d["day"]
+                .as_str()
+                .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+            else {
+                continue;
+            };
+            let aqi = &d["aqi"];
+            by_day.insert(
+                date,
+                DayAqi {
+                    day: date,
+                    aqi: aqi["aqi"].as_f64(),
+                    grade: aqi["grade"].as_str().map(str::to_string),
+                    category_zh: aqi["category_zh"].as_str().map(str::to_string),
+                    primary: aqi["primary_pollutants"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                },
+            );
+        }
+        let aqi_days = (0..WINDOW_DAYS)
+            .rev()
+            .filter_map(|back| day.checked_sub_days(chrono::Days::new(back as u64)))
+            .map(|date| {
+                by_day.remove(&date).unwrap_or(DayAqi {
+                    day: date,
+                    aqi: None,
+                    grade: None,
+                    category_zh: None,
+                    primary: Vec::new(),
+                })
+            })
+            .collect();
+
+        let day_start = time::day_start_ms(day);
+        let mut cems: BTreeMap<String, BTreeMap<String, Vec<HourPoint>>> = BTreeMap::new();
+        for h in results(cems_hourly) {
+            let (Some(unit), Some(hour_ms)) = (h["unit"].as_str(), h["hour_ms"].as_i64()) else {
+                continue;
+            };
+            let offset = hour_ms - day_start;
+            if offset <= 0 || offset > DAY_MS {
+                continue;
+            }
+            let hour = (offset / HOUR_MS) as u32;
+            for q in POLLUTANTS {
+                let p = &h["pollutants"][q];
+                let Some(corrected) = p["corrected"].as_f64() else {
+                    continue;
+                };
+                cems.entry(q.to_string())
+                    .or_default()
+                    .entry(unit.to_string())
+                    .or_default()
+                    .push(HourPoint {
+                        hour,
+                        corrected,
+                        limit: p["limit"].as_f64(),
+                        valid: p["status"] == "valid",
+                    });
+            }
+        }
+        for units in cems.values_mut() {
+            for points in units.values_mut() {
+                points.sort_by_key(|p| p.hour);
+            }
+        }
+
+        let mut indicators = Vec::new();
+        let mut affordable = None;
+        for i in compliance["indicators"].as_array().into_iter().flatten() {
+            if i["status"] == "manual" {
+                continue;
+            }
+            let (Some(id), Some(target)) = (i["id"].as_str(), i["target"].as_f64()) else {
+                continue;
+            };
+            if let Some(a) = i["detail"]["affordable_non_good_days"].as_f64() {
+                affordable = Some(a);
+            }
+            indicators.push(Indicator {
+                id: id.to_string(),
+                name_zh: i["name_zh"].as_str().unwrap_or(id).to_string(),
+                actual: i["actual"].as_f64(),
+                target,
+                status: i["status"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        ReportData {
+            day,
+            aqi_days,
+            cems,
+            indicators,
+            affordable_non_good_days: affordable,
+        }
+    }
+
+    /// The chosen day's district AQI, if its daily result exists.
+    pub fn today(&self) -> Option<&DayAqi> {
+        self.aqi_days
+            .last()
+            .filter(|d| d.day == self.day && d.aqi.is_some())
+    }
+
+    /// Unit-hours of the day whose valid hourly corrected value exceeded its limit, per pollutant.
+    pub fn exceeded_hours(&self, pollutant: &str) -> usize {
+        self.cems
+            .get(pollutant)
+            .map(|units| {
+                units
+                    .values()
+                    .flatten()
+                    .filter(|p| p.valid && p.limit.is_some_and(|l| p.corrected > l))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The briefing as text, Chinese first with English beside.
+    pub fn briefing(&self) -> String {
+        let mut out = format!(
+            "涧西区环境日报 / Jianxi district daily briefing — {}\n",
+            self.day
+        );
+        match self.today() {
+            Some(t) => out.push_str(&format!(
+                "  空气质量指数 / AQI: {:.0}  {} ({})  首要污染物 / primary: {}\n",
+                t.aqi.unwrap_or_default(),
+                t.category_zh.as_deref().unwrap_or(""),
+                t.grade.as_deref().unwrap_or("-"),
+                if t.primary.is_empty() {
+                    "—".to_string()
+                } else {
+                    t.primary.join("/")
+                }
+            )),
+            None => out.push_str(
+                "  空气质量指数 / AQI: 当日无有效日报 / no valid daily result for this day\n",
+            ),
+        }
+        for i in &self.indicators {
+            out.push_str(&format!(
+                "  {} / {}: {} (目标 / target ≥ {}%) [{}]\n",
+                i.name_zh,
+                i.id,
+                i.actual
+                    .map(|a| format!("{a:.1}%"))
+                    .unwrap_or_else(|| "—".into()),
+                i.target,
+                i.status
+            ));
+        }
+        if let Some(a) = self.affordable_non_good_days {
+            out.push_str(&format!(
+                "  剩余可超标天数 / non-good days the year can still afford: {a:.0}\n"
+            ));
+        }
+        for q in POLLUTANTS {
+            let units = self.cems.get(q).map(BTreeMap::len).unwrap_or(0);
+            out.push_str(&format!(
+                "  {q} 超限小时 / hours over the limit: {} ({units} 台机组 / units reporting)\n",
+                self.exceeded_hours(q)
+            ));
+        }
+        out
+    }
+}
+
+fn results(v: &Value) -> impl Iterator<Item = &Value> {
+    v["results"].as_array().into_iter().flatten()
+}
+
+/// Load a CJK font: the given file, or the first of [`FONT_CANDIDATES`] that exists.
+pub fn load_font(explicit: Option<&Path>) -> Result<(), ReportError> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => FONT_CANDIDATES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| ReportError::NoFont {
+                searched: FONT_CANDIDATES.join(", "),
+            })?,
+    };
+    let bytes = std::fs::read(&path).map_err(|source| ReportError::FontRead {
+        path: path.clone(),
+        source,
+    })?;
+    // plotters keeps registered fonts for the process's life; the report is a one-shot command.
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font(FAMILY, FontStyle::Normal, bytes)
+        .map_err(|_| ReportError::FontInvalid { path })
+}
+
+/// HJ 633 grade bands: (upper AQI bound, colour, label).
+const GRADES: [(f64, RGBColor, &str); 6] = [
+    (50.0, RGBColor(0, 228, 0), "优 I"),
+    (100.0, RGBColor(255, 255, 0), "良 II"),
+    (150.0, RGBColor(255, 126, 0), "轻度 III"),
+    (200.0, RGBColor(255, 0, 0), "中度 IV"),
+    (300.0, RGBColor(153, 0, 76), "重度 V"),
+    (500.0, RGBColor(126, 0, 35), "严重 VI"),
+];
+
+fn grade_colour(aqi: f64) -> RGBColor {
+    GRADES
+        .iter()
+        .find(|(upper, _, _)| aqi <= *upper)
+        .map(|g| g.1)
+        .unwrap_or(GRADES[5].1)
+}
+
+const UNIT_COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
+];
+
+/// Draw the briefing to `path` (1600×1100 PNG). [`load_font`] must have been called.
+pub fn render_png(data: &ReportData, path: &Path) -> Result<(), ReportError> {
+    draw(data, path).map_err(|e| ReportError::Draw {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+fn draw(data: &ReportData, path: &Path) -> DrawResult {
+    let root = BitMapBackend::new(path, (1600, 1100)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (header, body) = root.split_vertically(110);
+    header.draw(&Text::new(
+        format!(
+            "涧西区环境日报 / Jianxi district daily briefing  {}",
+            data.day
+        ),
+        (20, 12),
+        (FAMILY, 34).into_font(),
+    ))?;
+    let mut line = match data.today() {
+        Some(t) => format!(
+            "AQI {:.0} {} ({}) 首要污染物 / primary {}",
+            t.aqi.unwrap_or_default(),
+            t.category_zh.as_deref().unwrap_or(""),
+            t.grade.as_deref().unwrap_or("-"),
+            if t.primary.is_empty() {
+                "—".into()
+            } else {
+                t.primary.join("/")
+            }
+        ),
+        None => "AQI: 当日无有效日报 / no valid daily result".into(),
+    };
+    for i in &data.indicators {
+        if let Some(a) = i.actual {
+            line.push_str(&format!("   {} {a:.1}% (≥{}%)", i.name_zh, i.target));
+        }
+    }
+    header.draw(&Text::new(line, (20, 62), (FAMILY, 20).into_font()))?;
+
+    let (top, bottom) = body.split_vertically(480);
+    draw_aqi(data, &top)?;
+    let halves = bottom.split_evenly((1, 2));
+    for (area, q) in halves.iter().zip(POLLUTANTS) {
+        draw_cems(data, q, area)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn draw_aqi(
+    data: &ReportData,
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+) -> DrawResult {
+    let max = data
+        .aqi_days
+        .iter()
+        .filter_map(|d| d.aqi)
+        .fold(150.0_f64, f64::max);
+    let y_top = GRADES
+        .iter()
+        .map(|g| g.0)
+        .find(|u| *u >= max)
+        .unwrap_or(500.0);
+    let n = data.aqi_days.len() as i32;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "区域日 AQI 与分级 / District daily AQI against the HJ 633 grades",
+            (FAMILY, 22),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0..n + LABEL_COLUMNS, 0.0..y_top)?;
+    let days = data.aqi_days.clone();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(15)
+        .x_label_formatter(&|i| {
+            days.get(*i as usize)
+                .map(|d| d.day.format("%m-%d").to_string())
+                .unwrap_or_default()
+        })
+        .y_desc("AQI")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style((FAMILY, 14))
+        .draw()?;
+    // Grade bands behind the bars; their names in the two spare columns on the right.
+    let mut lower = 0.0;
+    for (upper, colour, _) in GRADES {
+        if lower >= y_top {
+            break;
+        }
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(0, lower), (n + LABEL_COLUMNS, upper.min(y_top))],
+            colour.mix(0.18).filled(),
+        )))?;
+        lower = upper;
+    }
+    chart.draw_series(data.aqi_days.iter().enumerate().filter_map(|(i, d)| {
+        d.aqi.map(|aqi| {
+            let x = i as i32;
+            Rectangle::new([(x, 0.0), (x + 1, aqi)], grade_colour(aqi).filled())
+        })
+    }))?;
+    chart.draw_series(data.aqi_days.iter().enumerate().filter_map(|(i, d)| {
+        d.aqi.map(|aqi| {
+            Rectangle::new(
+                [(i as i32, 0.0), (i as i32 + 1, aqi)],
+                BLACK.stroke_width(1),
+            )
+        })
+    }))?;
+    let mut lower = 0.0;
+    for (upper, _, label) in GRADES {
+        if lower >= y_top {
+            break;
+        }
+        chart.draw_series(std::iter::once(Text::new(
+            label.to_string(),
+            (n, (lower + upper.min(y_top)) / 2.0 + 4.0),
+            (FAMILY, 15).into_font(),
+        )))?;
+        lower = upper;
+    }
+    Ok(())
+}
+
+fn draw_cems(
+    data: &ReportData,
+    pollutant: &str,
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+) -> DrawResult {
+    let empty = BTreeMap::new();
+    let units = data.cems.get(pollutant).unwrap_or(&empty);
+    let limit = units.values().flatten().find_map(|p| p.limit);
+    let max = units
+        .values()
+        .flatten()
+        .map(|p| p.corrected)
+        .chain(limit)
+        .fold(1.0_f64, f64::max)
+        * 1.2;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "{pollutant} 小时折算浓度 / hourly corrected, mg/m³ (虚线: 限值 / dashed: limit)"
+            ),
+            (FAMILY, 20),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0u32..24u32, 0.0..max)?;
+    chart
+        .configure_mesh()
+        .x_labels(12)
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("时 / hour (CST, 整点结束 / labelled by its end)")
+        .label_style((FAMILY, 14))
+        .draw()?;
+    if let Some(l) = limit {
+        chart.draw_series(DashedLineSeries::new(
+            [(0u32, l), (24u32, l)],
+            10,
+            6,
+            RED.stroke_width(2),
+        ))?;
+    }
+    for (i, (unit, points)) in units.iter().enumerate() {
+        let colour = UNIT_COLOURS[i % UNIT_COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.hour, p.corrected)),
+                colour.stroke_width(2),
+            ))?
+            .label(unit.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+        // Filled: a valid hour (HJ 75); hollow: too few valid minutes.
+        chart.draw_series(points.iter().map(|p| {
+            let style = if p.valid {
+                colour.filled()
+            } else {
+                colour.stroke_width(1)
+            };
+            Circle::new((p.hour, p.corrected), 4, style)
+        }))?;
+    }
+    if !units.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font((FAMILY, 14))
+            .draw()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn ranges_cover_thirty_days_and_the_days_hour_labels() {
+        let ((af, at), (cf, ct)) = ranges(d("2026-11-24"));
+        // 2026-11-24 00:00 CST = 2026-11-23 16:00 UTC = 1795449600000 ms.
+        assert_eq!(at, 1_795_449_600_000);
+        assert_eq!(at - af, 29 * DAY_MS);
+        // Hours are labelled by their end: 01:00 … 24:00 CST.
+        assert_eq!(cf, at + HOUR_MS);
+        assert_eq!(ct, at + 24 * HOUR_MS);
+    }
+
+    #[test]
+    fn gathers_the_window_units_and_indicators() {
+        let day = d("2026-11-24");
+        let start = time::day_start_ms(day);
+        let air = json!({"results": [
+            {"day": "2026-11-24", "aqi": {"aqi": 111, "grade": "III", "category_zh": "轻度污染", "primary_pollutants": ["PM2.5"]}},
+            {"day": "2026-11-20", "aqi": {"aqi": 45, "grade": "I", "category_zh": "优", "primary_pollutants": []}},
+            {"day": "2026-10-01", "aqi": {"aqi": 60}}
+        ]});
+        let cems = json!({"results": [
+            {"unit": "dt-1", "hour_ms": start + 2 * HOUR_MS, "pollutants": {
+                "SO2": {"corrected": 40.0, "limit": 35.0, "status": "valid"},
+                "NOx": {"corrected": 20.0, "limit": 50.0, "status": "valid"}}},
+            {"unit": "dt-1", "hour_ms": start + HOUR_MS, "pollutants": {
+                "SO2": {"corrected": 36.0, "limit": 35.0, "status": "invalid"}}},
+            {"unit": "sy-1", "hour_ms": start + 24 * HOUR_MS, "pollutants": {
+                "SO2": {"corrected": 10.0, "limit": 35.0, "status": "valid"}}},
+            // The previous day's 24:00 is not this day's.
+            {"unit": "sy-1", "hour_ms": start, "pollutants": {
+                "SO2": {"corrected": 99.0, "limit": 35.0, "status": "valid"}}}
+        ]});
+        let compliance = json!({"indicators": [
+            {"id": "air_good_days_rate", "name_zh": "空气质量二级以上天数比例", "actual": 37.9, "target": 80.0,
+             "status": "missed", "detail": {"affordable_non_good_days": -5}},
+            {"id": "green_coverage_rate", "target": 43.0, "status": "manual"}
+        ]});
+        let r = ReportData::from_api(day, &air, &cems, &compliance);
+        assert_eq!(r.aqi_days.len(), 30);
+        assert_eq!(r.aqi_days[0].day, d("2026-10-26"));
+        assert_eq!(r.today().and_then(|t| t.aqi), Some(111.0));
+        assert_eq!(r.aqi_days[25].aqi, Some(45.0));
+        assert_eq!(r.aqi_days.iter().filter(|d| d.aqi.is_some()).count(), 2);
+        let so2 = &r.cems["SO2"];
+        assert_eq!(
+            so2["dt-1"].iter().map(|p| p.hour).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(so2["sy-1"].len(), 1);
+        assert_eq!(so2["sy-1"][0].hour, 24);
+        // Only dt-1's valid 02:00 hour (40 > 35) counts; its 01:00 hour is invalid.
+        assert_eq!(r.exceeded_hours("SO2"), 1);
+        assert_eq!(r.exceeded_hours("NOx"), 0);
+        assert_eq!(r.indicators.len(), 1);
+        assert_eq!(r.affordable_non_good_days, Some(-5.0));
+        let text = r.briefing();
+        assert!(text.contains("AQI: 111"), "{text}");
+        assert!(text.contains("PM2.5"), "{text}");
+        assert!(text.contains("37.9%"), "{text}");
+    }
+
+    #[test]
+    fn grade_colours_follow_the_bands() {
+        assert_eq!(grade_colour(50.0), GRADES[0].1);
+        assert_eq!(grade_colour(51.0), GRADES[1].1);
+        assert_eq!(grade_colour(301.0), GRADES[5].1);
+        assert_eq!(grade_colour(900.0), GRADES[5].1);
+    }
+}
