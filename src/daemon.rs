@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::deadletter::DeadLetter;
 use crate::pipeline::spooler::Spooler;
 use crate::pipeline::writer::{LatestValues, Writer, WriterConfig};
-use crate::registry::{self, RegistryHandle, Seeds};
+use crate::registry::{self, RegistryHandle};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::influx::InfluxStore;
 use crate::store::influx1::Influx1Store;
@@ -121,12 +121,8 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
     let db_path = data_dir.join("enviromon.db");
 
     // Registry: seeds into the database (only ids not there yet), then the snapshot.
-    let seeds = match &cfg.registry.seeds_dir {
-        Some(dir) => Seeds::from_dir(dir)?,
-        None => Seeds::embedded()?,
-    };
     let conn = crate::db::open(&db_path)?;
-    let inserted = registry::apply_seeds(&conn, &seeds)?;
+    let inserted = registry::seed(&conn, cfg.registry.seeds_dir.as_deref())?;
     let reg = registry::load(&conn, &cfg.mqtt.topic_pattern)?;
     drop(conn);
     tracing::info!(

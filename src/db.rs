@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS sites    (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS units    (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sensors  (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS targets  (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+-- Small facts about the database itself (e.g. the digest of the seeds last applied).
+CREATE TABLE IF NOT EXISTS meta     (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS readings (
     sensor   TEXT    NOT NULL,
     quantity TEXT    NOT NULL,

@@ -406,10 +406,15 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         json: false,
     };
     let ((air_from, air_to), (cems_from, cems_to)) = report::ranges(day);
-    let (air, cems, compliance) = runtime()?.block_on(async {
+    let (air, hourly, cems, compliance) = runtime()?.block_on(async {
         let air = client
             .get(&format!(
                 "/api/v1/air/daily?station=district&from={air_from}&to={air_to}"
+            ))
+            .await?;
+        let hourly = client
+            .get(&format!(
+                "/api/v1/air/hourly?station=district&from={cems_from}&to={cems_to}"
             ))
             .await?;
         let cems = client
@@ -423,9 +428,9 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
                 chrono::Datelike::year(&day)
             ))
             .await?;
-        Ok::<_, enviromon::cli::CliError>((air, cems, compliance))
+        Ok::<_, enviromon::cli::CliError>((air, hourly, cems, compliance))
     })?;
-    let data = ReportData::from_api(day, &air, &cems, &compliance);
+    let data = ReportData::from_api(day, &air, &hourly, &cems, &compliance);
     print!("{}", data.briefing());
     if let Some(png) = &a.png {
         report::render_png(&data, png)?;

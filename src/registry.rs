@@ -396,17 +396,6 @@ impl Seeds {
         Ok(seeds)
     }
 
-    /// Parse every `*.toml` in `dir`.
-    pub fn from_dir(dir: &Path) -> Result<Seeds, RegistryError> {
-        let mut seeds = Seeds::default();
-        for (path, text) in
-            read_toml_dir(dir).map_err(|(path, source)| RegistryError::Read { path, source })?
-        {
-            seeds.add(&path.display().to_string(), &text)?;
-        }
-        Ok(seeds)
-    }
-
     fn add(&mut self, file: &str, text: &str) -> Result<(), RegistryError> {
         let f: SeedFile = toml::from_str(text).map_err(|e| RegistryError::Parse {
             file: file.to_string(),
@@ -606,6 +595,56 @@ impl Registry {
 }
 
 /// Insert seeds whose ids are not in the database yet; returns how many rows were inserted.
+/// Seed the registry from `dir` (or the built-in seeds): parse and apply them unless exactly these
+/// files were applied before (their SHA-256 is kept in the `meta` table). Parsing a seed file of
+/// 10,000 sensors peaks at tens of MB, which a restart should not pay again for nothing; as
+/// applying only ever adds ids not there yet, skipping unchanged files changes nothing.
+/// Returns the number of entries added.
+pub fn seed(conn: &Connection, dir: Option<&Path>) -> Result<usize, RegistryError> {
+    use rusqlite::OptionalExtension;
+    use sha2::Digest;
+    let files: Vec<(String, String)> = match dir {
+        Some(d) => read_toml_dir(d)
+            .map_err(|(path, source)| RegistryError::Read { path, source })?
+            .into_iter()
+            .map(|(p, t)| (p.display().to_string(), t))
+            .collect(),
+        None => EMBEDDED_SEEDS
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect(),
+    };
+    let mut h = sha2::Sha256::new();
+    for (name, text) in &files {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    let digest = hex::encode(h.finalize());
+    let applied: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'seeds_sha256'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if applied.as_deref() == Some(digest.as_str()) {
+        return Ok(0);
+    }
+    let mut seeds = Seeds::default();
+    for (name, text) in &files {
+        seeds.add(name, text)?;
+    }
+    drop(files);
+    let n = apply_seeds(conn, &seeds)?;
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('seeds_sha256', ?1)",
+        [&digest],
+    )?;
+    Ok(n)
+}
+
 pub fn apply_seeds(conn: &Connection, seeds: &Seeds) -> Result<usize, RegistryError> {
     fn put<T: Serialize>(
         conn: &Connection,
@@ -716,6 +755,45 @@ mod tests {
     fn seeded_registry() -> Registry {
         let s = Seeds::embedded().unwrap();
         Registry::build(s.sites, s.units, s.sensors, s.targets, PATTERN).unwrap()
+    }
+
+    #[test]
+    fn seeding_skips_files_already_applied_and_applies_changed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("e.db")).unwrap();
+        let seeds = dir.path().join("seeds");
+        std::fs::create_dir(&seeds).unwrap();
+        let site =
+            "[[site]]\nid = \"s\"\nname_zh = \"站\"\nname_en = \"S\"\nkind = \"air_station\"\n";
+        let sensor = |id: &str| {
+            format!(
+                "[[sensor]]\nid = \"{id}\"\nsite = \"s\"\nname_zh = \"x\"\nname_en = \"x\"\n\
+                 domain = \"air\"\nprotocol = \"mqtt\"\nchannels = [{{ quantity = \"SO2\" }}]\n"
+            )
+        };
+        std::fs::write(seeds.join("a.toml"), format!("{site}{}", sensor("a"))).unwrap();
+        assert_eq!(seed(&conn, Some(&seeds)).unwrap(), 2);
+        // Unchanged files are not applied again: a row removed since stays removed.
+        conn.execute("DELETE FROM sensors WHERE id = 'a'", [])
+            .unwrap();
+        assert_eq!(seed(&conn, Some(&seeds)).unwrap(), 0);
+        let count = |c: &Connection| -> i64 {
+            c.query_row("SELECT COUNT(*) FROM sensors", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count(&conn), 0);
+        // A changed file is parsed and applied (only ids not there yet are added).
+        std::fs::write(
+            seeds.join("a.toml"),
+            format!("{site}{}{}", sensor("a"), sensor("b")),
+        )
+        .unwrap();
+        assert_eq!(seed(&conn, Some(&seeds)).unwrap(), 2);
+        assert_eq!(count(&conn), 2);
+        // A file that does not parse is an error, and is not remembered as applied.
+        std::fs::write(seeds.join("b.toml"), "[[sensor]]\nid = 1\n").unwrap();
+        assert!(seed(&conn, Some(&seeds)).is_err());
+        assert!(seed(&conn, Some(&seeds)).is_err());
     }
 
     #[test]

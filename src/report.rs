@@ -89,6 +89,9 @@ pub struct ReportData {
     pub indicators: Vec<Indicator>,
     /// The remaining number of non-good days the year can afford (negative: already missed).
     pub affordable_non_good_days: Option<f64>,
+    /// The day's latest district hour with an AQI (hour 1–24, its AQI): shown while the day's
+    /// daily result does not exist yet (the day is not over, or too few hours are valid).
+    pub latest_hour: Option<(u32, DayAqi)>,
 }
 
 /// Columns right of the last day that hold the grade names.
@@ -99,8 +102,8 @@ pub const WINDOW_DAYS: i64 = 30;
 /// Pollutants drawn against their limits.
 pub const POLLUTANTS: [&str; 2] = ["SO2", "NOx"];
 
-/// The API ranges the report asks for: (district air daily from/to, CEMS hourly from/to), in ms,
-/// inclusive, as `/api/v1/air/daily` and `/api/v1/cems/hourly` take them.
+/// The API ranges the report asks for: (district air daily from/to, the day's hours from/to), in
+/// ms, inclusive, as `/api/v1/air/daily`, `/api/v1/air/hourly` and `/api/v1/cems/hourly` take them.
 pub fn ranges(day: NaiveDate) -> ((i64, i64), (i64, i64)) {
     let start = time::day_start_ms(day);
     (
@@ -110,11 +113,13 @@ pub fn ranges(day: NaiveDate) -> ((i64, i64), (i64, i64)) {
 }
 
 impl ReportData {
-    /// Build from the API's answers: `/api/v1/air/daily?station=district`, `/api/v1/cems/hourly`
-    /// (all units, the day's hours) and `/api/v1/compliance`.
+    /// Build from the API's answers: `/api/v1/air/daily?station=district`,
+    /// `/api/v1/air/hourly?station=district` and `/api/v1/cems/hourly` (the day's hours), and
+    /// `/api/v1/compliance`.
     pub fn from_api(
         day: NaiveDate,
         air_daily: &Value,
+        air_hourly: &Value,
         cems_hourly: &Value,
         compliance: &Value,
     ) -> Self {
@@ -159,6 +164,30 @@ impl ReportData {
             .collect();
 
         let day_start = time::day_start_ms(day);
+        let latest_hour = results(air_hourly)
+            .filter_map(|h| {
+                let offset = h["hour_ms"].as_i64()? - day_start;
+                let aqi = h["aqi"]["aqi"].as_f64()?;
+                (offset > 0 && offset <= DAY_MS).then(|| {
+                    (
+                        (offset / HOUR_MS) as u32,
+                        DayAqi {
+                            day,
+                            aqi: Some(aqi),
+                            grade: h["aqi"]["grade"].as_str().map(str::to_string),
+                            category_zh: h["aqi"]["category_zh"].as_str().map(str::to_string),
+                            primary: h["aqi"]["primary_pollutants"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(Value::as_str)
+                                .map(str::to_string)
+                                .collect(),
+                        },
+                    )
+                })
+            })
+            .max_by_key(|(hour, _)| *hour);
         let mut cems: BTreeMap<String, BTreeMap<String, Vec<HourPoint>>> = BTreeMap::new();
         for h in results(cems_hourly) {
             let (Some(unit), Some(hour_ms)) = (h["unit"].as_str(), h["hour_ms"].as_i64()) else {
@@ -218,6 +247,7 @@ impl ReportData {
             cems,
             indicators,
             affordable_non_good_days: affordable,
+            latest_hour,
         }
     }
 
@@ -254,11 +284,7 @@ impl ReportData {
                 t.aqi.unwrap_or_default(),
                 t.category_zh.as_deref().unwrap_or(""),
                 t.grade.as_deref().unwrap_or("-"),
-                if t.primary.is_empty() {
-                    "—".to_string()
-                } else {
-                    t.primary.join("/")
-                }
+                primary(t)
             )),
             None => out.push_str(
                 "  空气质量指数 / AQI: 当日无有效日报 / no valid daily result for this day\n",
@@ -289,6 +315,14 @@ impl ReportData {
             ));
         }
         out
+    }
+}
+
+fn primary(d: &DayAqi) -> String {
+    if d.primary.is_empty() {
+        "—".to_string()
+    } else {
+        d.primary.join("/")
     }
 }
 
@@ -367,19 +401,22 @@ fn draw(data: &ReportData, path: &Path) -> DrawResult {
         (20, 12),
         (FAMILY, 34).into_font(),
     ))?;
-    let mut line = match data.today() {
-        Some(t) => format!(
-            "AQI {:.0} {} ({}) 首要污染物 / primary {}",
+    let mut line = match (data.today(), &data.latest_hour) {
+        (Some(t), _) => format!(
+            "日AQI / daily AQI {:.0} {} ({}) 首要污染物 / primary {}",
             t.aqi.unwrap_or_default(),
             t.category_zh.as_deref().unwrap_or(""),
             t.grade.as_deref().unwrap_or("-"),
-            if t.primary.is_empty() {
-                "—".into()
-            } else {
-                t.primary.join("/")
-            }
+            primary(t)
         ),
-        None => "AQI: 当日无有效日报 / no valid daily result".into(),
+        (None, Some((hour, h))) => format!(
+            "{hour:02}:00 实时AQI / latest hour AQI {:.0} {} ({}) 首要污染物 / primary {}",
+            h.aqi.unwrap_or_default(),
+            h.category_zh.as_deref().unwrap_or(""),
+            h.grade.as_deref().unwrap_or("-"),
+            primary(h)
+        ),
+        (None, None) => "AQI: 当日无有效日报 / no valid daily result".into(),
     };
     for i in &data.indicators {
         if let Some(a) = i.actual {
@@ -594,7 +631,17 @@ mod tests {
              "status": "missed", "detail": {"affordable_non_good_days": -5}},
             {"id": "green_coverage_rate", "target": 43.0, "status": "manual"}
         ]});
-        let r = ReportData::from_api(day, &air, &cems, &compliance);
+        let hourly = json!({"results": [
+            {"hour_ms": start + 9 * HOUR_MS, "aqi": {"aqi": 80, "grade": "II", "category_zh": "良", "primary_pollutants": ["PM2.5"]}},
+            {"hour_ms": start + 10 * HOUR_MS, "aqi": {"aqi": null}},
+            {"hour_ms": start + 8 * HOUR_MS, "aqi": {"aqi": 70}}
+        ]});
+        let r = ReportData::from_api(day, &air, &hourly, &cems, &compliance);
+        // The latest hour with an AQI (10:00 has none).
+        assert_eq!(
+            r.latest_hour.as_ref().map(|(h, a)| (*h, a.aqi)),
+            Some((9, Some(80.0)))
+        );
         assert_eq!(r.aqi_days.len(), 30);
         assert_eq!(r.aqi_days[0].day, d("2026-10-26"));
         assert_eq!(r.today().and_then(|t| t.aqi), Some(111.0));

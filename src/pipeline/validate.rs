@@ -68,25 +68,34 @@ pub fn decode_payload(sensor: &Sensor, payload: &[u8], ctx: &Context) -> Decoded
 /// Validate one item against the sensor's channel for its quantity.
 pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<Reading, Rejection> {
     let p = &item.paths;
-    let (qpath, vpath, unit_path) = (&p.quantity, &p.value, &p.unit);
+    // Path strings are rendered only on the error paths below.
+    let qpath = || p.quantity();
+    let vpath = || p.value();
+    let unit_path = || p.unit();
     let Value::String(qname) = &item.quantity else {
         return Err(Rejection::new(
             RejectReason::InvalidPayload,
-            format!("{qpath}: expected a string, found {}", kind(&item.quantity)),
+            format!(
+                "{}: expected a string, found {}",
+                qpath(),
+                kind(&item.quantity)
+            ),
         ));
     };
     let quantity = find_quantity(qname).ok_or_else(|| {
         Rejection::new(
             RejectReason::UnknownQuantity,
-            format!("{qpath}: {qname:?} is not in the quantity catalogue"),
+            format!("{}: {qname:?} is not in the quantity catalogue", qpath()),
         )
     })?;
     let channel = sensor.channel(quantity.key).ok_or_else(|| {
         Rejection::new(
             RejectReason::UnconfiguredQuantity,
             format!(
-                "{qpath}: sensor {} does not measure {}",
-                sensor.id, quantity.key
+                "{}: sensor {} does not measure {}",
+                qpath(),
+                sensor.id,
+                quantity.key
             ),
         )
     })?;
@@ -94,26 +103,26 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
         Value::Number(n) => n.as_f64().ok_or_else(|| {
             Rejection::new(
                 RejectReason::NonNumeric,
-                format!("{vpath}: {n} is not a usable number"),
+                format!("{}: {n} is not a usable number", vpath()),
             )
         })?,
         Value::String(s) => s.trim().parse::<f64>().map_err(|_| {
             Rejection::new(
                 RejectReason::NonNumeric,
-                format!("{vpath}: {s:?} is not a number"),
+                format!("{}: {s:?} is not a number", vpath()),
             )
         })?,
         other => {
             return Err(Rejection::new(
                 RejectReason::NonNumeric,
-                format!("{vpath}: expected a number, found {}", kind(other)),
+                format!("{}: expected a number, found {}", vpath(), kind(other)),
             ))
         }
     };
     if !raw.is_finite() {
         return Err(Rejection::new(
             RejectReason::NonFinite,
-            format!("{vpath}: {raw} is not a finite number"),
+            format!("{}: {raw} is not a finite number", vpath()),
         ));
     }
     let from_unit = match &item.unit {
@@ -121,23 +130,23 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
         Some(Value::String(u)) => find_unit(u).ok_or_else(|| {
             Rejection::new(
                 RejectReason::UnitMismatch,
-                format!("{unit_path}: unknown unit {u:?}"),
+                format!("{}: unknown unit {u:?}", unit_path()),
             )
         })?,
         Some(other) => {
             return Err(Rejection::new(
                 RejectReason::UnitMismatch,
-                format!("{unit_path}: expected a string, found {}", kind(other)),
+                format!("{}: expected a string, found {}", unit_path(), kind(other)),
             ))
         }
     };
     let value = catalogue::convert(raw, from_unit, channel.unit, quantity)
-        .map_err(|e| Rejection::new(RejectReason::UnitMismatch, format!("{unit_path}: {e}")))?;
+        .map_err(|e| Rejection::new(RejectReason::UnitMismatch, format!("{}: {e}", unit_path())))?;
     let (ts, ts_assumed) = match &item.ts {
         None | Some(Value::Null) => (to_ms_precision(ctx.now), true),
         Some(v) => (
             parse_ts(v).map_err(|why| {
-                Rejection::new(RejectReason::InvalidTimestamp, format!("{}: {why}", p.ts))
+                Rejection::new(RejectReason::InvalidTimestamp, format!("{}: {why}", p.ts()))
             })?,
             false,
         ),
@@ -147,7 +156,7 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
             RejectReason::FutureTimestamp,
             format!(
                 "{}: {} is more than {}s ahead of the daemon's clock ({})",
-                p.ts,
+                p.ts(),
                 ts.to_rfc3339(),
                 ctx.max_future_skew.num_seconds(),
                 ctx.now.to_rfc3339()
@@ -158,8 +167,12 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
         return Err(Rejection::new(
             RejectReason::OutOfRange,
             format!(
-                "{vpath}: {value} {} is outside the plausible range {}..={} of {}",
-                channel.unit.symbol, channel.min, channel.max, sensor.id
+                "{}: {value} {} is outside the plausible range {}..={} of {}",
+                vpath(),
+                channel.unit.symbol,
+                channel.min,
+                channel.max,
+                sensor.id
             ),
         ));
     }
@@ -167,11 +180,11 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
         None | Some(Value::Null) => DataFlag::N,
         Some(Value::String(s)) => s
             .parse::<DataFlag>()
-            .map_err(|e| Rejection::new(RejectReason::InvalidFlag, format!("{}: {e}", p.flag)))?,
+            .map_err(|e| Rejection::new(RejectReason::InvalidFlag, format!("{}: {e}", p.flag())))?,
         Some(other) => {
             return Err(Rejection::new(
                 RejectReason::InvalidFlag,
-                format!("{}: expected a string, found {}", p.flag, kind(other)),
+                format!("{}: expected a string, found {}", p.flag(), kind(other)),
             ))
         }
     };
@@ -180,13 +193,13 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
         Some(Value::String(s)) => Period::parse(s).ok_or_else(|| {
             Rejection::new(
                 RejectReason::InvalidPayload,
-                format!("{}: {s:?} is not a period (1min, 1h, 1d)", p.period),
+                format!("{}: {s:?} is not a period (1min, 1h, 1d)", p.period()),
             )
         })?,
         Some(other) => {
             return Err(Rejection::new(
                 RejectReason::InvalidPayload,
-                format!("{}: expected a string, found {}", p.period, kind(other)),
+                format!("{}: expected a string, found {}", p.period(), kind(other)),
             ))
         }
     };

@@ -28,8 +28,9 @@ use crate::store::spool::{Batch, Spool};
 use crate::store::{Store, StoreError};
 
 /// The newest stored reading per (sensor, quantity), for `/api/v1/readings/latest`.
+/// Keyed sensor → quantity so a lookup borrows the reading's strings instead of copying them.
 #[derive(Debug, Clone, Default)]
-pub struct LatestValues(Arc<RwLock<HashMap<(String, String), Reading>>>);
+pub struct LatestValues(Arc<RwLock<HashMap<String, HashMap<String, Reading>>>>);
 
 impl LatestValues {
     pub fn update<'a>(&self, readings: impl IntoIterator<Item = &'a Reading>) {
@@ -38,11 +39,28 @@ impl LatestValues {
             Err(p) => p.into_inner(),
         };
         for r in readings {
-            let key = (r.sensor.clone(), r.quantity.clone());
-            match map.get(&key) {
+            if !map.contains_key(r.sensor.as_str()) {
+                map.insert(r.sensor.clone(), HashMap::new());
+            }
+            let Some(by_quantity) = map.get_mut(r.sensor.as_str()) else {
+                continue;
+            };
+            match by_quantity.get_mut(r.quantity.as_str()) {
                 Some(old) if old.ts > r.ts => {}
-                _ => {
-                    map.insert(key, r.clone());
+                // Same sensor and quantity: overwrite in place, reusing the strings' buffers.
+                Some(old) => {
+                    old.site.clone_from(&r.site);
+                    old.unit.clone_from(&r.unit);
+                    old.domain = r.domain;
+                    old.value = r.value;
+                    old.ts = r.ts;
+                    old.flag = r.flag;
+                    old.source = r.source;
+                    old.period = r.period;
+                    old.ts_assumed = r.ts_assumed;
+                }
+                None => {
+                    by_quantity.insert(r.quantity.clone(), r.clone());
                 }
             }
         }
@@ -54,7 +72,7 @@ impl LatestValues {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        let mut v: Vec<Reading> = map.values().cloned().collect();
+        let mut v: Vec<Reading> = map.values().flat_map(|q| q.values().cloned()).collect();
         v.sort_by(|a, b| (&a.sensor, &a.quantity).cmp(&(&b.sensor, &b.quantity)));
         v
     }
@@ -100,7 +118,7 @@ impl Writer {
         let mut drain_rate = DrainRate::default();
         self.update_spool_gauges(None, &drain_rate);
         loop {
-            let batch = match self.read_batch().await {
+            let mut batch = match self.read_batch().await {
                 Some(b) => b,
                 None => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -122,11 +140,8 @@ impl Writer {
             let oldest = batch.records.first().map(|r| r.appended_ms);
             self.update_spool_gauges(oldest, &drain_rate);
             let started = Instant::now();
-            let readings: Vec<Reading> = batch
-                .records
-                .iter()
-                .flat_map(|r| r.readings.iter().cloned())
-                .collect();
+            let records = std::mem::take(&mut batch.records);
+            let readings: Vec<Reading> = records.into_iter().flat_map(|r| r.readings).collect();
             self.metrics.batch_pending.set(readings.len() as i64);
             if self.write_all(&readings).await.is_err() {
                 tracing::warn!("store writer stopped at the shutdown deadline; unstored readings stay in the spool");

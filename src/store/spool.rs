@@ -12,7 +12,10 @@
 //!   (write temp, fsync, rename, fsync dir) after every store success.
 //!
 //! A record: magic `ENVM` (u32 LE) | payload length (u32 LE) | CRC-32 of (append time ‖ payload)
-//! (u32 LE) | append time, epoch ms (i64 LE) | payload (JSON array of readings).
+//! (u32 LE) | append time, epoch ms (i64 LE) | payload: the readings in the compact binary form of
+//! [`encode_readings`] (tag byte `0xB1`), or a JSON array (what versions before it wrote; still
+//! read). The binary form is what made the spool cheap: JSON encoding and decoding of every
+//! reading was a third of the daemon's CPU under load (issue 10's profile).
 //! Recovery: a record that does not check (torn write, flipped bytes) is skipped by scanning for the
 //! next magic whose record checks; an unreadable tail of the last segment is truncated so new
 //! appends start on a clean boundary. Every skipped region is counted and logged.
@@ -23,7 +26,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::reading::Reading;
+use chrono::{TimeZone, Utc};
+
+use crate::reading::{DataFlag, Domain, Period, Reading, Source};
 
 const MAGIC: u32 = 0x4D56_4E45; // "ENVM" little-endian
 const HEADER: usize = 20;
@@ -39,6 +44,8 @@ pub enum SpoolError {
     },
     #[error("spool record encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("spool record encoding: {0} is longer than a record field allows")]
+    TooLong(&'static str),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -143,13 +150,114 @@ pub fn encode_record(
     readings: &[Reading],
     out: &mut Vec<u8>,
 ) -> Result<(), SpoolError> {
-    let payload = serde_json::to_vec(readings)?;
+    let mut payload = Vec::with_capacity(16 + readings.len() * 64);
+    encode_readings(readings, &mut payload)?;
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc(appended_ms, &payload).to_le_bytes());
     out.extend_from_slice(&appended_ms.to_le_bytes());
     out.extend_from_slice(&payload);
     Ok(())
+}
+
+/// Tag of the binary payload (a JSON payload starts with `[`).
+const BINARY_V1: u8 = 0xB1;
+
+/// Binary payload: tag `0xB1`, count (u32 LE), then per reading: sensor, site (strings), domain
+/// (u8), quantity (string), value (f64 LE), unit (string), ts (epoch ms, i64 LE), flag, source,
+/// period (u8 each, index in [`DataFlag::ALL`], [`SOURCES`], [`PERIODS`]) and ts_assumed (u8).
+/// A string is its length (u16 LE) and UTF-8 bytes.
+pub fn encode_readings(readings: &[Reading], out: &mut Vec<u8>) -> Result<(), SpoolError> {
+    fn string(out: &mut Vec<u8>, s: &str, what: &'static str) -> Result<(), SpoolError> {
+        let n = u16::try_from(s.len()).map_err(|_| SpoolError::TooLong(what))?;
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+    out.push(BINARY_V1);
+    let n = u32::try_from(readings.len()).map_err(|_| SpoolError::TooLong("a batch"))?;
+    out.extend_from_slice(&n.to_le_bytes());
+    for r in readings {
+        string(out, &r.sensor, "a sensor id")?;
+        string(out, &r.site, "a site id")?;
+        out.push(DOMAINS.iter().position(|d| *d == r.domain).unwrap_or(0) as u8);
+        string(out, &r.quantity, "a quantity")?;
+        out.extend_from_slice(&r.value.to_le_bytes());
+        string(out, &r.unit, "a unit")?;
+        out.extend_from_slice(&r.ts_ms().to_le_bytes());
+        out.push(DataFlag::ALL.iter().position(|f| *f == r.flag).unwrap_or(0) as u8);
+        out.push(SOURCES.iter().position(|x| *x == r.source).unwrap_or(0) as u8);
+        out.push(PERIODS.iter().position(|x| *x == r.period).unwrap_or(0) as u8);
+        out.push(u8::from(r.ts_assumed));
+    }
+    Ok(())
+}
+
+const DOMAINS: [Domain; 3] = [Domain::Cems, Domain::Air, Domain::Water];
+const SOURCES: [Source; 4] = [Source::Mqtt, Source::Modbus, Source::Hj212, Source::Api];
+const PERIODS: [Period; 4] = [Period::Instant, Period::Minute, Period::Hour, Period::Day];
+
+/// Decode a record's payload (binary or the older JSON); `None` if it does not parse.
+pub fn decode_readings(payload: &[u8]) -> Option<Vec<Reading>> {
+    struct Cursor<'a>(&'a [u8]);
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
+            self.0 = tail;
+            Some(head)
+        }
+        fn u8(&mut self) -> Option<u8> {
+            self.take(1).map(|b| b[0])
+        }
+        fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+            self.take(N)?.try_into().ok()
+        }
+        fn string(&mut self) -> Option<String> {
+            let n = u16::from_le_bytes(self.array()?) as usize;
+            std::str::from_utf8(self.take(n)?).ok().map(str::to_string)
+        }
+    }
+    match payload.first() {
+        Some(b'[') => return serde_json::from_slice(payload).ok(),
+        Some(&BINARY_V1) => {}
+        _ => return None,
+    }
+    let mut c = Cursor(&payload[1..]);
+    let n = u32::from_le_bytes(c.array()?) as usize;
+    // Each reading takes at least 30 bytes: a count beyond that is corruption.
+    if n > payload.len() / 30 + 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sensor = c.string()?;
+        let site = c.string()?;
+        let domain = *DOMAINS.get(c.u8()? as usize)?;
+        let quantity = c.string()?;
+        let value = f64::from_le_bytes(c.array()?);
+        let unit = c.string()?;
+        let ts = Utc
+            .timestamp_millis_opt(i64::from_le_bytes(c.array()?))
+            .single()?;
+        let flag = *DataFlag::ALL.get(c.u8()? as usize)?;
+        let source = *SOURCES.get(c.u8()? as usize)?;
+        let period = *PERIODS.get(c.u8()? as usize)?;
+        let ts_assumed = c.u8()? != 0;
+        out.push(Reading {
+            sensor,
+            site,
+            domain,
+            quantity,
+            value,
+            unit,
+            ts,
+            flag,
+            source,
+            period,
+            ts_assumed,
+        });
+    }
+    c.0.is_empty().then_some(out)
 }
 
 /// Try to decode a record at `buf[at..]`: `Some((record, length))` if it checks.
@@ -170,7 +278,7 @@ fn decode_at(buf: &[u8], at: usize) -> Option<(Record, usize)> {
     if crc(appended_ms, payload) != word(8) {
         return None;
     }
-    let readings: Vec<Reading> = serde_json::from_slice(payload).ok()?;
+    let readings = decode_readings(payload)?;
     Some((
         Record {
             appended_ms,
@@ -554,8 +662,6 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::{DataFlag, Domain, Source};
-    use chrono::TimeZone;
 
     fn reading(i: i64) -> Reading {
         Reading {
@@ -573,6 +679,53 @@ mod tests {
             ts_assumed: false,
             period: crate::reading::Period::Instant,
         }
+    }
+
+    #[test]
+    fn binary_payload_round_trips_every_field_and_value_and_reads_the_older_json() {
+        let mut all = Vec::new();
+        for (i, flag) in DataFlag::ALL.into_iter().enumerate() {
+            let mut r = reading(i as i64);
+            r.flag = flag;
+            r.domain = DOMAINS[i % 3];
+            r.source = SOURCES[i % 4];
+            r.period = PERIODS[(i + 1) % 4];
+            r.ts_assumed = i % 2 == 0;
+            r.sensor = format!("传感器-{i}");
+            r.value = [f64::MIN_POSITIVE, -0.5, 1e300, 12.345678901234567][i % 4];
+            all.push(r);
+        }
+        let mut buf = Vec::new();
+        encode_readings(&all, &mut buf).unwrap();
+        assert_eq!(buf[0], 0xB1);
+        assert_eq!(decode_readings(&buf).unwrap(), all);
+        // Spools written before the binary form hold JSON arrays: still read.
+        assert_eq!(
+            decode_readings(&serde_json::to_vec(&all).unwrap()).unwrap(),
+            all
+        );
+        // Any truncation, or a byte too many, is not a payload.
+        for cut in 0..buf.len() {
+            assert_eq!(decode_readings(&buf[..cut]), None, "cut at {cut}");
+        }
+        buf.push(0);
+        assert_eq!(decode_readings(&buf), None);
+        // An out-of-range enum index is not a payload either.
+        let mut one = Vec::new();
+        encode_readings(&all[..1], &mut one).unwrap();
+        let flag_at = one.len() - 4;
+        one[flag_at] = 8;
+        assert_eq!(decode_readings(&one), None);
+    }
+
+    #[test]
+    fn a_string_longer_than_the_field_allows_is_an_error_not_a_truncation() {
+        let mut r = reading(1);
+        r.sensor = "x".repeat(70_000);
+        assert!(matches!(
+            encode_readings(&[r], &mut Vec::new()),
+            Err(SpoolError::TooLong("a sensor id"))
+        ));
     }
 
     fn append_n(s: &Spool, from: i64, n: i64) {

@@ -113,7 +113,7 @@ pub fn items(p: &Packet) -> Result<(Vec<Item>, Vec<String>), String> {
     Ok((out, unknown))
 }
 
-use crate::pipeline::payload::{Paths, RawItem};
+use crate::pipeline::payload::{CustomPaths, Paths, RawItem};
 use crate::pipeline::validate::{self, Context, Decoded};
 use crate::pipeline::{RejectReason, Rejection};
 use crate::reading::Reading;
@@ -217,14 +217,14 @@ pub fn readings(sensor: &Sensor, p: &Packet, ctx: &Context) -> Decoded {
                 Period::Hour => "1h",
                 Period::Day => "1d",
             })),
-            paths: Paths {
+            paths: Paths::custom(CustomPaths {
                 quantity: path.clone(),
                 value: path.clone(),
                 unit: path.clone(),
                 ts: "CP DataTime".into(),
                 flag: format!("CP {}-Flag", it.code),
                 period: "CN".into(),
-            },
+            }),
         };
         match validate::validate_item(sensor, &raw, ctx) {
             Ok(r) => out.readings.push(r),

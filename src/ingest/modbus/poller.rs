@@ -30,7 +30,7 @@ use super::plan::{self, Request, Slot};
 use super::profile::{Profile, RegisterKind};
 use crate::metrics::Metrics;
 use crate::pipeline::deadletter::DeadLetter;
-use crate::pipeline::payload::{Paths, RawItem};
+use crate::pipeline::payload::{CustomPaths, Paths, RawItem};
 use crate::pipeline::validate::{self, Context as VContext};
 use crate::pipeline::{Envelope, Rejection};
 use crate::reading::{DataFlag, Source};
@@ -554,14 +554,14 @@ impl Poller {
                 ts: Some(ts.clone()),
                 flag: Some(serde_json::Value::from(status.as_str())),
                 period: None,
-                paths: Paths {
+                paths: Paths::custom(CustomPaths {
                     quantity: format!("values[{i}].quantity"),
                     value: format!("values[{i}] @ {:?} {}", v.register, v.address).to_lowercase(),
                     unit: format!("values[{i}].unit"),
                     ts: "poll time".into(),
                     flag: "status register".into(),
                     period: String::new(),
-                },
+                }),
             };
             match validate::validate_item(sensor, &item, &ctx) {
                 Ok(r) => readings.push(r),
