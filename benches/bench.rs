@@ -1098,7 +1098,7 @@ fn f(row: &Row, k: &str) -> f64 {
 
 fn table(rows: &[Row]) {
     println!(
-        "\n{:<42} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>8}",
+        "\n{:<42} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>10} {:>8}",
         "scenario",
         "readings",
         "readings/s",
@@ -1106,7 +1106,9 @@ fn table(rows: &[Row]) {
         "p99 ms",
         "max ms",
         "CPU s/M",
+        "cores",
         "RSS MiB",
+        "spool KiB",
         "missing"
     );
     for r in rows {
@@ -1120,8 +1122,9 @@ fn table(rows: &[Row]) {
                 format!("{v:.1}")
             }
         };
+        let spool = f(r, "spool_unstored_max_bytes") / 1024.0;
         println!(
-            "{:<42} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>8}",
+            "{:<42} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>10} {:>8}",
             r.get("scenario").and_then(Value::as_str).unwrap_or(""),
             g("readings"),
             g("readings_per_s"),
@@ -1129,8 +1132,45 @@ fn table(rows: &[Row]) {
             g("latency_p99_ms"),
             g("latency_max_ms"),
             g("cpu_s_per_million"),
+            g("cpu_cores"),
             g("peak_rss_mib"),
+            if spool.is_nan() {
+                "-".into()
+            } else {
+                format!("{spool:.0}")
+            },
             g("missing"),
+        );
+    }
+    for r in rows.iter().filter(|r| r.contains_key("polls_per_s")) {
+        println!(
+            "  {}: {:.0} devices up, {:.0} polls/s, {:.2} core, {:.3} ms CPU per poll, schedule slip p50 {:.1} ms, p99 {:.1} ms",
+            r.get("scenario").and_then(Value::as_str).unwrap_or(""),
+            f(r, "devices_up"),
+            f(r, "polls_per_s"),
+            f(r, "cpu_cores"),
+            f(r, "cpu_ms_per_poll"),
+            f(r, "schedule_slip_p50_ms"),
+            f(r, "schedule_slip_p99_ms"),
+        );
+    }
+    for r in rows.iter().filter(|r| r.contains_key("spool_samples")) {
+        let samples: Vec<String> = r["spool_samples"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(format!(
+                    "{:.1}s:{:.0}K",
+                    p[0].as_f64()?,
+                    p[1].as_f64()? / 1024.0
+                ))
+            })
+            .collect();
+        println!(
+            "  spool (unstored) over time, {}: {}",
+            r.get("scenario").and_then(Value::as_str).unwrap_or(""),
+            samples.join(" ")
         );
     }
 }

@@ -405,31 +405,22 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         token: enviromon::cli::token(a.token_file.as_ref())?,
         json: false,
     };
-    let ((air_from, air_to), (cems_from, cems_to)) = report::ranges(day);
-    let (air, hourly, cems, compliance) = runtime()?.block_on(async {
-        let air = client
-            .get(&format!(
-                "/api/v1/air/daily?station=district&from={air_from}&to={air_to}"
-            ))
-            .await?;
-        let hourly = client
-            .get(&format!(
-                "/api/v1/air/hourly?station=district&from={cems_from}&to={cems_to}"
-            ))
-            .await?;
-        let cems = client
-            .get(&format!(
-                "/api/v1/cems/hourly?from={cems_from}&to={cems_to}"
-            ))
-            .await?;
-        let compliance = client
-            .get(&format!(
-                "/api/v1/compliance?year={}",
-                chrono::Datelike::year(&day)
-            ))
-            .await?;
-        Ok::<_, enviromon::cli::CliError>((air, hourly, cems, compliance))
+    let ((air_from, air_to), (from, to)) = report::ranges(day);
+    let paths = [
+        format!("/api/v1/air/daily?station=district&from={air_from}&to={air_to}"),
+        format!("/api/v1/air/hourly?station=district&from={from}&to={to}"),
+        format!("/api/v1/cems/hourly?from={from}&to={to}"),
+        format!("/api/v1/compliance?year={}", chrono::Datelike::year(&day)),
+    ];
+    let docs = runtime()?.block_on(async {
+        let mut docs = Vec::new();
+        for p in &paths {
+            docs.push(client.get(p).await?);
+        }
+        Ok::<_, enviromon::cli::CliError>(docs)
     })?;
+    let [air, hourly, cems, compliance] = <[serde_json::Value; 4]>::try_from(docs)
+        .map_err(|_| anyhow::anyhow!("expected four answers from the daemon"))?;
     let data = ReportData::from_api(day, &air, &hourly, &cems, &compliance);
     print!("{}", data.briefing());
     if let Some(png) = &a.png {

@@ -58,6 +58,26 @@ pub struct DayAqi {
     pub primary: Vec<String>,
 }
 
+impl DayAqi {
+    /// From an HJ 633 report as the API gives it (`aqi`, `grade`, `category_zh`,
+    /// `primary_pollutants`).
+    fn from_report(day: NaiveDate, aqi: &Value) -> DayAqi {
+        DayAqi {
+            day,
+            aqi: aqi["aqi"].as_f64(),
+            grade: aqi["grade"].as_str().map(str::to_string),
+            category_zh: aqi["category_zh"].as_str().map(str::to_string),
+            primary: aqi["primary_pollutants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+}
+
 /// One unit's hourly corrected concentration of one pollutant (hour labelled by its end).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HourPoint {
@@ -131,23 +151,7 @@ impl ReportData {
             else {
                 continue;
             };
-            let aqi = &d["aqi"];
-            by_day.insert(
-                date,
-                DayAqi {
-                    day: date,
-                    aqi: aqi["aqi"].as_f64(),
-                    grade: aqi["grade"].as_str().map(str::to_string),
-                    category_zh: aqi["category_zh"].as_str().map(str::to_string),
-                    primary: aqi["primary_pollutants"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect(),
-                },
-            );
+            by_day.insert(date, DayAqi::from_report(date, &d["aqi"]));
         }
         let aqi_days = (0..WINDOW_DAYS)
             .rev()
@@ -167,23 +171,11 @@ impl ReportData {
         let latest_hour = results(air_hourly)
             .filter_map(|h| {
                 let offset = h["hour_ms"].as_i64()? - day_start;
-                let aqi = h["aqi"]["aqi"].as_f64()?;
+                h["aqi"]["aqi"].as_f64()?;
                 (offset > 0 && offset <= DAY_MS).then(|| {
                     (
                         (offset / HOUR_MS) as u32,
-                        DayAqi {
-                            day,
-                            aqi: Some(aqi),
-                            grade: h["aqi"]["grade"].as_str().map(str::to_string),
-                            category_zh: h["aqi"]["category_zh"].as_str().map(str::to_string),
-                            primary: h["aqi"]["primary_pollutants"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(Value::as_str)
-                                .map(str::to_string)
-                                .collect(),
-                        },
+                        DayAqi::from_report(day, &h["aqi"]),
                     )
                 })
             })
@@ -286,9 +278,20 @@ impl ReportData {
                 t.grade.as_deref().unwrap_or("-"),
                 primary(t)
             )),
-            None => out.push_str(
-                "  空气质量指数 / AQI: 当日无有效日报 / no valid daily result for this day\n",
-            ),
+            None => {
+                out.push_str(
+                    "  空气质量指数 / AQI: 当日无有效日报 / no valid daily result for this day\n",
+                );
+                if let Some((hour, h)) = &self.latest_hour {
+                    out.push_str(&format!(
+                        "  最新小时 / latest hour {hour:02}:00: AQI {:.0}  {} ({})  首要污染物 / primary: {}\n",
+                        h.aqi.unwrap_or_default(),
+                        h.category_zh.as_deref().unwrap_or(""),
+                        h.grade.as_deref().unwrap_or("-"),
+                        primary(h)
+                    ));
+                }
+            }
         }
         for i in &self.indicators {
             out.push_str(&format!(
@@ -637,6 +640,8 @@ mod tests {
             {"hour_ms": start + 8 * HOUR_MS, "aqi": {"aqi": 70}}
         ]});
         let r = ReportData::from_api(day, &air, &hourly, &cems, &compliance);
+        // The day's daily result exists, so the briefing shows it, not the latest hour.
+        assert!(!r.briefing().contains("latest hour"));
         // The latest hour with an AQI (10:00 has none).
         assert_eq!(
             r.latest_hour.as_ref().map(|(h, a)| (*h, a.aqi)),
@@ -663,6 +668,12 @@ mod tests {
         assert!(text.contains("AQI: 111"), "{text}");
         assert!(text.contains("PM2.5"), "{text}");
         assert!(text.contains("37.9%"), "{text}");
+        // Without the day's daily result, the latest hour stands in.
+        let no_daily =
+            ReportData::from_api(day, &json!({"results": []}), &hourly, &cems, &compliance);
+        let text = no_daily.briefing();
+        assert!(text.contains("no valid daily result"), "{text}");
+        assert!(text.contains("latest hour 09:00: AQI 80"), "{text}");
     }
 
     #[test]
