@@ -34,26 +34,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// 演示：内置 MQTT 代理、模拟设备、嵌入式存储与 HTTP API / Demo: embedded broker, simulators, embedded store, HTTP API.
-    Demo {
-        /// 运行时长，如 30s、10m；默认直到 Ctrl-C / How long to run, e.g. 30s or 10m; default until Ctrl-C.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<Duration>,
-        /// 使用已有的 MQTT 代理 / Use this broker (HOST:PORT) instead of the embedded one.
-        #[arg(long)]
-        broker: Option<String>,
-        /// HTTP API 监听地址 / Address of the HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        http: String,
-        /// 数据目录；默认临时目录 / Data directory; default a fresh temporary directory.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// 模拟设备发布间隔 / Simulator publish interval.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        interval: Duration,
-        /// 叠加的配置文件（如改用 InfluxDB 存储）/ A config file layered over the demo's, e.g. to store into InfluxDB.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Demo(DemoOptions),
     /// 传感器登记（现场）/ Sensors: register, list, test, maintenance, retire (talks to the API).
     Sensors(SensorsArgs),
     /// HJ 212 报文解码/编码（现场排查数采仪）/ Decode or encode HJ 212 frames (debugging a data logger).
@@ -268,23 +249,8 @@ fn main() -> ExitCode {
         }
         Command::Sensors(args) => sensors_command(args),
         Command::Hj212 { command } => hj212_command(command),
-        Command::Demo {
-            duration,
-            broker,
-            http,
-            data_dir,
-            interval,
-            config,
-        } => {
+        Command::Demo(opts) => {
             init_logging("info", false);
-            let opts = DemoOptions {
-                duration,
-                broker,
-                http,
-                data_dir,
-                interval,
-                config,
-            };
             exit(runtime().and_then(|rt| rt.block_on(demo(opts))))
         }
     }
@@ -616,12 +582,25 @@ async fn run(cfg: Config) -> anyhow::Result<ShutdownOutcome> {
 }
 
 /// What `enviromon demo` was asked for on its command line.
+#[derive(Debug, clap::Args)]
 struct DemoOptions {
+    /// 运行时长，如 30s、10m；默认直到 Ctrl-C / How long to run, e.g. 30s or 10m; default until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// 使用已有的 MQTT 代理 / Use this broker (HOST:PORT) instead of the embedded one.
+    #[arg(long)]
     broker: Option<String>,
+    /// HTTP API 监听地址 / Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     http: String,
+    /// 数据目录；默认临时目录 / Data directory; default a fresh temporary directory.
+    #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// 模拟设备发布间隔 / Simulator publish interval.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     interval: Duration,
+    /// 叠加的配置文件（如改用 InfluxDB 存储）/ A config file layered over the demo's, e.g. to store into InfluxDB.
+    #[arg(long)]
     config: Option<PathBuf>,
 }
 
