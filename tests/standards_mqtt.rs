@@ -416,7 +416,7 @@ async fn results_are_exported_to_an_influxdb_store_as_their_own_measurements() {
     assert_eq!(value("cems_hourly_exceeded"), (hour, 1.0));
     assert_eq!(value("cems_hourly_mass_kg_h"), (hour, 40.0));
     let targets = eventually(30, "plan_targets in VictoriaMetrics", || async {
-        let s = vm_export(vm.port, r#"{__name__="plan_targets_target"}"#).await;
+        let s = vm_export(vm.port, r#"{__name__="plan_targets_goal"}"#).await;
         (s.len() >= 3).then_some(s)
     })
     .await;

@@ -1262,7 +1262,9 @@ pub fn plan_target_lines(doc: &Value, ts_ms: i64) -> Vec<String> {
         let (Some(id), Some(target)) = (i["id"].as_str(), i["target"].as_f64()) else {
             continue;
         };
-        let mut f = vec![format!("target={target}")];
+        // The field is `goal`: a field named like the `target` tag makes `WHERE "target" = …`
+        // match the field in InfluxQL, silently.
+        let mut f = vec![format!("goal={target}")];
         push_field(&mut f, "actual", i["actual"].as_f64());
         push_field(
             &mut f,
