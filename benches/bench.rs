@@ -548,16 +548,15 @@ async fn wait_stored(http: u16, n: u64, secs: u64) -> Res<Instant> {
     }
 }
 
-/// Readings of the bench site in VictoriaMetrics (`air_so2{site="bench"}`), counted and summed.
-async fn vm_count(port: u16) -> Res<(u64, f64)> {
-    vm_export(port, "{__name__=\"air_so2\",site=\"bench\"}").await
-}
+/// The daemon's readings of the bench site in VictoriaMetrics.
+const BENCH_SERIES: &str = "{__name__=\"air_so2\",site=\"bench\"}";
 
-/// Samples of `metric`, waiting up to 30 s for them to become searchable.
-async fn vm_count_metric(port: u16, metric: &str, n: u64) -> Res<(u64, f64)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Count and sum the samples matching `selector`, waiting (up to 120 s) until there are `n`:
+/// VictoriaMetrics makes data searchable a moment after the write.
+async fn vm_wait_all(port: u16, selector: &str, n: u64) -> Res<(u64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let got = vm_export(port, &format!("{{__name__=\"{metric}\"}}")).await?;
+        let got = vm_export(port, selector).await?;
         if got.0 >= n || Instant::now() > deadline {
             return Ok(got);
         }
@@ -593,18 +592,6 @@ async fn vm_rows(port: u16) -> f64 {
         .filter(|l| l.starts_with("vm_rows_inserted_total{type=\"influx\"}"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// Until VictoriaMetrics has every reading (data is searchable a moment after the write).
-async fn vm_wait_all(port: u16, n: u64) -> Res<(u64, f64)> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (got, sum) = vm_count(port).await?;
-        if got >= n || Instant::now() > deadline {
-            return Ok((got, sum));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 fn embedded_count(dir: &Path) -> Res<(u64, f64)> {
@@ -754,7 +741,7 @@ async fn throughput(o: &Opts, n: u64, shape: Shape, embedded: bool) -> Res<Row> 
     let cpu = env.cpu_seconds() - cpu0;
     let secs = (end - p.first).as_secs_f64();
     let (got, sum) = match &vm {
-        Some((_, port)) => vm_wait_all(*port, n).await?,
+        Some((_, port)) => vm_wait_all(*port, BENCH_SERIES, n).await?,
         None => embedded_count(dir.path())?,
     };
     let want_sum = (n as f64 - 1.0) * n as f64 / 2.0;
@@ -846,7 +833,7 @@ async fn latency(o: &Opts, rate: f64, sensors: usize, label: &str) -> Res<Row> {
         }
     }
     lat.sort_by(f64::total_cmp);
-    let (got, _) = vm_wait_all(vport, n).await?;
+    let (got, _) = vm_wait_all(vport, BENCH_SERIES, n).await?;
     Ok(BTreeMap::from([
         ("scenario".into(), json!(label)),
         ("rate".into(), json!(rate)),
@@ -1073,7 +1060,7 @@ async fn node_red(n: u64, shape: Shape) -> Res<Row> {
     }
     let cpu = nr.cpu_seconds() - cpu0;
     // Count what is really there (the row counter is the clock, the export is the check).
-    let (stored, _) = vm_count_metric(vport, "bench_so2", n).await?;
+    let (stored, _) = vm_wait_all(vport, "{__name__=\"bench_so2\"}", n).await?;
     let secs = (end - p.first).as_secs_f64();
     Ok(BTreeMap::from([
         (

@@ -331,14 +331,19 @@ impl Registration {
         Ok(s)
     }
 
-    /// Apply a JSON merge patch to a sensor (the id cannot change).
-    pub fn patch(&self, actor: &str, id: &str, patch: &Value) -> Result<Sensor, RegError> {
-        let reg = self.registry.snapshot();
-        let before = reg
+    /// The sensor registered as `id`, or NotFound.
+    fn existing(&self, id: &str) -> Result<Sensor, RegError> {
+        self.registry
+            .snapshot()
             .sensors
             .get(id)
             .cloned()
-            .ok_or_else(|| RegError::NotFound(format!("sensor {id:?}")))?;
+            .ok_or_else(|| RegError::NotFound(format!("sensor {id:?}")))
+    }
+
+    /// Apply a JSON merge patch to a sensor (the id cannot change).
+    pub fn patch(&self, actor: &str, id: &str, patch: &Value) -> Result<Sensor, RegError> {
+        let before = self.existing(id)?;
         let Value::Object(p) = patch else {
             return Err(RegError::Invalid(vec![fe(
                 "",
@@ -384,12 +389,7 @@ impl Registration {
         status: SensorStatus,
         reason: Option<String>,
     ) -> Result<Sensor, RegError> {
-        let reg = self.registry.snapshot();
-        let before = reg
-            .sensors
-            .get(id)
-            .cloned()
-            .ok_or_else(|| RegError::NotFound(format!("sensor {id:?}")))?;
+        let before = self.existing(id)?;
         if before.status == SensorStatus::Retired {
             return Err(RegError::Invalid(vec![fe("status", format!("sensor {id} is retired; its record and history are kept, its status no longer changes"))]));
         }

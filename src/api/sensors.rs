@@ -63,6 +63,18 @@ fn json_body(
     })
 }
 
+/// Run a registration call on a JSON body off the async runtime: its result, or the error response
+/// (bad JSON, registration disabled, or the registration error).
+async fn with_body<T: Send + 'static>(
+    s: &AppState,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    f: impl FnOnce(&Registration, &Value) -> Result<T, RegError> + Send + 'static,
+) -> Result<T, Response> {
+    let body = json_body(body).map_err(reg_error)?;
+    let reg = registration(s).map_err(IntoResponse::into_response)?;
+    blocking(move || f(&reg, &body)).await
+}
+
 /// A registration call taking a JSON body: 201 with what was stored, or the registration error.
 async fn create<T: serde::Serialize + Send + 'static>(
     s: AppState,
@@ -70,15 +82,7 @@ async fn create<T: serde::Serialize + Send + 'static>(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
     f: impl FnOnce(&Registration, &str, &Value) -> Result<T, RegError> + Send + 'static,
 ) -> Response {
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(e) => return reg_error(e),
-    };
-    let reg = match registration(&s) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    match blocking(move || f(&reg, &actor.name, &body)).await {
+    match with_body(&s, body, move |r, b| f(r, &actor.name, b)).await {
         Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
         Err(r) => r,
     }
@@ -98,15 +102,7 @@ pub async fn patch(
     Path(id): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(e) => return reg_error(e),
-    };
-    let reg = match registration(&s) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    match blocking(move || reg.patch(&actor.name, &id, &body)).await {
+    match with_body(&s, body, move |r, b| r.patch(&actor.name, &id, b)).await {
         Ok(sensor) => Json(sensor).into_response(),
         Err(r) => r,
     }
