@@ -138,9 +138,14 @@ pub struct Quantity {
     /// Plausible range in `default_unit`; a channel may narrow or widen it.
     pub min: f64,
     pub max: f64,
-    /// ppm → mg/m3 at standard state (M/22.4), HJ 75-2017, standards.md §3.
+    /// Flue gas: ppm → mg/m3 at standard state (273.15 K, 101.325 kPa: M/22.4), the HJ 75-2017
+    /// factors. Ambient air uses [`Quantity::molar_mass`] at 298.15 K instead ([`GasReference`]).
     #[serde(skip)]
     pub ppm_to_mg_m3: Option<f64>,
+    /// Molar mass, g/mol, for the ambient conversion (GB 3095-2012 amendment 2018, GB 3095-2026:
+    /// gaseous pollutants at 298.15 K and 1013.25 hPa, mg/m3 = ppm × M/24.465).
+    #[serde(skip)]
+    pub molar_mass: Option<f64>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -156,6 +161,14 @@ const fn q(
     max: f64,
     ppm_to_mg_m3: Option<f64>,
 ) -> Quantity {
+    let molar_mass = match key.as_bytes() {
+        b"SO2" => Some(64.066),
+        b"NO2" => Some(46.006),
+        b"NO" => Some(30.006),
+        b"CO" => Some(28.010),
+        b"O3" => Some(47.998),
+        _ => None,
+    };
     Quantity {
         key,
         field,
@@ -167,6 +180,7 @@ const fn q(
         min,
         max,
         ppm_to_mg_m3,
+        molar_mass,
     }
 }
 
@@ -542,9 +556,47 @@ pub enum UnitError {
     },
 }
 
+/// Which reference state a gas concentration in ppm is converted at. The two domains differ, so
+/// every conversion names its own; none is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GasReference {
+    /// Flue gas (CEMS, HJ 75-2017): standard state 273.15 K, 101.325 kPa, mg/m3 = ppm × M/22.4.
+    FlueGas,
+    /// Ambient air (GB 3095-2012 as amended in 2018, GB 3095-2026 §3.14): gaseous pollutants at
+    /// 298.15 K and 1013.25 hPa, mg/m3 = ppm × M/24.465.
+    Ambient,
+}
+
+/// Litres per mole at 298.15 K and 101.325 kPa (R·T/p = 8.314462 × 298.15 / 101.325).
+pub const AMBIENT_MOLAR_VOLUME_L: f64 = 24.465;
+
+impl GasReference {
+    /// The reference of a sensor's domain (water has no gases: its units never involve ppm).
+    pub fn of(domain: crate::reading::Domain) -> GasReference {
+        match domain {
+            crate::reading::Domain::Air => GasReference::Ambient,
+            _ => GasReference::FlueGas,
+        }
+    }
+
+    /// mg/m3 per ppm of `q` at this reference.
+    pub fn ppm_factor(self, q: &Quantity) -> Option<f64> {
+        match self {
+            GasReference::FlueGas => q.ppm_to_mg_m3,
+            GasReference::Ambient => q.molar_mass.map(|m| m / AMBIENT_MOLAR_VOLUME_L),
+        }
+    }
+}
+
 /// Convert `value` from `from` to `to` for `quantity`. `ppm` converts to and from mass
-/// concentrations only for gases with a molar factor (HJ 75-2017: mg/m3 = ppm × M/22.4).
-pub fn convert(value: f64, from: &Unit, to: &Unit, quantity: &Quantity) -> Result<f64, UnitError> {
+/// concentrations only for gases with a factor at `gas`'s reference state.
+pub fn convert(
+    value: f64,
+    from: &Unit,
+    to: &Unit,
+    quantity: &Quantity,
+    gas: GasReference,
+) -> Result<f64, UnitError> {
     if from.symbol == to.symbol {
         return Ok(value);
     }
@@ -556,22 +608,14 @@ pub fn convert(value: f64, from: &Unit, to: &Unit, quantity: &Quantity) -> Resul
     if from.dimension != to.dimension || from.dimension != quantity.dimension {
         return Err(incompatible());
     }
-    let to_base = |v: f64, u: &Unit| -> Result<f64, UnitError> {
-        if u.symbol == "ppm" {
-            quantity
-                .ppm_to_mg_m3
-                .map(|k| v * k)
-                .ok_or_else(incompatible)
-        } else {
-            Ok(v * u.factor + u.offset)
-        }
+    let factor = || gas.ppm_factor(quantity).ok_or_else(incompatible);
+    let base = if from.symbol == "ppm" {
+        value * factor()?
+    } else {
+        value * from.factor + from.offset
     };
-    let base = to_base(value, from)?;
     if to.symbol == "ppm" {
-        quantity
-            .ppm_to_mg_m3
-            .map(|k| base / k)
-            .ok_or_else(incompatible)
+        Ok(base / factor()?)
     } else {
         Ok((base - to.offset) / to.factor)
     }
@@ -617,27 +661,67 @@ mod tests {
     fn ppm_converts_with_the_hj75_factors() {
         // HJ 75-2017 / standards.md §3: SO2 2.86, NO 1.34, NO2 2.05, CO 1.25 mg/m3 per ppm.
         let so2 = find_quantity("SO2").unwrap();
-        assert!((convert(10.0, u("ppm"), u("mg/m3"), so2).unwrap() - 28.6).abs() < 1e-9);
+        assert!(
+            (convert(10.0, u("ppm"), u("mg/m3"), so2, GasReference::FlueGas).unwrap() - 28.6).abs()
+                < 1e-9
+        );
         let no = find_quantity("NO").unwrap();
-        assert!((convert(100.0, u("ppm"), u("mg/m3"), no).unwrap() - 134.0).abs() < 1e-9);
+        assert!(
+            (convert(100.0, u("ppm"), u("mg/m3"), no, GasReference::FlueGas).unwrap() - 134.0)
+                .abs()
+                < 1e-9
+        );
         let co = find_quantity("CO").unwrap();
-        assert!((convert(4.0, u("ppm"), u("mg/m3"), co).unwrap() - 5.0).abs() < 1e-9);
+        assert!(
+            (convert(4.0, u("ppm"), u("mg/m3"), co, GasReference::FlueGas).unwrap() - 5.0).abs()
+                < 1e-9
+        );
         let pm = find_quantity("PM").unwrap();
-        assert!(convert(1.0, u("ppm"), u("mg/m3"), pm).is_err());
+        assert!(convert(1.0, u("ppm"), u("mg/m3"), pm, GasReference::FlueGas).is_err());
+    }
+
+    #[test]
+    fn ambient_ppm_converts_at_298_15_k() {
+        // GB 3095-2012 (2018 amendment) / GB 3095-2026: 298.15 K, 1013.25 hPa, mg/m3 = ppm × M/24.465.
+        // O3 (M 47.998): 0.1 ppm → 4.7998/24.465 = 0.19619 mg/m3 = 196.2 µg/m3 (273.15 K would give 214).
+        let o3 = find_quantity("O3").unwrap();
+        let v = convert(0.1, u("ppm"), u("ug/m3"), o3, GasReference::Ambient).unwrap();
+        assert!((v - 196.2).abs() < 0.05, "{v}");
+        // CO (M 28.010): 2 ppm → 56.02/24.465 = 2.2898 mg/m3 (not 2.50).
+        let co = find_quantity("CO").unwrap();
+        let v = convert(2.0, u("ppm"), u("mg/m3"), co, GasReference::Ambient).unwrap();
+        assert!((v - 2.29).abs() < 0.005, "{v}");
+        // The flue-gas factor for the same CO is 1.25 (HJ 75): the two domains never share one.
+        let v = convert(2.0, u("ppm"), u("mg/m3"), co, GasReference::FlueGas).unwrap();
+        assert!((v - 2.5).abs() < 1e-9);
     }
 
     #[test]
     fn units_convert_within_a_dimension_only() {
         let pm25 = find_quantity("PM2.5").unwrap();
-        assert!((convert(0.035, u("mg/m3"), u("µg/m³"), pm25).unwrap() - 35.0).abs() < 1e-9);
+        assert!(
+            (convert(0.035, u("mg/m3"), u("µg/m³"), pm25, GasReference::FlueGas).unwrap() - 35.0)
+                .abs()
+                < 1e-9
+        );
         let t = find_quantity("flue_temp").unwrap();
-        assert!((convert(323.15, u("K"), u("℃"), t).unwrap() - 50.0).abs() < 1e-9);
+        assert!(
+            (convert(323.15, u("K"), u("℃"), t, GasReference::FlueGas).unwrap() - 50.0).abs()
+                < 1e-9
+        );
         let flow = find_quantity("water_flow").unwrap();
-        assert!((convert(1.0, u("L/s"), u("m3/h"), flow).unwrap() - 3.6).abs() < 1e-12);
-        assert!((convert(2400.0, u("m3/d"), u("m3/h"), flow).unwrap() - 100.0).abs() < 1e-9);
+        assert!(
+            (convert(1.0, u("L/s"), u("m3/h"), flow, GasReference::FlueGas).unwrap() - 3.6).abs()
+                < 1e-12
+        );
+        assert!(
+            (convert(2400.0, u("m3/d"), u("m3/h"), flow, GasReference::FlueGas).unwrap() - 100.0)
+                .abs()
+                < 1e-9
+        );
         let so2 = find_quantity("SO2").unwrap();
         assert!(matches!(
-            convert(1.0, u("mg/L"), u("mg/m3"), so2),
+            convert(1.0, u("mg/L"), u("mg/m3"), so2, GasReference::FlueGas),
             Err(UnitError::Incompatible { .. })
         ));
     }

@@ -584,6 +584,8 @@ pub struct StandardsConfig {
     /// How often changed hours and days are recomputed. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    pub cems: CemsStandardsConfig,
+    pub air: AirStandardsConfig,
     pub water: WaterStandardsConfig,
 }
 
@@ -594,7 +596,50 @@ impl Default for StandardsConfig {
             aqi_edition: "HJ633-2026".into(),
             lateness: Duration::from_secs(48 * 3600),
             interval: Duration::from_secs(10),
+            cems: CemsStandardsConfig::default(),
+            air: AirStandardsConfig::default(),
             water: WaterStandardsConfig::default(),
+        }
+    }
+}
+
+/// Choices HJ 75/76-2017 leaves open for CEMS hours (README, "Choices the standards leave").
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CemsStandardsConfig {
+    /// `per_minute` (default: each minute corrected with its own O2, then averaged — HJ 76-2017
+    /// Appendix B's "1h 折算浓度均值") or `hourly_means` (the hour's mean corrected with its mean O2).
+    pub o2_correction: crate::standards::hj75::O2Correction,
+    /// `mean_only` (default: the hour is judged by its mean; T minutes count at their value) or
+    /// `any_minute_exceeds` (a counted T minute makes a valid hour exceeded).
+    pub over_range: crate::standards::hj75::OverRange,
+    /// A partly stopped hour: `invalid` (default: ≥ 45 valid minutes like any hour), `stopped`, or
+    /// `running_minutes` (valid with ≥ 75 % of the running minutes valid).
+    pub partial_stop: crate::standards::hj75::PartialStop,
+    /// The data logger's own hourly record (HJ 212 CN 2061): `when_no_minutes` (default: used only
+    /// when the pollutant has no minute data in the hour — HJ 75 judges an hour by its valid
+    /// minutes), `when_minutes_invalid` (also when the minutes make an invalid hour), or `never`.
+    pub hourly_record: crate::standards::cems::HourlyRecord,
+}
+
+/// How the district (city) air values are formed from the stations (HJ 663).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AirStandardsConfig {
+    /// `hourly_series` (default: the stations' hourly values averaged into the district's hourly
+    /// series, its daily means and O3 8h moving means taken from that series) or `station_days`
+    /// (the mean of the stations' daily values, including their O3 daily maxima).
+    pub district_method: crate::standards::air::DistrictMethod,
+    /// A district hourly (or, with `station_days`, daily) value needs at least this many stations
+    /// with a valid value. Default 1.
+    pub district_min_stations: u32,
+}
+
+impl Default for AirStandardsConfig {
+    fn default() -> Self {
+        AirStandardsConfig {
+            district_method: Default::default(),
+            district_min_stations: 1,
         }
     }
 }
@@ -612,6 +657,10 @@ pub struct WaterStandardsConfig {
     pub produced_flow_sensors: Vec<String>,
     /// … plus this estimate of sewage produced but not metered, m3 per day.
     pub unmetered_produced_m3_per_day: f64,
+    /// How a daily mean is compared with a GB 3838 / GB 18918 limit: `rounded` (default: as
+    /// reported, GB/T 8170 rounding to the parameter's precision, then compared — 修约值比较法) or
+    /// `full_value` (GB/T 8170 §4.3 全数值比较法: unrounded, binary noise below 1e-9 removed).
+    pub comparison: crate::standards::gb3838::Comparison,
 }
 
 impl Default for WaterStandardsConfig {
@@ -622,6 +671,7 @@ impl Default for WaterStandardsConfig {
             treated_flow_sensors: vec!["wwtp-inlet-flow".into()],
             produced_flow_sensors: vec!["wwtp-inlet-flow".into()],
             unmetered_produced_m3_per_day: 0.0,
+            comparison: Default::default(),
         }
     }
 }

@@ -243,12 +243,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         .run(),
     );
     let standards = if cfg.standards.enabled {
-        let settings = crate::standards::engine::Settings {
-            edition: crate::standards::hj633::Edition::parse(&cfg.standards.aqi_edition)
-                .unwrap_or(crate::standards::hj633::Edition::Hj633_2026),
-            lateness_ms: cfg.standards.lateness.as_millis().min(i64::MAX as u128) as i64,
-            water: cfg.standards.water.clone(),
-        };
+        let settings = crate::standards::engine::Settings::from_config(&cfg.standards);
         let (path, reg) = (db_path.clone(), registry.clone());
         let engine = tokio::task::spawn_blocking(move || {
             crate::standards::engine::Engine::open(&path, reg, settings)

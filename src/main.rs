@@ -387,7 +387,13 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     })?;
     let [air, hourly, cems, compliance] = <[serde_json::Value; 4]>::try_from(docs)
         .map_err(|_| anyhow::anyhow!("expected four answers from the daemon"))?;
-    let data = ReportData::from_api(day, &air, &hourly, &cems, &compliance);
+    let data = ReportData::from_api(
+        day,
+        &serde_json::from_value(air).context("air/daily answer")?,
+        &serde_json::from_value(hourly).context("air/hourly answer")?,
+        &serde_json::from_value(cems).context("cems/hourly answer")?,
+        &serde_json::from_value(compliance).context("compliance answer")?,
+    );
     print!("{}", data.briefing());
     if let Some(png) = &a.png {
         report::render_png(&data, png)?;

@@ -170,7 +170,13 @@ impl Registration {
                     )),
                     Some(unit) => {
                         if let Some(default) = find_unit(q.default_unit) {
-                            if let Err(e) = catalogue::convert(1.0, default, unit, q) {
+                            if let Err(e) = catalogue::convert(
+                                1.0,
+                                default,
+                                unit,
+                                q,
+                                catalogue::GasReference::of(s.domain),
+                            ) {
                                 errs.push(fe(format!("channels[{i}].unit"), e.to_string()));
                             }
                         }

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::{self, find_quantity, find_unit};
+use crate::catalogue::{self, find_quantity, find_unit, GasReference};
 pub use crate::reading::Domain;
 
 /// Seed files compiled into the binary (the repository's `seeds/`).
@@ -66,6 +66,10 @@ pub struct Site {
     pub illustrative: bool,
     #[serde(default)]
     pub note: Option<String>,
+    /// Air stations: the pollutants in the station's monitoring plan (HJ 633-2026 §5.3.2), of SO2,
+    /// NO2, PM10, PM2.5, CO, O3. When absent, the quantities its registered air sensors measure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitored: Option<Vec<String>>,
 }
 
 /// An emission unit (a coal-fired boiler/generator set) with its limits.
@@ -93,9 +97,13 @@ pub struct EmissionUnit {
     /// temperature and pressure, and `ambient_pressure_kpa`).
     #[serde(default)]
     pub measured_state: MeasuredState,
-    /// Atmospheric pressure at the stack, kPa (for `measured_state = "actual"`).
+    /// Atmospheric pressure at the stack, kPa (for `measured_state = "actual"` and actual flows).
     #[serde(default = "default_ambient_kpa")]
     pub ambient_pressure_kpa: f64,
+    /// How the flue-gas flow is reported: `dry_standard` (标干, the default), `wet_standard`, or
+    /// `wet_actual` (工况); converted to dry standard state for the mass emission.
+    #[serde(default)]
+    pub flow_basis: crate::standards::hj75::FlowBasis,
 }
 
 fn default_ambient_kpa() -> f64 {
@@ -315,19 +323,21 @@ impl Sensor {
     /// The channel measuring `quantity_key` (a catalogue key), resolved.
     pub fn channel(&self, quantity_key: &str) -> Option<ResolvedChannel> {
         let ch = self.channels.iter().find(|c| c.quantity == quantity_key)?;
-        resolve_channel(ch).ok()
+        resolve_channel(ch, self.domain).ok()
     }
 }
 
-fn resolve_channel(ch: &Channel) -> Result<ResolvedChannel, String> {
+fn resolve_channel(ch: &Channel, domain: Domain) -> Result<ResolvedChannel, String> {
     let quantity =
         find_quantity(&ch.quantity).ok_or_else(|| format!("unknown quantity {:?}", ch.quantity))?;
     let unit_name = ch.unit.as_deref().unwrap_or(quantity.default_unit);
     let unit = find_unit(unit_name).ok_or_else(|| format!("unknown unit {unit_name:?}"))?;
     let default_unit = find_unit(quantity.default_unit)
         .ok_or_else(|| format!("catalogue unit {:?} missing", quantity.default_unit))?;
-    let conv =
-        |v: f64| catalogue::convert(v, default_unit, unit, quantity).map_err(|e| e.to_string());
+    let conv = |v: f64| {
+        catalogue::convert(v, default_unit, unit, quantity, GasReference::of(domain))
+            .map_err(|e| e.to_string())
+    };
     let min = match ch.min {
         Some(v) => v,
         None => conv(quantity.min)?,
@@ -487,8 +497,9 @@ impl Registry {
                     s.id
                 ));
             }
+            let domain = s.domain;
             for (i, ch) in s.channels.iter_mut().enumerate() {
-                match resolve_channel(ch) {
+                match resolve_channel(ch, domain) {
                     Ok(r) => ch.quantity = r.quantity.key.to_string(),
                     Err(e) => errs.push(format!("sensor {}: channels[{i}]: {e}", s.id)),
                 }

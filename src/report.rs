@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
-use serde_json::Value;
 
+use crate::standards::results::{
+    AirDay, AirHour, AqiSummary, CemsHour, Compliance, IndicatorStatus, Page,
+};
 use crate::standards::time::{self, DAY_MS, HOUR_MS};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,21 +61,16 @@ pub struct DayAqi {
 }
 
 impl DayAqi {
-    /// From an HJ 633 report as the API gives it (`aqi`, `grade`, `category_zh`,
-    /// `primary_pollutants`).
-    fn from_report(day: NaiveDate, aqi: &Value) -> DayAqi {
+    /// From an HJ 633 result as the API gives it.
+    fn from_report(day: NaiveDate, aqi: Option<&AqiSummary>) -> DayAqi {
         DayAqi {
             day,
-            aqi: aqi["aqi"].as_f64(),
-            grade: aqi["grade"].as_str().map(str::to_string),
-            category_zh: aqi["category_zh"].as_str().map(str::to_string),
-            primary: aqi["primary_pollutants"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
+            aqi: aqi.and_then(|a| a.aqi).map(f64::from),
+            grade: aqi.and_then(|a| a.grade.clone()),
+            category_zh: aqi.and_then(|a| a.category_zh.clone()),
+            primary: aqi
+                .map(|a| a.primary_pollutants.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -138,20 +135,17 @@ impl ReportData {
     /// `/api/v1/compliance`.
     pub fn from_api(
         day: NaiveDate,
-        air_daily: &Value,
-        air_hourly: &Value,
-        cems_hourly: &Value,
-        compliance: &Value,
+        air_daily: &Page<AirDay>,
+        air_hourly: &Page<AirHour>,
+        cems_hourly: &Page<CemsHour>,
+        compliance: &Compliance,
     ) -> Self {
         let mut by_day: BTreeMap<NaiveDate, DayAqi> = BTreeMap::new();
-        for d in results(air_daily) {
-            let Some(date) = d["day"]
-                .as_str()
-                .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-            else {
+        for d in &air_daily.results {
+            let Ok(date) = NaiveDate::parse_from_str(&d.day, "%Y-%m-%d") else {
                 continue;
             };
-            by_day.insert(date, DayAqi::from_report(date, &d["aqi"]));
+            by_day.insert(date, DayAqi::from_report(date, d.aqi.as_ref()));
         }
         let aqi_days = (0..WINDOW_DAYS)
             .rev()
@@ -168,42 +162,43 @@ impl ReportData {
             .collect();
 
         let day_start = time::day_start_ms(day);
-        let latest_hour = results(air_hourly)
+        let latest_hour = air_hourly
+            .results
+            .iter()
             .filter_map(|h| {
-                let offset = h["hour_ms"].as_i64()? - day_start;
-                h["aqi"]["aqi"].as_f64()?;
+                let offset = h.hour_ms - day_start;
+                h.aqi.as_ref()?.aqi?;
                 (offset > 0 && offset <= DAY_MS).then(|| {
                     (
                         (offset / HOUR_MS) as u32,
-                        DayAqi::from_report(day, &h["aqi"]),
+                        DayAqi::from_report(day, h.aqi.as_ref()),
                     )
                 })
             })
             .max_by_key(|(hour, _)| *hour);
         let mut cems: BTreeMap<String, BTreeMap<String, Vec<HourPoint>>> = BTreeMap::new();
-        for h in results(cems_hourly) {
-            let (Some(unit), Some(hour_ms)) = (h["unit"].as_str(), h["hour_ms"].as_i64()) else {
-                continue;
-            };
-            let offset = hour_ms - day_start;
+        for h in &cems_hourly.results {
+            let offset = h.hour_ms - day_start;
             if offset <= 0 || offset > DAY_MS {
                 continue;
             }
             let hour = (offset / HOUR_MS) as u32;
             for q in POLLUTANTS {
-                let p = &h["pollutants"][q];
-                let Some(corrected) = p["corrected"].as_f64() else {
+                let Some(p) = h.pollutants.get(q) else {
+                    continue;
+                };
+                let Some(corrected) = p.corrected else {
                     continue;
                 };
                 cems.entry(q.to_string())
                     .or_default()
-                    .entry(unit.to_string())
+                    .entry(h.unit.clone())
                     .or_default()
                     .push(HourPoint {
                         hour,
                         corrected,
-                        limit: p["limit"].as_f64(),
-                        valid: p["status"] == "valid",
+                        limit: Some(p.limit),
+                        valid: p.is_valid(),
                     });
             }
         }
@@ -213,26 +208,24 @@ impl ReportData {
             }
         }
 
-        let mut indicators = Vec::new();
-        let mut affordable = None;
-        for i in compliance["indicators"].as_array().into_iter().flatten() {
-            if i["status"] == "manual" {
-                continue;
-            }
-            let (Some(id), Some(target)) = (i["id"].as_str(), i["target"].as_f64()) else {
-                continue;
-            };
-            if let Some(a) = i["detail"]["affordable_non_good_days"].as_f64() {
-                affordable = Some(a);
-            }
-            indicators.push(Indicator {
-                id: id.to_string(),
-                name_zh: i["name_zh"].as_str().unwrap_or(id).to_string(),
-                actual: i["actual"].as_f64(),
-                target,
-                status: i["status"].as_str().unwrap_or("").to_string(),
-            });
-        }
+        let indicators = compliance
+            .indicators
+            .iter()
+            .filter(|i| i.status != IndicatorStatus::Manual)
+            .map(|i| Indicator {
+                id: i.id.clone(),
+                name_zh: i.name_zh.clone(),
+                actual: i.actual,
+                target: i.target,
+                status: serde_json::to_value(i.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let affordable = compliance
+            .good_days()
+            .map(|g| g.affordable_non_good_days as f64);
         ReportData {
             day,
             aqi_days,
@@ -327,10 +320,6 @@ fn primary(d: &DayAqi) -> String {
     } else {
         d.primary.join("/")
     }
-}
-
-fn results(v: &Value) -> impl Iterator<Item = &Value> {
-    v["results"].as_array().into_iter().flatten()
 }
 
 /// Load a CJK font: the given file, or the first of [`FONT_CANDIDATES`] that exists.
@@ -591,7 +580,7 @@ fn draw_cems(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
@@ -612,33 +601,60 @@ mod tests {
     fn gathers_the_window_units_and_indicators() {
         let day = d("2026-11-24");
         let start = time::day_start_ms(day);
-        let air = json!({"results": [
-            {"day": "2026-11-24", "aqi": {"aqi": 111, "grade": "III", "category_zh": "轻度污染", "primary_pollutants": ["PM2.5"]}},
-            {"day": "2026-11-20", "aqi": {"aqi": 45, "grade": "I", "category_zh": "优", "primary_pollutants": []}},
-            {"day": "2026-10-01", "aqi": {"aqi": 60}}
-        ]});
-        let cems = json!({"results": [
-            {"unit": "dt-1", "hour_ms": start + 2 * HOUR_MS, "pollutants": {
-                "SO2": {"corrected": 40.0, "limit": 35.0, "status": "valid"},
-                "NOx": {"corrected": 20.0, "limit": 50.0, "status": "valid"}}},
-            {"unit": "dt-1", "hour_ms": start + HOUR_MS, "pollutants": {
-                "SO2": {"corrected": 36.0, "limit": 35.0, "status": "invalid"}}},
-            {"unit": "sy-1", "hour_ms": start + 24 * HOUR_MS, "pollutants": {
-                "SO2": {"corrected": 10.0, "limit": 35.0, "status": "valid"}}},
+        // Fixtures in the API's shapes, decoded by the same types the daemon serves.
+        let aqi = |v: Option<u32>, grade: Option<&str>, cat: Option<&str>, primary: &[&str]| {
+            json!({"aqi": v, "aqi_from_available": v, "grade": grade, "category_zh": cat, "category_en": null,
+                   "primary_pollutants": primary, "iaqi": {}, "missing": [], "edition": "HJ633-2026"})
+        };
+        let air_day = |day: &str, a: Value| json!({"station": "district", "day": day, "values": {}, "validity": {}, "aqi": a, "good_day": null});
+        let air: Page<AirDay> = serde_json::from_value(json!({"count": 3, "results": [
+            air_day("2026-11-24", aqi(Some(111), Some("III"), Some("轻度污染"), &["PM2.5"])),
+            air_day("2026-11-20", aqi(Some(45), Some("I"), Some("优"), &[])),
+            air_day("2026-10-01", aqi(Some(60), None, None, &[]))
+        ]}))
+        .unwrap();
+        let p = |c: f64, status: &str| {
+            json!({"status": status, "valid_minutes": 60, "measured": c, "corrected": c, "limit": 35.0,
+                   "exceeded": false, "over_range": false, "mass_kg_h": null, "source": "minutes"})
+        };
+        let hour = |unit: &str, ms: i64, pollutants: Value| {
+            json!({"unit": unit, "site": "x", "hour": "", "hour_ms": ms, "o2_ref_percent": 6.0, "o2_mean": null,
+                   "flue_flow_mean": null, "minutes_with_data": 60, "pollutants": pollutants})
+        };
+        let mut nox = p(20.0, "valid");
+        nox["limit"] = json!(50.0);
+        let cems: Page<CemsHour> = serde_json::from_value(json!({"count": 4, "results": [
+            hour("dt-1", start + 2 * HOUR_MS, json!({"SO2": p(40.0, "valid"), "NOx": nox})),
+            hour("dt-1", start + HOUR_MS, json!({"SO2": p(36.0, "invalid")})),
+            hour("sy-1", start + 24 * HOUR_MS, json!({"SO2": p(10.0, "valid")})),
             // The previous day's 24:00 is not this day's.
-            {"unit": "sy-1", "hour_ms": start, "pollutants": {
-                "SO2": {"corrected": 99.0, "limit": 35.0, "status": "valid"}}}
-        ]});
-        let compliance = json!({"indicators": [
-            {"id": "air_good_days_rate", "name_zh": "空气质量二级以上天数比例", "actual": 37.9, "target": 80.0,
-             "status": "missed", "detail": {"affordable_non_good_days": -5}},
-            {"id": "green_coverage_rate", "target": 43.0, "status": "manual"}
-        ]});
-        let hourly = json!({"results": [
-            {"hour_ms": start + 9 * HOUR_MS, "aqi": {"aqi": 80, "grade": "II", "category_zh": "良", "primary_pollutants": ["PM2.5"]}},
-            {"hour_ms": start + 10 * HOUR_MS, "aqi": {"aqi": null}},
-            {"hour_ms": start + 8 * HOUR_MS, "aqi": {"aqi": 70}}
-        ]});
+            hour("sy-1", start, json!({"SO2": p(99.0, "valid")}))
+        ]}))
+        .unwrap();
+        let good: serde_json::Map<String, Value> = serde_json::from_value(json!({
+            "year": 2026, "from": "2026-01-01", "to": "2026-12-31", "target_percent": 80.0,
+            "valid_days": 300, "good_days": 114, "rate_percent": 37.9, "remaining_days": 37,
+            "affordable_non_good_days": -5, "assumed_valid_from": "2026-11-25", "already_missed": true,
+            "months": []
+        }))
+        .unwrap();
+        let compliance: Compliance = serde_json::from_value(json!({
+            "year": 2026, "from": "2026-01-01", "to": "2026-12-31", "as_of": "2026-11-24",
+            "indicators": [
+                {"id": "air_good_days_rate", "name_zh": "空气质量二级以上天数比例", "name_en": "", "unit": "%",
+                 "comparison": ">=", "actual": 37.9, "target": 80.0, "status": "missed", "detail": good},
+                {"id": "green_coverage_rate", "name_zh": "", "name_en": "", "unit": "%", "comparison": ">=",
+                 "actual": null, "target": 43.0, "status": "manual"}
+            ]
+        }))
+        .unwrap();
+        let air_hour = |ms: i64, a: Value| json!({"station": "district", "hour": "", "hour_ms": ms, "values": {}, "aqi": a});
+        let hourly: Page<AirHour> = serde_json::from_value(json!({"count": 3, "results": [
+            air_hour(start + 9 * HOUR_MS, aqi(Some(80), Some("II"), Some("良"), &["PM2.5"])),
+            air_hour(start + 10 * HOUR_MS, aqi(None, None, None, &[])),
+            air_hour(start + 8 * HOUR_MS, aqi(Some(70), None, None, &[]))
+        ]}))
+        .unwrap();
         let r = ReportData::from_api(day, &air, &hourly, &cems, &compliance);
         // The day's daily result exists, so the briefing shows it, not the latest hour.
         assert!(!r.briefing().contains("latest hour"));
@@ -670,7 +686,7 @@ mod tests {
         assert!(text.contains("37.9%"), "{text}");
         // Without the day's daily result, the latest hour stands in.
         let no_daily =
-            ReportData::from_api(day, &json!({"results": []}), &hourly, &cems, &compliance);
+            ReportData::from_api(day, &Page::new(Vec::new()), &hourly, &cems, &compliance);
         let text = no_daily.briefing();
         assert!(text.contains("no valid daily result"), "{text}");
         assert!(text.contains("latest hour 09:00: AQI 80"), "{text}");

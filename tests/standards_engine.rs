@@ -20,6 +20,8 @@ fn engine(dir: &std::path::Path) -> Engine {
     let settings = Settings {
         edition: Edition::Hj633_2026,
         lateness_ms: 30 * 86_400_000,
+        cems: Default::default(),
+        air: Default::default(),
         water: WaterStandardsConfig::default(),
     };
     Engine::open(&db, RegistryHandle::new(reg), settings).unwrap()
@@ -65,7 +67,9 @@ fn cems_hour(hour: i64, minutes: impl Fn(i64) -> (f64, f64, DataFlag)) -> Vec<Re
 }
 
 fn so2_of(e: &Engine, hour: i64) -> Value {
-    let r = e.results("cems_hourly", Some("dt-1"), hour, hour).unwrap();
+    let r = e
+        .results_json("cems_hourly", Some("dt-1"), hour, hour)
+        .unwrap();
     assert_eq!(r.len(), 1, "one result for the hour");
     r[0].2["pollutants"]["SO2"].clone()
 }
@@ -137,7 +141,7 @@ fn cems_hours_validity_correction_stopped_and_over_range() {
 
     // The day: valid hours A, D, E, F = 4; exceeded D = 1; stopped C = 1; 24 − 1 = 23 expected.
     let days = e
-        .results(
+        .results_json(
             "cems_daily",
             Some("dt-1"),
             time::day_start_ms(day),
@@ -183,7 +187,7 @@ fn air_hour(sensor: &str, hour: i64, q: &str, v: f64) -> Reading {
 fn all_results(e: &Engine) -> Vec<(String, String, i64, Value)> {
     let mut out = Vec::new();
     for kind in ["cems_hourly", "cems_daily", "air_hourly", "air_daily"] {
-        for (ent, ts, doc) in e.results(kind, None, 0, i64::MAX).unwrap() {
+        for (ent, ts, doc) in e.results_json(kind, None, 0, i64::MAX).unwrap() {
             out.push((kind.to_string(), ent, ts, doc));
         }
     }
@@ -231,7 +235,7 @@ fn late_data_gives_exactly_the_on_time_result() {
     late.ingest(&first, end_of_day).unwrap();
     late.recompute(end_of_day).unwrap();
     let before = late
-        .results("air_daily", Some("aq-jianxi-1"), 0, i64::MAX)
+        .results_json("air_daily", Some("aq-jianxi-1"), 0, i64::MAX)
         .unwrap();
     let a_day_later = end_of_day + 24 * HOUR_MS;
     // Delivered in reverse order, too.
@@ -243,7 +247,7 @@ fn late_data_gives_exactly_the_on_time_result() {
     assert_ne!(
         before[0].2,
         on_time
-            .results("air_daily", Some("aq-jianxi-1"), 0, i64::MAX)
+            .results_json("air_daily", Some("aq-jianxi-1"), 0, i64::MAX)
             .unwrap()[0]
             .2,
         "the late hours changed the day"

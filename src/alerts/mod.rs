@@ -314,8 +314,7 @@ impl Alerting {
                         crate::standards::time::label(now_ms, crate::standards::time::HOUR_MS)
                             - crate::standards::time::HOUR_MS;
                     let docs = engine
-                        .results(
-                            "cems_hourly",
+                        .results::<crate::standards::results::CemsHour>(
                             Some(uid),
                             last - 3 * crate::standards::time::HOUR_MS,
                             last,
@@ -328,8 +327,9 @@ impl Alerting {
                         if !m(&rule.pollutant, q) {
                             continue;
                         }
-                        let p = &doc["pollutants"][q];
-                        let valid = p["status"] == "valid";
+                        let Some(p) = doc.pollutants.get(q) else {
+                            continue;
+                        };
                         let labels: BTreeMap<String, String> = [
                             ("site".into(), unit.site.clone()),
                             ("unit".into(), uid.clone()),
@@ -337,9 +337,9 @@ impl Alerting {
                         ]
                         .into();
                         let sample = Sample {
-                            value: if valid { p["corrected"].as_f64() } else { None },
+                            value: if p.is_valid() { p.corrected } else { None },
                             ts_ms: Some(*ts),
-                            limit: p["limit"].as_f64(),
+                            limit: Some(p.limit),
                             history: vec![],
                         };
                         out.push((labels, sample, None, sensors.clone()));
@@ -348,18 +348,35 @@ impl Alerting {
             }
             SeriesKind::AirHourlyAqi | SeriesKind::AirDailyAqi => {
                 let Some(engine) = engine else { return out };
-                let (kind, span) = if rule.series == SeriesKind::AirHourlyAqi {
-                    ("air_hourly", 3 * 3_600_000)
-                } else {
-                    ("air_daily", 3 * 86_400_000)
-                };
-                let docs = engine
-                    .results(kind, rule.station.as_deref(), now_ms - span, now_ms)
-                    .unwrap_or_default();
+                let station = rule.station.as_deref();
                 let mut latest: BTreeMap<String, (i64, Option<f64>)> = BTreeMap::new();
-                for (e, ts, d) in docs {
-                    if let Some(aqi) = d["aqi"]["aqi"].as_f64() {
-                        latest.insert(e, (ts, Some(aqi)));
+                let found: Vec<(String, i64, Option<u32>)> =
+                    if rule.series == SeriesKind::AirHourlyAqi {
+                        engine
+                            .results::<crate::standards::results::AirHour>(
+                                station,
+                                now_ms - 3 * 3_600_000,
+                                now_ms,
+                            )
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(e, ts, d)| (e, ts, d.aqi.and_then(|a| a.aqi)))
+                            .collect()
+                    } else {
+                        engine
+                            .results::<crate::standards::results::AirDay>(
+                                station,
+                                now_ms - 3 * 86_400_000,
+                                now_ms,
+                            )
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(e, ts, d)| (e, ts, d.aqi.and_then(|a| a.aqi)))
+                            .collect()
+                    };
+                for (e, ts, aqi) in found {
+                    if let Some(aqi) = aqi {
+                        latest.insert(e, (ts, Some(f64::from(aqi))));
                     }
                 }
                 for (station, (ts, v)) in latest {
@@ -386,46 +403,39 @@ impl Alerting {
                 let Some(engine) = engine else { return out };
                 let year = chrono::Datelike::year(&crate::standards::time::cst_date(now_ms));
                 if let Ok(doc) = engine.compliance(year, now_ms, None) {
-                    if let Some(i) = doc["indicators"]
-                        .as_array()
-                        .and_then(|a| a.iter().find(|i| i["id"] == "air_good_days_rate"))
-                    {
-                        if i["detail"]["valid_days"].as_u64().unwrap_or(0) > 0 {
-                            let v = i["detail"]["affordable_non_good_days"].as_f64();
-                            out.push((
-                                [("indicator".into(), "air_good_days_rate".into())].into(),
-                                Sample {
-                                    value: v,
-                                    ts_ms: Some(now_ms),
-                                    ..Default::default()
-                                },
-                                None,
-                                vec![],
-                            ));
-                        }
+                    if let Some(g) = doc.good_days().filter(|g| g.valid_days > 0) {
+                        out.push((
+                            [("indicator".into(), "air_good_days_rate".into())].into(),
+                            Sample {
+                                value: Some(g.affordable_non_good_days as f64),
+                                ts_ms: Some(now_ms),
+                                ..Default::default()
+                            },
+                            None,
+                            vec![],
+                        ));
                     }
                 }
             }
             SeriesKind::SewageTreatmentRate => {
                 let Some(engine) = engine else { return out };
                 let docs = engine
-                    .results(
-                        "water_daily",
+                    .results::<crate::standards::results::TreatmentDay>(
                         Some("treatment"),
                         now_ms - 3 * 86_400_000,
                         now_ms,
                     )
                     .unwrap_or_default();
-                if let Some((_, ts, d)) = docs
+                if let Some((_, ts, rate)) = docs
                     .iter()
                     .rev()
-                    .find(|(_, _, d)| d["treatment_rate_percent"].is_number())
+                    .find_map(|(_, ts, d)| d.treatment_rate_percent.map(|r| ((), *ts, r)))
                 {
                     out.push((
                         [("indicator".into(), "sewage_treatment_rate".into())].into(),
                         Sample {
-                            value: d["treatment_rate_percent"].as_f64(),
-                            ts_ms: Some(*ts),
+                            value: Some(rate),
+                            ts_ms: Some(ts),
                             ..Default::default()
                         },
                         None,

@@ -7,9 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::standards::results::{
+    AirDay, AirHour, CemsDay, CemsHour, Page, Stored, TreatmentDay, WaterDay,
+};
 use crate::standards::time::{self, DAY_MS};
 
 #[derive(Debug, Deserialize)]
@@ -63,24 +65,14 @@ fn engine(s: &AppState) -> Result<&std::sync::Arc<crate::standards::engine::Engi
     })
 }
 
-async fn results(
-    s: AppState,
-    kind: &'static str,
-    entity: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    default_span: i64,
-    reevaluate: Option<crate::standards::hj633::Edition>,
-) -> Result<Response, ApiError> {
-    let engine = engine(&s)?.clone();
+/// The `from`/`to` bounds of a range query, with a default span ending a day from now.
+fn bounds(from: Option<&str>, to: Option<&str>, default_span: i64) -> Result<(i64, i64), ApiError> {
     let now = Utc::now().timestamp_millis();
     let to = to
-        .as_deref()
         .map(|v| parse_bound("to", v))
         .transpose()?
         .unwrap_or(now + DAY_MS);
     let from = from
-        .as_deref()
         .map(|v| parse_bound("from", v))
         .transpose()?
         .unwrap_or(now - default_span);
@@ -90,25 +82,46 @@ async fn results(
             "from: must not be after to",
         ));
     }
-    let rows =
-        tokio::task::spawn_blocking(move || engine.results(kind, entity.as_deref(), from, to))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "standards query failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "standards query failed; see the daemon's log",
-                )
-            })?;
-    let docs: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|(_, _, d)| match reevaluate {
-            Some(ed) => crate::standards::engine::reevaluate_air_day(&d, ed),
-            None => d,
+    Ok((from, to))
+}
+
+/// Run a blocking engine query; its failure is logged and answered 500.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, crate::standards::engine::EngineError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            tracing::error!(error = %e, query = what, "standards query failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{what} query failed; see the daemon's log"),
+            )
         })
-        .collect();
-    Ok(Json(json!({"count": docs.len(), "results": docs})).into_response())
+}
+
+/// Typed results of `T` over a range, mapped by `f` (e.g. re-evaluated), as a page.
+async fn results<T: Stored + Send + 'static>(
+    s: AppState,
+    entity: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    default_span: i64,
+    f: impl Fn(T) -> T + Send + 'static,
+) -> Result<Response, ApiError> {
+    let engine = engine(&s)?.clone();
+    let (from, to) = bounds(from.as_deref(), to.as_deref(), default_span)?;
+    let docs = blocking(T::KIND, move || {
+        Ok(engine
+            .results::<T>(entity.as_deref(), from, to)?
+            .into_iter()
+            .map(|(_, _, d)| f(d))
+            .collect::<Vec<T>>())
+    })
+    .await?;
+    Ok(Json(Page::new(docs)).into_response())
 }
 
 type Params = Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>;
@@ -120,35 +133,57 @@ fn params(q: Params) -> Result<RangeParams, ApiError> {
 
 pub async fn cems_hourly(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results(s, "cems_hourly", p.unit, p.from, p.to, DAY_MS, None).await
+    results::<CemsHour>(s, p.unit, p.from, p.to, DAY_MS, |d| d).await
 }
 
 pub async fn cems_daily(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results(s, "cems_daily", p.unit, p.from, p.to, 31 * DAY_MS, None).await
+    results::<CemsDay>(s, p.unit, p.from, p.to, 31 * DAY_MS, |d| d).await
 }
 
 pub async fn air_hourly(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results(s, "air_hourly", p.station, p.from, p.to, DAY_MS, None).await
+    results::<AirHour>(s, p.station, p.from, p.to, DAY_MS, |d| d).await
 }
 
+/// Daily air results; with `standard=`, the AQI and verdicts computed again from the stored
+/// concentrations under that edition.
 pub async fn air_daily(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
     let ed = edition(p.standard.as_deref())?;
-    results(s, "air_daily", p.station, p.from, p.to, 31 * DAY_MS, ed).await
+    results::<AirDay>(s, p.station, p.from, p.to, 31 * DAY_MS, move |d| match ed {
+        Some(ed) => crate::standards::air::reevaluate(&d, ed),
+        None => d,
+    })
+    .await
 }
 
+/// Daily water results; `sensor=treatment` gives the district's sewage treatment days.
 pub async fn water_daily(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results(s, "water_daily", p.sensor, p.from, p.to, 31 * DAY_MS, None).await
+    if p.sensor.as_deref() == Some("treatment") {
+        return results::<TreatmentDay>(s, p.sensor, p.from, p.to, 31 * DAY_MS, |d| d).await;
+    }
+    results::<WaterDay>(s, p.sensor, p.from, p.to, 31 * DAY_MS, |d| d).await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct YearParams {
     year: Option<i32>,
+    /// A window instead of a calendar year: first and last day (YYYY-MM-DD), both or neither.
+    from: Option<String>,
+    to: Option<String>,
     standard: Option<String>,
+}
+
+fn day_param(name: &str, v: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name}: {v:?} is not a date (YYYY-MM-DD)"),
+        )
+    })
 }
 
 pub async fn compliance(
@@ -159,25 +194,45 @@ pub async fn compliance(
     let engine = engine(&s)?.clone();
     let ed = edition(q.standard.as_deref())?;
     let now = Utc::now().timestamp_millis();
-    let year = q
-        .year
-        .unwrap_or_else(|| chrono::Datelike::year(&time::cst_date(now)));
-    if !(2000..=2100).contains(&year) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("year: {year} is outside 2000..=2100"),
-        ));
-    }
-    let doc = tokio::task::spawn_blocking(move || engine.compliance(year, now, ed))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "compliance query failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "compliance query failed; see the daemon's log",
-            )
-        })?;
+    let window = match (q.from.as_deref(), q.to.as_deref(), q.year) {
+        (Some(a), Some(b), None) => {
+            let (a, b) = (day_param("from", a)?, day_param("to", b)?);
+            if a > b {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "from: must not be after to",
+                ));
+            }
+            if (b - a).num_days() > 3660 {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "to: a window is at most ten years",
+                ));
+            }
+            (a, b)
+        }
+        (None, None, year) => {
+            let year = year.unwrap_or_else(|| chrono::Datelike::year(&time::cst_date(now)));
+            if !(2000..=2100).contains(&year) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("year: {year} is outside 2000..=2100"),
+                ));
+            }
+            crate::standards::plan::year_window(year)
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("year: {year}")))?
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "from, to: give both (a window) or neither (year=…), not with year",
+            ))
+        }
+    };
+    let doc = blocking("compliance", move || {
+        engine.compliance_window(window, now, ed)
+    })
+    .await?;
     Ok(Json(doc).into_response())
 }
 
@@ -198,9 +253,9 @@ pub async fn cems_monthly(
     let year = q
         .year
         .unwrap_or_else(|| chrono::Datelike::year(&time::cst_date(now)));
-    let docs = tokio::task::spawn_blocking(move || engine.cems_monthly(q.unit.as_deref(), year))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(json!({"count": docs.len(), "results": docs})).into_response())
+    let docs = blocking("cems monthly", move || {
+        engine.cems_monthly(q.unit.as_deref(), year)
+    })
+    .await?;
+    Ok(Json(Page::new(docs)).into_response())
 }

@@ -140,8 +140,14 @@ pub fn validate_item(sensor: &Sensor, item: &RawItem, ctx: &Context) -> Result<R
             ))
         }
     };
-    let value = catalogue::convert(raw, from_unit, channel.unit, quantity)
-        .map_err(|e| Rejection::new(RejectReason::UnitMismatch, format!("{}: {e}", unit_path())))?;
+    let value = catalogue::convert(
+        raw,
+        from_unit,
+        channel.unit,
+        quantity,
+        catalogue::GasReference::of(sensor.domain),
+    )
+    .map_err(|e| Rejection::new(RejectReason::UnitMismatch, format!("{}: {e}", unit_path())))?;
     let (ts, ts_assumed) = match &item.ts {
         None | Some(Value::Null) => (to_ms_precision(ctx.now), true),
         Some(v) => (

@@ -1,17 +1,19 @@
-//! The standards engine: applies the pure rules of this module to the readings as they are stored,
-//! and keeps the results.
+//! The standards engine: the stateful part. It keeps the input, knows what changed, applies the
+//! pure rules of this module (`cems`, `air`, `hj633`, `gb18918`, `gb3838`, `plan`) and keeps the
+//! typed results (`results`).
 //!
 //! - **Input**: after each successful store write, the writer hands the batch to [`Engine::ingest`],
 //!   which keeps the readings that matter (CEMS units, air stations, water sensors) in `std_input`
 //!   (SQLite, same database) for the lateness window, keyed like the stores so a replay is the same
 //!   row, and marks the hours they fall in as changed.
 //! - **Recomputation**: every `standards.interval`, [`Engine::recompute`] rebuilds each changed hour
-//!   from `std_input`, then the days those hours belong to, then writes the results to
+//!   from `std_input` (one hour of one entity in memory at a time, as minute buckets —
+//!   `input::HourInput`), then the days those hours belong to, then writes the results to
 //!   `std_results`. Results depend only on the input rows, never on arrival order: a reading a day
 //!   late gives exactly the result it would have given on time. Readings older than the window are
 //!   stored but change nothing (counted).
-//! - **Outputs**: results are JSON documents (API) and, when the store is InfluxDB, line protocol
-//!   (`cems_hourly`, `cems_daily`, `air_hourly`, `air_daily`, `water_daily`, `plan_targets`).
+//! - **Outputs**: typed results (`results`), stored as their JSON and served by the API; when the
+//!   store is InfluxDB, line protocol (`export`).
 //!
 //! Hours are labelled by their end and days are CST ([`super::time`]).
 
@@ -21,15 +23,23 @@ use std::sync::Mutex;
 
 use chrono::{Datelike, NaiveDate};
 use rusqlite::{params, Connection};
-use serde_json::{json, Map, Value};
 
-use super::hj633::{self, Concentrations, Edition, Report};
+use super::hj633::{Concentrations, Edition, Report};
+use super::input::{HourInput, Row};
+use super::results::{
+    AirDay, AirDayValidity, AirHour, CemsDay, CemsHour, CemsMonth, CemsPollutantMonth, Compliance,
+    Gb18918Summary, Gb3838Summary, Indicator, IndicatorDetail, IndicatorStatus, MonthVolumes,
+    SewageDetail, Stored, TreatmentDay, UnitCompliance, UnitHours, UnitsDetail, Values, WaterDay,
+    WaterHour,
+};
 use super::time::{self, DAY_MS, HOUR_MS, MINUTE_MS};
-use super::{gb18918, gb3838, hj663, hj75, plan};
-use crate::catalogue::{self, find_quantity, find_unit};
-use crate::config::WaterStandardsConfig;
+use super::{air, cems, export, gb18918, gb3838, hj663, plan};
+use crate::catalogue::{self, find_quantity, find_unit, GasReference};
+use crate::config::{
+    AirStandardsConfig, CemsStandardsConfig, StandardsConfig, WaterStandardsConfig,
+};
 use crate::reading::{DataFlag, Domain, Period, Reading};
-use crate::registry::{MeasuredBasis, MeasuredState, Registry, RegistryHandle, SiteKind};
+use crate::registry::{Registry, RegistryHandle, SiteKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -59,7 +69,21 @@ enum Kind {
 pub struct Settings {
     pub edition: Edition,
     pub lateness_ms: i64,
+    pub cems: CemsStandardsConfig,
+    pub air: AirStandardsConfig,
     pub water: WaterStandardsConfig,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &StandardsConfig) -> Settings {
+        Settings {
+            edition: Edition::parse(&cfg.aqi_edition).unwrap_or(Edition::Hj633_2026),
+            lateness_ms: cfg.lateness.as_millis().min(i64::MAX as u128) as i64,
+            cems: cfg.cems.clone(),
+            air: cfg.air.clone(),
+            water: cfg.water.clone(),
+        }
+    }
 }
 
 /// What one `ingest` call did.
@@ -88,155 +112,22 @@ fn entity_of(reg: &Registry, sensor: &str) -> Option<(Kind, String)> {
     }
 }
 
-/// Severity used to pick one flag for a minute from its samples.
-fn severity(f: DataFlag) -> u8 {
-    match f {
-        DataFlag::N => 0,
-        DataFlag::S => 1,
-        DataFlag::T => 2,
-        DataFlag::C => 3,
-        DataFlag::M => 4,
-        DataFlag::B => 5,
-        DataFlag::D => 6,
-        DataFlag::F => 7,
-    }
-}
-
-/// Flags that make an air or water value unusable.
-const AIR_WATER_EXCLUDED: [DataFlag; 5] = [
-    DataFlag::F,
-    DataFlag::M,
-    DataFlag::C,
-    DataFlag::D,
-    DataFlag::B,
-];
-
-/// One input row.
-#[derive(Debug, Clone)]
-struct Row {
-    quantity: String,
-    ts_ms: i64,
-    period: Period,
-    value: f64,
-    flag: DataFlag,
-}
-
-/// Per quantity: minute label → (sum, count, worst flag), plus hour-period values.
-#[derive(Debug, Default)]
-struct HourInput {
-    minutes: BTreeMap<String, BTreeMap<i64, (f64, usize, DataFlag)>>,
-    hourly: BTreeMap<String, (f64, DataFlag)>,
-    /// (quantity, minute) with a logged minute mean: samples of that minute are not mixed in.
-    logged_minutes: BTreeSet<(String, i64)>,
-}
-
-impl HourInput {
-    fn from_rows(rows: &[Row], hour: i64) -> HourInput {
-        let mut h = HourInput::default();
-        for r in rows {
-            if time::hour_label_of(r.ts_ms, r.period) != hour {
-                continue;
-            }
-            match r.period {
-                Period::Instant | Period::Minute => {
-                    let m = time::minute_label_of(r.ts_ms, r.period);
-                    if r.period == Period::Minute {
-                        // The data logger's own minute mean stands for the minute.
-                        h.logged_minutes.insert((r.quantity.clone(), m));
-                        h.minutes
-                            .entry(r.quantity.clone())
-                            .or_default()
-                            .insert(m, (r.value, 1, r.flag));
-                        continue;
-                    }
-                    if h.logged_minutes.contains(&(r.quantity.clone(), m)) {
-                        continue;
-                    }
-                    let e = h
-                        .minutes
-                        .entry(r.quantity.clone())
-                        .or_default()
-                        .entry(m)
-                        .or_insert((0.0, 0, DataFlag::N));
-                    e.0 += r.value;
-                    e.1 += 1;
-                    if severity(r.flag) > severity(e.2) {
-                        e.2 = r.flag;
-                    }
-                }
-                Period::Hour => {
-                    h.hourly.insert(r.quantity.clone(), (r.value, r.flag));
-                }
-                Period::Day => {}
-            }
-        }
-        h
-    }
-
-    /// Minute means of a quantity that are usable (flag not excluded).
-    fn usable_minutes(&self, q: &str, excluded: &[DataFlag]) -> Vec<f64> {
-        self.minutes
-            .get(q)
-            .map(|m| {
-                m.values()
-                    .filter(|(_, _, f)| !excluded.contains(f))
-                    .map(|(s, n, _)| s / *n as f64)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The hourly value of a quantity for air and water: from ≥ 45 usable minutes, else an hourly
-    /// mean reported as such (HJ 212 2061 / `"period": "1h"`).
-    fn air_hourly(&self, q: &str) -> Option<f64> {
-        hj663::hourly_mean(&self.usable_minutes(q, &AIR_WATER_EXCLUDED)).or_else(|| {
-            self.hourly
-                .get(q)
-                .filter(|(_, f)| !AIR_WATER_EXCLUDED.contains(f))
-                .map(|(v, _)| *v)
-        })
-    }
-
-    /// For water: any usable minute or hourly value (analysers sample every 1–4 h).
-    fn water_hourly(&self, q: &str) -> Option<f64> {
-        let m = self.usable_minutes(q, &AIR_WATER_EXCLUDED);
-        if !m.is_empty() {
-            return Some(m.iter().sum::<f64>() / m.len() as f64);
-        }
-        self.hourly
-            .get(q)
-            .filter(|(_, f)| !AIR_WATER_EXCLUDED.contains(f))
-            .map(|(v, _)| *v)
-    }
-}
-
-fn num(v: Option<f64>) -> Value {
-    v.map(Value::from).unwrap_or(Value::Null)
-}
-
-fn get_f(doc: &Value, path: &[&str]) -> Option<f64> {
-    let mut v = doc;
-    for p in path {
-        v = v.get(p)?;
-    }
-    v.as_f64()
-}
-
-/// Convert a value in `unit` to `target` for quantity `q` (AQI needs µg/m3, CO mg/m3).
+/// Convert an ambient value in `unit` to `target` for quantity `q` (AQI needs µg/m3, CO mg/m3).
 fn to_unit(q: &str, value: f64, unit: &str, target: &str) -> Option<f64> {
     let quantity = find_quantity(q)?;
-    catalogue::convert(value, find_unit(unit)?, find_unit(target)?, quantity).ok()
+    catalogue::convert(
+        value,
+        find_unit(unit)?,
+        find_unit(target)?,
+        quantity,
+        GasReference::Ambient,
+    )
+    .ok()
 }
 
-/// Air pollutants with the unit HJ 633 uses.
-const AIR_POLLUTANTS: [(&str, &str); 6] = [
-    ("SO2", "ug/m3"),
-    ("NO2", "ug/m3"),
-    ("PM10", "ug/m3"),
-    ("PM2.5", "ug/m3"),
-    ("CO", "mg/m3"),
-    ("O3", "ug/m3"),
-];
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
 
 impl Engine {
     pub fn open(
@@ -253,6 +144,11 @@ impl Engine {
             settings,
             dirty: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    /// The AQI edition results are computed under.
+    pub fn edition(&self) -> Edition {
+        self.settings.edition
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -291,7 +187,7 @@ impl Engine {
                     continue;
                 }
                 // Values in the unit the rules use (AQI: µg/m3, CO mg/m3).
-                let value = match (kind, AIR_POLLUTANTS.iter().find(|(q, _)| *q == r.quantity)) {
+                let value = match (kind, air::POLLUTANTS.iter().find(|(q, _)| *q == r.quantity)) {
                     (Kind::AirHour, Some((_, target))) => {
                         match to_unit(&r.quantity, r.value, &r.unit, target) {
                             Some(v) => v,
@@ -374,23 +270,23 @@ impl Engine {
             let day = time::day_start_ms(time::day_of_hour(*ts));
             match kind {
                 Kind::CemsHour => {
-                    if let Some(doc) = self.cems_hour(&reg, entity, *ts)? {
-                        lines.extend(cems_hour_lines(&doc));
-                        self.put("cems_hourly", entity, *ts, &doc)?;
+                    if let Some(h) = self.cems_hour(&reg, entity, *ts)? {
+                        lines.extend(export::cems_hour(&h));
+                        self.put(entity, *ts, &h)?;
                     }
                     days.insert((Kind::CemsDay, entity.clone(), day));
                 }
                 Kind::AirHour => {
-                    let doc = self.air_hour(&reg, entity, *ts)?;
-                    lines.push(air_line("air_hourly", entity, *ts, &doc));
-                    self.put("air_hourly", entity, *ts, &doc)?;
+                    let h = self.air_hour(&reg, entity, *ts)?;
+                    lines.push(export::air_hour(&h));
+                    self.put(entity, *ts, &h)?;
                     air_hours.insert(*ts);
                     days.insert((Kind::AirDay, entity.clone(), day));
                     days.insert((Kind::AirDay, "district".into(), day));
                     if self.settings.edition == Edition::Hj633_2012 {
                         // 2012 real-time AQI uses 24h/8h moving means: later hours depend on this one.
                         for h in 1..=23 {
-                            if self.exists("air_hourly", entity, ts + h * HOUR_MS)? {
+                            if self.exists(AirHour::KIND, entity, ts + h * HOUR_MS)? {
                                 self.dirty().insert((
                                     Kind::AirHour,
                                     entity.clone(),
@@ -402,62 +298,58 @@ impl Engine {
                 }
                 _ => {
                     days.insert((Kind::WaterDay, entity.clone(), day));
-                    self.put(
-                        "water_hourly",
-                        entity,
-                        *ts,
-                        &self.water_hour(&reg, entity, *ts)?,
-                    )?;
+                    let h = self.water_hour(&reg, entity, *ts)?;
+                    self.put(entity, *ts, &h)?;
                 }
             }
         }
         for hour in air_hours {
-            let doc = self.district_hour(&reg, hour)?;
-            lines.push(air_line("air_hourly", "district", hour, &doc));
-            self.put("air_hourly", "district", hour, &doc)?;
+            let h = self.district_hour(&reg, hour)?;
+            lines.push(export::air_hour(&h));
+            self.put("district", hour, &h)?;
         }
         let mut treatment_days = BTreeSet::new();
-        // Stations' days before the district's (which averages them).
+        // Stations' days before the district's (which is formed from them).
         let mut ordered: Vec<_> = days.into_iter().collect();
         ordered.sort_by_key(|(k, e, d)| (*k, e == "district", *d));
         for (kind, entity, day_ms) in ordered {
             let day = time::cst_date(day_ms);
             match kind {
                 Kind::CemsDay => {
-                    let doc = self.cems_day(&reg, &entity, day, now_ms)?;
-                    lines.extend(cems_day_lines(&doc, day_ms));
-                    self.put("cems_daily", &entity, day_ms, &doc)?;
+                    let d = self.cems_day(&reg, &entity, day, now_ms)?;
+                    lines.extend(export::cems_day(&d, day_ms));
+                    self.put(&entity, day_ms, &d)?;
                 }
                 Kind::AirDay => {
-                    let doc = if entity == "district" {
+                    let d = if entity == "district" {
                         self.district_day(&reg, day)?
                     } else {
-                        self.air_day(&entity, day)?
+                        self.air_day(&reg, &entity, day)?
                     };
-                    lines.push(air_line("air_daily", &entity, day_ms, &doc));
-                    self.put("air_daily", &entity, day_ms, &doc)?;
+                    lines.push(export::air_day(&d, day_ms));
+                    self.put(&entity, day_ms, &d)?;
                 }
                 Kind::WaterDay => {
-                    let doc = self.water_day(&reg, &entity, day)?;
-                    lines.push(water_line(&entity, day_ms, &doc));
-                    self.put("water_daily", &entity, day_ms, &doc)?;
+                    let d = self.water_day(&reg, &entity, day)?;
+                    lines.push(export::water_day(&d, day_ms));
+                    self.put(&entity, day_ms, &d)?;
                     treatment_days.insert(day_ms);
                 }
                 _ => {}
             }
         }
         for day_ms in treatment_days {
-            let doc = self.treatment_day(day_ms)?;
-            lines.push(water_line("treatment", day_ms, &doc));
-            self.put("water_daily", "treatment", day_ms, &doc)?;
+            let d = self.treatment_day(day_ms)?;
+            lines.push(export::treatment_day(&d, day_ms));
+            self.put("treatment", day_ms, &d)?;
         }
         Ok(lines)
     }
 
-    fn put(&self, kind: &str, entity: &str, ts: i64, doc: &Value) -> Result<(), EngineError> {
+    fn put<T: Stored>(&self, entity: &str, ts: i64, doc: &T) -> Result<(), EngineError> {
         self.conn().execute(
             "INSERT OR REPLACE INTO std_results (kind, entity, ts_ms, doc) VALUES (?1, ?2, ?3, ?4)",
-            params![kind, entity, ts, serde_json::to_string(doc)?],
+            params![T::KIND, entity, ts, serde_json::to_string(doc)?],
         )?;
         Ok(())
     }
@@ -470,32 +362,59 @@ impl Engine {
         )? > 0)
     }
 
-    /// Result documents of `kind` (for `entity`, or all) with `from ≤ ts ≤ to`, oldest first.
-    pub fn results(
+    /// Stored documents of `kind` (for `entity`, or all) with `from ≤ ts ≤ to`, oldest first, as
+    /// their JSON text.
+    fn raw(
         &self,
         kind: &str,
         entity: Option<&str>,
         from: i64,
         to: i64,
-    ) -> Result<Vec<(String, i64, Value)>, EngineError> {
+    ) -> Result<Vec<(String, i64, String)>, EngineError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT entity, ts_ms, doc FROM std_results WHERE kind = ?1 AND (?2 IS NULL OR entity = ?2)
              AND ts_ms >= ?3 AND ts_ms <= ?4 ORDER BY ts_ms, entity LIMIT 100000",
         )?;
         let rows = stmt.query_map(params![kind, entity, from, to], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Results of type `T` (for `entity`, or all) with `from ≤ ts ≤ to`, oldest first. A stored
+    /// document that no longer decodes (written by an older version) is skipped with a warning; it
+    /// is replaced when its hour or day is recomputed.
+    pub fn results<T: Stored>(
+        &self,
+        entity: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, i64, T)>, EngineError> {
         let mut out = Vec::new();
-        for row in rows {
-            let (e, ts, doc) = row?;
-            out.push((e, ts, serde_json::from_str(&doc)?));
+        for (e, ts, doc) in self.raw(T::KIND, entity, from, to)? {
+            match serde_json::from_str(&doc) {
+                Ok(d) => out.push((e, ts, d)),
+                Err(err) => {
+                    tracing::warn!(kind = T::KIND, entity = %e, ts_ms = ts, error = %err, "standards: stored result does not decode; skipped until recomputed")
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Stored results of any kind as JSON values (for tests and tools that compare runs).
+    pub fn results_json(
+        &self,
+        kind: &str,
+        entity: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, i64, serde_json::Value)>, EngineError> {
+        self.raw(kind, entity, from, to)?
+            .into_iter()
+            .map(|(e, ts, d)| Ok((e, ts, serde_json::from_str(&d)?)))
+            .collect()
     }
 
     fn input_rows(&self, sensors: &[String], from: i64, to: i64) -> Result<Vec<Row>, EngineError> {
@@ -534,7 +453,7 @@ impl Engine {
         reg: &Registry,
         unit_id: &str,
         hour: i64,
-    ) -> Result<Option<Value>, EngineError> {
+    ) -> Result<Option<CemsHour>, EngineError> {
         let Some(unit) = reg.units.get(unit_id) else {
             return Ok(None);
         };
@@ -545,158 +464,8 @@ impl Engine {
             .map(|s| s.id.clone())
             .collect();
         let input = self.hour_input(&sensors, hour)?;
-        let excluded: Vec<DataFlag> = unit
-            .excluded_flags
-            .clone()
-            .unwrap_or_else(|| hj75::DEFAULT_EXCLUDED.to_vec());
-        // Minute table: the worst flag across quantities applies to the whole minute.
-        let mut minute_labels: BTreeSet<i64> = BTreeSet::new();
-        for m in input.minutes.values() {
-            minute_labels.extend(m.keys());
-        }
-        let mean_of = |q: &str, m: i64| {
-            input
-                .minutes
-                .get(q)
-                .and_then(|x| x.get(&m))
-                .map(|(s, n, _)| s / *n as f64)
-        };
-        let flag_of = |m: i64| {
-            input
-                .minutes
-                .values()
-                .filter_map(|x| x.get(&m).map(|(_, _, f)| *f))
-                .max_by_key(|f| severity(*f))
-                .unwrap_or(DataFlag::N)
-        };
-        let normalise = |c: f64, m: i64| -> Option<f64> {
-            let mut c = c;
-            if unit.measured_basis == MeasuredBasis::Wet {
-                c = hj75::wet_to_dry(c, mean_of("moisture", m)?)?;
-            }
-            if unit.measured_state == MeasuredState::Actual {
-                let ps_pa = mean_of("flue_pressure", m).unwrap_or(0.0) * 1000.0;
-                c = hj75::to_standard_state(
-                    c,
-                    unit.ambient_pressure_kpa * 1000.0,
-                    ps_pa,
-                    mean_of("flue_temp", m)?,
-                )?;
-            }
-            Some(c)
-        };
-        let o2_dry = |m: i64| -> Option<f64> {
-            let o2 = mean_of("O2", m)?;
-            match unit.measured_basis {
-                MeasuredBasis::Dry => Some(o2),
-                MeasuredBasis::Wet => hj75::wet_to_dry(o2, mean_of("moisture", m)?),
-            }
-        };
-        let nox_at = |m: i64| -> Option<f64> {
-            mean_of("NOx", m).or_else(|| {
-                Some(hj75::nox_as_no2(
-                    mean_of("NO", m)?,
-                    mean_of("NO2", m).unwrap_or(0.0),
-                ))
-            })
-        };
-        let mut pollutants = Map::new();
-        let mut any = false;
-        for (q, limit) in &unit.limits {
-            let minutes: Vec<hj75::Minute> = minute_labels
-                .iter()
-                .filter_map(|&m| {
-                    let raw = if q == "NOx" { nox_at(m) } else { mean_of(q, m) }?;
-                    let measured = normalise(raw, m);
-                    let corrected = measured
-                        .and_then(|c| hj75::o2_corrected(c, o2_dry(m)?, unit.o2_ref_percent));
-                    let mass = measured
-                        .and_then(|c| Some(hj75::mass_rate_kg_h(c, mean_of("flue_flow", m)?)));
-                    Some(hj75::Minute {
-                        measured,
-                        corrected,
-                        mass_kg_h: mass,
-                        flag: flag_of(m),
-                    })
-                })
-                .collect();
-            let mut h = hj75::hour(&minutes, Some(*limit), &excluded);
-            let mut source = "minutes";
-            if h.status != hj75::HourStatus::Valid {
-                // An hourly mean reported as such (HJ 212 2061) stands in when minutes do not; an
-                // already corrected (折算, `-ZsAvg`) one is used as it is, never corrected again.
-                let zs = input
-                    .hourly
-                    .get(&format!("{q}_zs"))
-                    .filter(|(_, f)| !excluded.contains(f));
-                if let Some((zc, zf)) = zs {
-                    let measured = input.hourly.get(q.as_str()).map(|(c, _)| *c);
-                    h = hj75::Hour {
-                        status: hj75::HourStatus::Valid,
-                        valid_minutes: 0,
-                        measured_mean: measured,
-                        corrected_mean: Some(*zc),
-                        mass_kg_h: measured.and_then(|c| {
-                            input
-                                .hourly
-                                .get("flue_flow")
-                                .map(|(qf, _)| hj75::mass_rate_kg_h(c, *qf))
-                        }),
-                        exceeded: *zc > *limit || *zf == DataFlag::T,
-                        over_range: *zf == DataFlag::T,
-                    };
-                    source = "hourly_report_converted";
-                } else if let (Some((c, f)), Some((o2, _))) =
-                    (input.hourly.get(q.as_str()), input.hourly.get("O2"))
-                {
-                    if !excluded.contains(f) {
-                        let corrected = hj75::o2_corrected(*c, *o2, unit.o2_ref_percent);
-                        let mass = input
-                            .hourly
-                            .get("flue_flow")
-                            .map(|(qf, _)| hj75::mass_rate_kg_h(*c, *qf));
-                        h = hj75::Hour {
-                            status: if corrected.is_some() {
-                                hj75::HourStatus::Valid
-                            } else {
-                                hj75::HourStatus::Invalid
-                            },
-                            valid_minutes: 0,
-                            measured_mean: Some(*c),
-                            corrected_mean: corrected,
-                            mass_kg_h: mass,
-                            exceeded: corrected.is_some_and(|x| x > *limit) || *f == DataFlag::T,
-                            over_range: *f == DataFlag::T,
-                        };
-                        source = "hourly_report";
-                    }
-                }
-            }
-            any |= !minutes.is_empty() || source.starts_with("hourly_report");
-            pollutants.insert(
-                q.clone(),
-                json!({
-                    "status": h.status, "valid_minutes": h.valid_minutes, "measured": num(h.measured_mean),
-                    "corrected": num(h.corrected_mean), "limit": limit, "exceeded": h.exceeded,
-                    "over_range": h.over_range, "mass_kg_h": num(h.mass_kg_h), "source": source,
-                }),
-            );
-        }
-        if !any {
-            return Ok(None);
-        }
-        let avg = |q: &str| {
-            let v: Vec<f64> = minute_labels
-                .iter()
-                .filter_map(|&m| mean_of(q, m))
-                .collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-        };
-        Ok(Some(json!({
-            "unit": unit_id, "site": unit.site, "hour": time::cst_rfc3339(hour), "hour_ms": hour,
-            "o2_ref_percent": unit.o2_ref_percent, "o2_mean": num(avg("O2")), "flue_flow_mean": num(avg("flue_flow")),
-            "minutes_with_data": minute_labels.len(), "pollutants": pollutants,
-        })))
+        let policy = cems::Policy::for_unit(unit, &self.settings.cems);
+        Ok(cems::hour(unit_id, unit, &input, hour, &policy))
     }
 
     fn cems_day(
@@ -705,58 +474,27 @@ impl Engine {
         unit_id: &str,
         day: NaiveDate,
         now_ms: i64,
-    ) -> Result<Value, EngineError> {
+    ) -> Result<CemsDay, EngineError> {
         let start = time::day_start_ms(day);
-        let hours = self.results(
-            "cems_hourly",
-            Some(unit_id),
-            start + HOUR_MS,
-            start + DAY_MS,
-        )?;
+        let hours: Vec<CemsHour> = self
+            .results::<CemsHour>(Some(unit_id), start + HOUR_MS, start + DAY_MS)?
+            .into_iter()
+            .map(|(_, _, h)| h)
+            .collect();
         // Hours of the day that have ended (all 24 for a past day).
-        let elapsed = ((now_ms.min(start + DAY_MS) - start) / HOUR_MS).clamp(0, 24);
-        let mut pollutants = Map::new();
-        let limits = reg
-            .units
-            .get(unit_id)
-            .map(|u| u.limits.clone())
-            .unwrap_or_default();
-        for q in limits.keys() {
-            let (mut valid, mut exceeded, mut stopped, mut mass) = (0i64, 0i64, 0i64, 0.0);
-            for (_, _, doc) in &hours {
-                let p = &doc["pollutants"][q];
-                match p["status"].as_str() {
-                    Some("valid") => {
-                        valid += 1;
-                        if p["exceeded"].as_bool() == Some(true) {
-                            exceeded += 1;
-                        }
-                        mass += p["mass_kg_h"].as_f64().unwrap_or(0.0);
-                    }
-                    Some("stopped") => stopped += 1,
-                    _ => {}
-                }
-            }
-            let expected = (elapsed - stopped).max(0);
-            pollutants.insert(
-                q.clone(),
-                json!({
-                    "valid_hours": valid, "exceeded_hours": exceeded, "stopped_hours": stopped,
-                    "expected_hours": expected,
-                    "compliance_percent": num((valid > 0).then(|| (valid - exceeded) as f64 * 100.0 / valid as f64)),
-                    "completeness_percent": num((expected > 0).then(|| (valid.min(expected)) as f64 * 100.0 / expected as f64)),
-                    "mass_kg": mass,
-                    // HJ 76-2017 as quoted: a valid day needs ≥ 20 valid hours.
-                    "day_valid": valid >= 20,
-                }),
-            );
-        }
-        Ok(
-            json!({"unit": unit_id, "day": day.to_string(), "hours_elapsed": elapsed, "pollutants": pollutants}),
-        )
+        let elapsed = ((now_ms.min(start + DAY_MS) - start) / HOUR_MS).clamp(0, 24) as u32;
+        Ok(match reg.units.get(unit_id) {
+            Some(unit) => cems::day(unit_id, unit, day, &hours, elapsed),
+            None => CemsDay {
+                unit: unit_id.to_string(),
+                day: day.to_string(),
+                hours_elapsed: elapsed,
+                pollutants: BTreeMap::new(),
+            },
+        })
     }
 
-    fn air_hour(&self, reg: &Registry, site: &str, hour: i64) -> Result<Value, EngineError> {
+    fn air_hour(&self, reg: &Registry, site: &str, hour: i64) -> Result<AirHour, EngineError> {
         let sensors: Vec<String> = reg
             .sensors
             .values()
@@ -764,15 +502,21 @@ impl Engine {
             .map(|s| s.id.clone())
             .collect();
         let input = self.hour_input(&sensors, hour)?;
-        let mut values = Map::new();
-        for (q, _) in AIR_POLLUTANTS {
-            values.insert(q.into(), num(input.air_hourly(q)));
-        }
+        let values: Values = air::POLLUTANTS
+            .iter()
+            .map(|(q, _)| (q.to_string(), input.air_hourly(q)))
+            .collect();
         let conc = self.realtime_concentrations(site, hour, &values)?;
-        let aqi = hj633::aqi(self.settings.edition, Report::Hourly, &conc).ok();
-        Ok(
-            json!({"station": site, "hour": time::cst_rfc3339(hour), "hour_ms": hour, "values": values, "aqi": aqi_json(aqi.as_ref())}),
-        )
+        let nm = air::not_monitored(reg, site);
+        Ok(AirHour {
+            station: site.to_string(),
+            hour: time::cst_rfc3339(hour),
+            hour_ms: hour,
+            aqi: air::aqi(self.settings.edition, Report::Hourly, &conc, &nm),
+            values,
+            stations: None,
+            stations_valid: None,
+        })
     }
 
     /// Concentrations for the real-time AQI of `hour`: the 1h values, plus (2012) the O3 8h and PM
@@ -781,9 +525,9 @@ impl Engine {
         &self,
         entity: &str,
         hour: i64,
-        values: &Map<String, Value>,
+        values: &Values,
     ) -> Result<Concentrations, EngineError> {
-        let v = |q: &str| values.get(q).and_then(Value::as_f64);
+        let v = |q: &str| values.get(q).copied().flatten();
         let mut c = Concentrations {
             so2: v("SO2"),
             no2: v("NO2"),
@@ -795,16 +539,12 @@ impl Engine {
             so2_24h: None,
         };
         if self.settings.edition == Edition::Hj633_2012 {
-            let prev = self.results(
-                "air_hourly",
-                Some(entity),
-                hour - 23 * HOUR_MS,
-                hour - HOUR_MS,
-            )?;
+            let prev =
+                self.results::<AirHour>(Some(entity), hour - 23 * HOUR_MS, hour - HOUR_MS)?;
             let series = |q: &str, n: i64| -> Vec<Option<f64>> {
                 let mut by_ts: HashMap<i64, Option<f64>> = prev
                     .iter()
-                    .map(|(_, ts, d)| (*ts, get_f(d, &["values", q])))
+                    .map(|(_, ts, d)| (*ts, d.values.get(q).copied().flatten()))
                     .collect();
                 by_ts.insert(hour, v(q));
                 (0..n)
@@ -820,84 +560,130 @@ impl Engine {
         Ok(c)
     }
 
-    fn district_hour(&self, reg: &Registry, hour: i64) -> Result<Value, EngineError> {
-        let stations = air_stations(reg);
-        let docs = self.results("air_hourly", None, hour, hour)?;
-        let keys: Vec<&str> = AIR_POLLUTANTS.iter().map(|(q, _)| *q).collect();
-        let values = district_values(&stations, &docs, &keys);
+    fn district_hour(&self, reg: &Registry, hour: i64) -> Result<AirHour, EngineError> {
+        let stations = air::stations(reg);
+        let docs = self.results::<AirHour>(None, hour, hour)?;
+        let per: Vec<&Values> = stations
+            .iter()
+            .filter_map(|s| {
+                docs.iter()
+                    .find(|(e, _, _)| e == s)
+                    .map(|(_, _, d)| &d.values)
+            })
+            .collect();
+        let keys: Vec<&str> = air::POLLUTANTS.iter().map(|(q, _)| *q).collect();
+        let (values, counts) =
+            air::district_values(&per, &keys, self.settings.air.district_min_stations);
         let conc = self.realtime_concentrations("district", hour, &values)?;
-        let aqi = hj633::aqi(self.settings.edition, Report::Hourly, &conc).ok();
-        Ok(
-            json!({"station": "district", "hour": time::cst_rfc3339(hour), "hour_ms": hour, "values": values, "stations": stations, "aqi": aqi_json(aqi.as_ref())}),
-        )
+        let nm = air::not_monitored(reg, "district");
+        Ok(AirHour {
+            station: "district".into(),
+            hour: time::cst_rfc3339(hour),
+            hour_ms: hour,
+            aqi: air::aqi(self.settings.edition, Report::Hourly, &conc, &nm),
+            values,
+            stations: Some(stations),
+            stations_valid: Some(counts),
+        })
     }
 
-    fn air_day(&self, site: &str, day: NaiveDate) -> Result<Value, EngineError> {
+    /// A day of `entity`'s hourly results (a station, or the district's own hourly series).
+    fn day_from_hours(
+        &self,
+        entity: &str,
+        day: NaiveDate,
+    ) -> Result<(Values, AirDayValidity), EngineError> {
         let labels = time::hour_labels(day);
-        let docs = self.results("air_hourly", Some(site), labels[0], labels[23])?;
-        let hourly = |q: &str| -> [Option<f64>; 24] {
-            std::array::from_fn(|i| {
-                docs.iter()
-                    .find(|(_, ts, _)| *ts == labels[i])
-                    .and_then(|(_, _, d)| get_f(d, &["values", q]))
-            })
-        };
-        let mut values = Map::new();
-        let mut valid_hours = Map::new();
-        for q in ["SO2", "NO2", "PM10", "PM2.5", "CO"] {
-            let h = hourly(q);
-            values.insert(q.into(), num(hj663::daily_mean(&h)));
-            valid_hours.insert(q.into(), json!(h.iter().flatten().count()));
-        }
-        let o3 = hourly("O3");
-        let max8 = hj663::o3_daily_max_8h(&o3);
-        values.insert("O3_8h_max".into(), num(max8.max.filter(|_| max8.counts)));
-        values.insert("O3_1h_max".into(), num(hj663::o3_daily_max_1h(&o3)));
-        valid_hours.insert("O3".into(), json!(o3.iter().flatten().count()));
-        Ok(day_doc(
+        let docs = self.results::<AirHour>(Some(entity), labels[0], labels[23])?;
+        let hours: [Option<&AirHour>; 24] = std::array::from_fn(|i| {
+            docs.iter()
+                .find(|(_, ts, _)| *ts == labels[i])
+                .map(|(_, _, d)| d)
+        });
+        Ok(air::day_values(&hours))
+    }
+
+    fn air_day(&self, reg: &Registry, site: &str, day: NaiveDate) -> Result<AirDay, EngineError> {
+        let (values, validity) = self.day_from_hours(site, day)?;
+        Ok(air::day(
             self.settings.edition,
             site,
             day,
             values,
-            json!({"hours": valid_hours, "o3_valid_8h_windows": max8.valid_windows}),
+            validity,
+            air::not_monitored(reg, site),
         ))
     }
 
-    fn district_day(&self, reg: &Registry, day: NaiveDate) -> Result<Value, EngineError> {
-        let start = time::day_start_ms(day);
-        let stations = air_stations(reg);
-        let docs = self.results("air_daily", None, start, start)?;
-        let values = district_values(
-            &stations,
-            &docs,
-            &[
-                "SO2",
-                "NO2",
-                "PM10",
-                "PM2.5",
-                "CO",
-                "O3_8h_max",
-                "O3_1h_max",
-            ],
+    fn district_day(&self, reg: &Registry, day: NaiveDate) -> Result<AirDay, EngineError> {
+        let stations = air::stations(reg);
+        let (values, mut validity) = match self.settings.air.district_method {
+            air::DistrictMethod::HourlySeries => self.day_from_hours("district", day)?,
+            air::DistrictMethod::StationDays => {
+                let start = time::day_start_ms(day);
+                let docs = self.results::<AirDay>(None, start, start)?;
+                let per: Vec<&Values> = stations
+                    .iter()
+                    .filter_map(|s| {
+                        docs.iter()
+                            .find(|(e, _, _)| e == s)
+                            .map(|(_, _, d)| &d.values)
+                    })
+                    .collect();
+                let keys = [
+                    "SO2",
+                    "NO2",
+                    "PM10",
+                    "PM2.5",
+                    "CO",
+                    "O3_8h_max",
+                    "O3_1h_max",
+                ];
+                let (values, _) =
+                    air::district_values(&per, &keys, self.settings.air.district_min_stations);
+                (values, AirDayValidity::default())
+            }
+        };
+        validity.stations = Some(stations);
+        validity.method = Some(
+            match self.settings.air.district_method {
+                air::DistrictMethod::HourlySeries => "hourly_series",
+                air::DistrictMethod::StationDays => "station_days",
+            }
+            .into(),
         );
-        Ok(day_doc(
+        Ok(air::day(
             self.settings.edition,
             "district",
             day,
             values,
-            json!({"stations": stations}),
+            validity,
+            air::not_monitored(reg, "district"),
         ))
     }
 
-    fn water_hour(&self, reg: &Registry, sensor: &str, hour: i64) -> Result<Value, EngineError> {
+    fn water_hour(
+        &self,
+        reg: &Registry,
+        sensor: &str,
+        hour: i64,
+    ) -> Result<WaterHour, EngineError> {
         let input = self.hour_input(&[sensor.to_string()], hour)?;
-        let mut values = Map::new();
-        if let Some(s) = reg.sensors.get(sensor) {
-            for ch in &s.channels {
-                values.insert(ch.quantity.clone(), num(input.water_hourly(&ch.quantity)));
-            }
-        }
-        Ok(json!({"sensor": sensor, "hour_ms": hour, "values": values}))
+        let values: Values = reg
+            .sensors
+            .get(sensor)
+            .map(|s| {
+                s.channels
+                    .iter()
+                    .map(|ch| (ch.quantity.clone(), input.water_hourly(&ch.quantity)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(WaterHour {
+            sensor: sensor.to_string(),
+            hour_ms: hour,
+            values,
+        })
     }
 
     fn water_day(
@@ -905,34 +691,39 @@ impl Engine {
         reg: &Registry,
         sensor: &str,
         day: NaiveDate,
-    ) -> Result<Value, EngineError> {
+    ) -> Result<WaterDay, EngineError> {
         let labels = time::hour_labels(day);
-        let hours = self.results("water_hourly", Some(sensor), labels[0], labels[23])?;
-        let Some(s) = reg.sensors.get(sensor) else {
-            return Ok(json!({"sensor": sensor, "day": day.to_string()}));
+        let hours = self.results::<WaterHour>(Some(sensor), labels[0], labels[23])?;
+        let mut doc = WaterDay {
+            sensor: sensor.to_string(),
+            site: None,
+            day: day.to_string(),
+            values: Values::new(),
+            hours: BTreeMap::new(),
+            volume_m3: None,
+            gb18918_class_1a: None,
+            gb3838_class: None,
         };
-        let mut values = Map::new();
-        let mut counts = Map::new();
+        let Some(s) = reg.sensors.get(sensor) else {
+            return Ok(doc);
+        };
+        doc.site = Some(s.site.clone());
         for ch in &s.channels {
             let v: Vec<f64> = hours
                 .iter()
-                .filter_map(|(_, _, d)| get_f(d, &["values", &ch.quantity]))
+                .filter_map(|(_, _, d)| d.values.get(&ch.quantity).copied().flatten())
                 .collect();
-            counts.insert(ch.quantity.clone(), json!(v.len()));
-            values.insert(
-                ch.quantity.clone(),
-                num((!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)),
-            );
+            doc.hours.insert(ch.quantity.clone(), v.len() as u32);
+            doc.values.insert(ch.quantity.clone(), mean(&v));
         }
-        let v = |q: &str| values.get(q).and_then(Value::as_f64);
-        let mut doc = json!({"sensor": sensor, "site": s.site, "day": day.to_string(), "values": values, "hours": counts});
-        if let Some(flow_hours) = counts.get("water_flow").and_then(Value::as_u64) {
+        let v = |q: &str| doc.values.get(q).copied().flatten();
+        if let Some(flow_hours) = doc.hours.get("water_flow") {
             // Daily volume from the hourly mean flows (m3/h), with ≥ 20 hours; scaled to 24 h.
-            let volume = (flow_hours >= 20)
+            doc.volume_m3 = (*flow_hours >= 20)
                 .then(|| v("water_flow").map(|f| f * 24.0))
                 .flatten();
-            doc["volume_m3"] = num(volume);
         }
+        let cmp = self.settings.water.comparison;
         if self
             .settings
             .water
@@ -950,10 +741,10 @@ impl Engine {
                 ph: v("pH"),
                 water_temp: v("water_temp"),
             };
-            let verdicts = gb18918::class_1a(&e, self.settings.water.built_before_2006);
-            doc["gb18918_class_1a"] = json!({
-                "compliant": (!verdicts.is_empty()).then(|| verdicts.iter().all(|x| x.compliant)),
-                "parameters": verdicts,
+            let verdicts = gb18918::class_1a_by(cmp, &e, self.settings.water.built_before_2006);
+            doc.gb18918_class_1a = Some(Gb18918Summary {
+                compliant: (!verdicts.is_empty()).then(|| verdicts.iter().all(|x| x.compliant)),
+                parameters: verdicts,
             });
         }
         if reg
@@ -962,7 +753,7 @@ impl Engine {
             .is_some_and(|x| x.kind == SiteKind::RiverSection)
         {
             use gb3838::Parameter as P;
-            let params: Vec<(P, f64)> = [
+            let params: Vec<(P, &str, f64)> = [
                 (P::Cod, "COD"),
                 (P::CodMn, "CODMn"),
                 (P::Nh3n, "NH3-N"),
@@ -970,21 +761,32 @@ impl Engine {
                 (P::Do, "DO"),
             ]
             .into_iter()
-            .filter_map(|(p, q)| v(q).map(|x| (p, x)))
+            .filter_map(|(p, q)| v(q).map(|x| (p, q, x)))
             .collect();
-            if let Some((class, setting)) = gb3838::section_class(&params) {
-                doc["gb3838_class"] = json!({"class": class, "label_zh": class.label_zh(), "set_by": setting.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>()});
+            let pv: Vec<(P, f64)> = params.iter().map(|(p, _, x)| (*p, *x)).collect();
+            if let Some((class, setting)) = gb3838::section_class_by(cmp, &pv) {
+                doc.gb3838_class = Some(Gb3838Summary {
+                    class,
+                    label_zh: class.label_zh().to_string(),
+                    set_by: setting.iter().map(|p| format!("{p:?}")).collect(),
+                    reported: params
+                        .iter()
+                        .map(|(p, q, x)| {
+                            (q.to_string(), cmp.value(*x, gb3838::reporting_decimals(*p)))
+                        })
+                        .collect(),
+                });
             }
         }
         Ok(doc)
     }
 
-    fn treatment_day(&self, day_ms: i64) -> Result<Value, EngineError> {
-        let docs = self.results("water_daily", None, day_ms, day_ms)?;
+    fn treatment_day(&self, day_ms: i64) -> Result<TreatmentDay, EngineError> {
+        let docs = self.results::<WaterDay>(None, day_ms, day_ms)?;
         let volume = |s: &String| {
             docs.iter()
                 .find(|(e, _, _)| e == s)
-                .and_then(|(_, _, d)| d["volume_m3"].as_f64())
+                .and_then(|(_, _, d)| d.volume_m3)
         };
         let w = &self.settings.water;
         let sum = |ids: &[String]| -> Option<f64> { ids.iter().map(volume).sum() };
@@ -994,83 +796,102 @@ impl Engine {
             (Some(t), Some(p)) => plan::treatment_rate_percent(t, p),
             _ => None,
         };
-        Ok(
-            json!({"day": time::cst_date(day_ms).to_string(), "treated_m3": num(treated), "produced_m3": num(produced), "treatment_rate_percent": num(rate)}),
-        )
+        Ok(TreatmentDay {
+            day: time::cst_date(day_ms).to_string(),
+            treated_m3: treated,
+            produced_m3: produced,
+            treatment_rate_percent: rate,
+        })
     }
 
     /// Monthly CEMS figures per unit and pollutant for `year`, summed from the daily results:
     /// valid, exceeded and stopped hours, compliance and completeness, mass, and whether the month
-    /// is valid (HJ 76-2017 as quoted: ≥ 25 valid days, February ≥ 23).
-    pub fn cems_monthly(&self, unit: Option<&str>, year: i32) -> Result<Vec<Value>, EngineError> {
-        let (Some(a), Some(b)) = (
-            NaiveDate::from_ymd_opt(year, 1, 1),
-            NaiveDate::from_ymd_opt(year, 12, 31),
-        ) else {
+    /// is valid (HJ 76-2017 Appendix B: ≥ 25 valid days, February ≥ 23).
+    pub fn cems_monthly(
+        &self,
+        unit: Option<&str>,
+        year: i32,
+    ) -> Result<Vec<CemsMonth>, EngineError> {
+        let Some((a, b)) = plan::year_window(year) else {
             return Ok(Vec::new());
         };
-        let docs = self.results(
-            "cems_daily",
-            unit,
-            time::day_start_ms(a),
-            time::day_start_ms(b),
-        )?;
-        // (unit, month, pollutant) → sums
-        let mut acc: BTreeMap<(String, u32, String), [f64; 6]> = BTreeMap::new();
+        let docs = self.results::<CemsDay>(unit, time::day_start_ms(a), time::day_start_ms(b))?;
+        let mut out: BTreeMap<(String, u32), BTreeMap<String, CemsPollutantMonth>> =
+            BTreeMap::new();
         for (u, ts, d) in &docs {
             let month = time::cst_date(*ts).month();
-            for (q, p) in d["pollutants"].as_object().into_iter().flatten() {
-                let e = acc.entry((u.clone(), month, q.clone())).or_insert([0.0; 6]);
-                e[0] += p["valid_hours"].as_f64().unwrap_or(0.0);
-                e[1] += p["exceeded_hours"].as_f64().unwrap_or(0.0);
-                e[2] += p["stopped_hours"].as_f64().unwrap_or(0.0);
-                e[3] += p["expected_hours"].as_f64().unwrap_or(0.0);
-                e[4] += p["mass_kg"].as_f64().unwrap_or(0.0);
-                e[5] += f64::from(u8::from(p["day_valid"].as_bool() == Some(true)));
+            for (q, p) in &d.pollutants {
+                let e = out
+                    .entry((u.clone(), month))
+                    .or_default()
+                    .entry(q.clone())
+                    .or_insert(CemsPollutantMonth {
+                        valid_hours: 0,
+                        exceeded_hours: 0,
+                        stopped_hours: 0,
+                        expected_hours: 0,
+                        compliance_percent: None,
+                        completeness_percent: None,
+                        mass_kg: 0.0,
+                        valid_days: 0,
+                        month_valid: false,
+                    });
+                e.valid_hours += p.valid_hours;
+                e.exceeded_hours += p.exceeded_hours;
+                e.stopped_hours += p.stopped_hours;
+                e.expected_hours += p.expected_hours;
+                e.mass_kg += p.mass_kg;
+                e.valid_days += u32::from(p.day_valid);
             }
-        }
-        let mut out: BTreeMap<(String, u32), Map<String, Value>> = BTreeMap::new();
-        for ((u, month, q), [valid, exceeded, stopped, expected, mass, valid_days]) in acc {
-            let needed_days = if month == 2 { 23.0 } else { 25.0 };
-            out.entry((u, month)).or_default().insert(
-                q,
-                json!({
-                    "valid_hours": valid, "exceeded_hours": exceeded, "stopped_hours": stopped, "expected_hours": expected,
-                    "compliance_percent": num((valid > 0.0).then(|| (valid - exceeded) * 100.0 / valid)),
-                    "completeness_percent": num((expected > 0.0).then(|| valid.min(expected) * 100.0 / expected)),
-                    "mass_kg": mass, "valid_days": valid_days, "month_valid": valid_days >= needed_days,
-                }),
-            );
         }
         Ok(out
             .into_iter()
-            .map(|((u, m), p)| json!({"unit": u, "year": year, "month": m, "pollutants": p}))
+            .map(|((unit, month), mut pollutants)| {
+                let needed_days = if month == 2 { 23 } else { 25 };
+                for p in pollutants.values_mut() {
+                    let (v, e, x) = (
+                        f64::from(p.valid_hours),
+                        f64::from(p.exceeded_hours),
+                        f64::from(p.expected_hours),
+                    );
+                    p.compliance_percent = (v > 0.0).then(|| (v - e) * 100.0 / v);
+                    p.completeness_percent = (x > 0.0).then(|| v.min(x) * 100.0 / x);
+                    p.month_valid = p.valid_days >= needed_days;
+                }
+                CemsMonth {
+                    unit,
+                    year,
+                    month,
+                    pollutants,
+                }
+            })
             .collect())
     }
 
-    /// The plan's indicators for `year`: target, actual, status. The good-days rate is evaluated
-    /// under `edition` (default: the configured one).
+    /// The plan's indicators for the calendar year `year` (see [`Engine::compliance_window`]).
     pub fn compliance(
         &self,
         year: i32,
         now_ms: i64,
         edition: Option<Edition>,
-    ) -> Result<Value, EngineError> {
+    ) -> Result<Compliance, EngineError> {
+        let (from, to) = plan::year_window(year).unwrap_or_default();
+        self.compliance_window((from, to), now_ms, edition)
+    }
+
+    /// The plan's indicators over the days `from ..= to`: target, actual, status. The good-days
+    /// rate is computed again from the stored daily concentrations under `edition` (default: the
+    /// configured one), so another edition's verdicts are the ones that edition gives.
+    pub fn compliance_window(
+        &self,
+        (from_day, to_day): (NaiveDate, NaiveDate),
+        now_ms: i64,
+        edition: Option<Edition>,
+    ) -> Result<Compliance, EngineError> {
         let edition = edition.unwrap_or(self.settings.edition);
         let reg = self.registry.snapshot();
-        let (from, to) = match (
-            NaiveDate::from_ymd_opt(year, 1, 1),
-            NaiveDate::from_ymd_opt(year, 12, 31),
-        ) {
-            (Some(a), Some(b)) => (time::day_start_ms(a), time::day_start_ms(b)),
-            _ => return Ok(json!({"year": year, "indicators": []})),
-        };
-        let today = time::cst_date(now_ms);
-        let as_of = if today.year() > year {
-            NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or(today)
-        } else {
-            today
-        };
+        let (from, to) = (time::day_start_ms(from_day), time::day_start_ms(to_day));
+        let as_of = time::cst_date(now_ms).min(to_day);
         let target = |id: &str, default: f64| {
             reg.targets
                 .iter()
@@ -1080,41 +901,48 @@ impl Engine {
         };
         let mut indicators = Vec::new();
 
-        // Air: the district's daily AQI.
+        // Air: the district's daily AQI, evaluated under `edition`.
         let days: Vec<(NaiveDate, Option<u32>)> = self
-            .results("air_daily", Some("district"), from, to)?
+            .results::<AirDay>(Some("district"), from, to)?
             .into_iter()
             .map(|(_, ts, d)| {
-                (
-                    time::cst_date(ts),
-                    d["aqi"]["aqi"].as_u64().map(|a| a as u32),
-                )
+                let d = air::reevaluate(&d, edition);
+                (time::cst_date(ts), d.aqi.and_then(|a| a.aqi))
             })
             .collect();
         let t = target("air_good_days_rate", 80.0);
-        let g = plan::good_days(year, as_of, &days, t);
+        let g = plan::good_days((from_day, to_day), as_of, &days, t);
         let status = match g.rate_percent {
-            None => "no_data",
-            Some(_) if g.already_missed => "missed",
-            Some(r) if r >= t => "on_track",
-            Some(_) => "at_risk",
+            None => IndicatorStatus::NoData,
+            Some(_) if g.already_missed => IndicatorStatus::Missed,
+            Some(r) if r >= t => IndicatorStatus::OnTrack,
+            Some(_) => IndicatorStatus::AtRisk,
         };
-        indicators.push(json!({
-            "id": "air_good_days_rate", "name_zh": "空气质量二级以上天数比例", "name_en": "Days with air quality grade II or better",
-            "unit": "%", "target": t, "comparison": ">=", "actual": num(g.rate_percent), "status": status,
-            "edition": edition.as_str(), "detail": g,
-        }));
+        indicators.push(Indicator {
+            id: "air_good_days_rate".into(),
+            name_zh: "空气质量二级以上天数比例".into(),
+            name_en: "Days with air quality grade II or better".into(),
+            unit: "%".into(),
+            target: t,
+            comparison: ">=".into(),
+            actual: g.rate_percent,
+            status,
+            edition: Some(edition),
+            detail: Some(IndicatorDetail::GoodDays(g)),
+            source: None,
+        });
 
-        // Sewage treatment rate, YTD.
-        let tdocs = self.results("water_daily", Some("treatment"), from, to)?;
-        let (mut treated, mut produced, mut months): (f64, f64, BTreeMap<u32, (f64, f64)>) =
-            (0.0, 0.0, BTreeMap::new());
+        // Sewage treatment rate over the window.
+        let tdocs = self.results::<TreatmentDay>(Some("treatment"), from, to)?;
+        let (mut treated, mut produced) = (0.0, 0.0);
+        let mut months: BTreeMap<(i32, u32), (f64, f64)> = BTreeMap::new();
         for (_, ts, d) in &tdocs {
-            if let (Some(a), Some(b)) = (d["treated_m3"].as_f64(), d["produced_m3"].as_f64()) {
+            if let (Some(a), Some(b)) = (d.treated_m3, d.produced_m3) {
                 treated += a;
                 produced += b;
+                let date = time::cst_date(*ts);
                 let m = months
-                    .entry(time::cst_date(*ts).month())
+                    .entry((date.year(), date.month()))
                     .or_insert((0.0, 0.0));
                 m.0 += a;
                 m.1 += b;
@@ -1122,300 +950,110 @@ impl Engine {
         }
         let t = target("sewage_treatment_rate", 96.0);
         let rate = plan::treatment_rate_percent(treated, produced);
-        indicators.push(json!({
-            "id": "sewage_treatment_rate", "name_zh": "城市污水集中处理率", "name_en": "Urban sewage treatment rate",
-            "unit": "%", "target": t, "comparison": ">=", "actual": num(rate),
-            "status": match rate { None => "no_data", Some(r) if r >= t => "met", Some(_) => "not_met" },
-            "detail": {"treated_m3": treated, "produced_m3": produced, "months": months.iter().map(|(m, (a, b))| json!({"month": m, "treated_m3": a, "produced_m3": b, "rate_percent": num(plan::treatment_rate_percent(*a, *b))})).collect::<Vec<_>>()},
-        }));
+        indicators.push(Indicator {
+            id: "sewage_treatment_rate".into(),
+            name_zh: "城市污水集中处理率".into(),
+            name_en: "Urban sewage treatment rate".into(),
+            unit: "%".into(),
+            target: t,
+            comparison: ">=".into(),
+            actual: rate,
+            status: match rate {
+                None => IndicatorStatus::NoData,
+                Some(r) if r >= t => IndicatorStatus::Met,
+                Some(_) => IndicatorStatus::NotMet,
+            },
+            edition: None,
+            detail: Some(IndicatorDetail::Sewage(SewageDetail {
+                treated_m3: treated,
+                produced_m3: produced,
+                months: months
+                    .iter()
+                    .map(|((_, m), (a, b))| MonthVolumes {
+                        month: *m,
+                        treated_m3: *a,
+                        produced_m3: *b,
+                        rate_percent: plan::treatment_rate_percent(*a, *b),
+                    })
+                    .collect(),
+            })),
+            source: None,
+        });
 
-        // Coal units: share of valid hours within the ultra-low limits, YTD.
+        // Coal units: share of valid hours within the ultra-low limits.
         let t = target("coal_units_ultra_low_emission", 100.0);
         let mut units = Vec::new();
         for (uid, unit) in &reg.units {
-            let docs = self.results("cems_daily", Some(uid), from, to)?;
-            let mut per = Map::new();
+            let docs = self.results::<CemsDay>(Some(uid), from, to)?;
+            let mut per = BTreeMap::new();
             for q in unit.limits.keys() {
-                let (mut v, mut e) = (0i64, 0i64);
+                let (mut v, mut e) = (0u32, 0u32);
                 for (_, _, d) in &docs {
-                    v += d["pollutants"][q]["valid_hours"].as_i64().unwrap_or(0);
-                    e += d["pollutants"][q]["exceeded_hours"].as_i64().unwrap_or(0);
+                    if let Some(p) = d.pollutants.get(q) {
+                        v += p.valid_hours;
+                        e += p.exceeded_hours;
+                    }
                 }
-                per.insert(q.clone(), json!({"valid_hours": v, "exceeded_hours": e, "compliance_percent": num((v > 0).then(|| (v - e) as f64 * 100.0 / v as f64))}));
+                per.insert(
+                    q.clone(),
+                    UnitHours {
+                        valid_hours: v,
+                        exceeded_hours: e,
+                        compliance_percent: (v > 0)
+                            .then(|| f64::from(v - e) * 100.0 / f64::from(v)),
+                    },
+                );
             }
-            units.push(json!({"unit": uid, "name_zh": unit.name_zh, "pollutants": per}));
+            units.push(UnitCompliance {
+                unit: uid.clone(),
+                name_zh: unit.name_zh.clone(),
+                pollutants: per,
+            });
         }
         let worst = units
             .iter()
-            .flat_map(|u| {
-                u["pollutants"]
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|m| m.values().filter_map(|p| p["compliance_percent"].as_f64()))
-            })
+            .flat_map(|u| u.pollutants.values().filter_map(|p| p.compliance_percent))
             .reduce(f64::min);
-        indicators.push(json!({
-            "id": "coal_units_ultra_low_emission", "name_zh": "燃煤机组超低排放小时达标率", "name_en": "Coal units: valid hours within ultra-low limits",
-            "unit": "%", "target": t, "comparison": ">=", "actual": num(worst),
-            "status": match worst { None => "no_data", Some(w) if w >= t => "met", Some(_) => "not_met" },
-            "detail": {"units": units},
-        }));
+        indicators.push(Indicator {
+            id: "coal_units_ultra_low_emission".into(),
+            name_zh: "燃煤机组超低排放小时达标率".into(),
+            name_en: "Coal units: valid hours within ultra-low limits".into(),
+            unit: "%".into(),
+            target: t,
+            comparison: ">=".into(),
+            actual: worst,
+            status: match worst {
+                None => IndicatorStatus::NoData,
+                Some(w) if w >= t => IndicatorStatus::Met,
+                Some(_) => IndicatorStatus::NotMet,
+            },
+            edition: None,
+            detail: Some(IndicatorDetail::Units(UnitsDetail { units })),
+            source: None,
+        });
 
         // Indicators no sensor measures.
         for tg in reg.targets.iter().filter(|t| !t.measured) {
-            indicators.push(json!({"id": tg.id, "name_zh": tg.name_zh, "name_en": tg.name_en, "unit": tg.unit, "target": tg.value, "comparison": tg.comparison, "actual": null, "status": "manual", "source": tg.source}));
+            indicators.push(Indicator {
+                id: tg.id.clone(),
+                name_zh: tg.name_zh.clone(),
+                name_en: tg.name_en.clone(),
+                unit: tg.unit.clone(),
+                target: tg.value,
+                comparison: tg.comparison.clone(),
+                actual: None,
+                status: IndicatorStatus::Manual,
+                edition: None,
+                detail: None,
+                source: Some(tg.source.clone()),
+            });
         }
-        Ok(json!({"year": year, "as_of": as_of.to_string(), "indicators": indicators}))
-    }
-}
-
-/// The district's air stations.
-fn air_stations(reg: &Registry) -> Vec<String> {
-    reg.sites
-        .values()
-        .filter(|s| s.kind == SiteKind::AirStation)
-        .map(|s| s.id.clone())
-        .collect()
-}
-
-/// Per key, the arithmetic mean of the stations' values in `docs` (HJ 663: stations first).
-fn district_values(
-    stations: &[String],
-    docs: &[(String, i64, Value)],
-    keys: &[&str],
-) -> Map<String, Value> {
-    keys.iter()
-        .map(|q| {
-            let per: Vec<Option<f64>> = stations
-                .iter()
-                .map(|s| {
-                    docs.iter()
-                        .find(|(e, _, _)| e == s)
-                        .and_then(|(_, _, d)| get_f(d, &["values", q]))
-                })
-                .collect();
-            (q.to_string(), num(hj663::district_mean(&per)))
+        Ok(Compliance {
+            year: from_day.year(),
+            from: from_day.to_string(),
+            to: to_day.to_string(),
+            as_of: as_of.to_string(),
+            indicators,
         })
-        .collect()
-}
-
-/// A daily air result: concentrations, validity, and the daily AQI under `edition`.
-fn day_doc(
-    edition: Edition,
-    station: &str,
-    day: NaiveDate,
-    values: Map<String, Value>,
-    validity: Value,
-) -> Value {
-    let v = |q: &str| values.get(q).and_then(Value::as_f64);
-    let conc = Concentrations {
-        so2: v("SO2"),
-        no2: v("NO2"),
-        pm10: v("PM10"),
-        pm25: v("PM2.5"),
-        co: v("CO"),
-        o3_8h: v("O3_8h_max"),
-        o3_1h: v("O3_1h_max"),
-        so2_24h: None,
-    };
-    let any = values.values().any(|x| !x.is_null());
-    let aqi = any
-        .then(|| hj633::aqi(edition, Report::Daily, &conc).ok())
-        .flatten();
-    let good = aqi.as_ref().and_then(|a| a.aqi).map(|a| a <= 100);
-    json!({"station": station, "day": day.to_string(), "values": values, "validity": validity, "aqi": aqi_json(aqi.as_ref()), "good_day": good})
-}
-
-/// Re-evaluate a stored daily air result under another edition (the stored concentrations are
-/// edition-independent), e.g. HJ 633-2012 to compare with the plan period.
-pub fn reevaluate_air_day(doc: &Value, edition: Edition) -> Value {
-    let values = doc["values"].as_object().cloned().unwrap_or_default();
-    let day = doc["day"]
-        .as_str()
-        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-        .unwrap_or_default();
-    day_doc(
-        edition,
-        doc["station"].as_str().unwrap_or(""),
-        day,
-        values,
-        doc["validity"].clone(),
-    )
-}
-
-fn aqi_json(r: Option<&hj633::AqiResult>) -> Value {
-    match r {
-        None => Value::Null,
-        Some(r) => json!({
-            "aqi": r.aqi, "aqi_from_available": r.aqi_from_available, "grade": r.grade.map(|g| g.roman()),
-            "category_zh": r.category_zh, "category_en": r.category_en, "primary_pollutants": r.primary_pollutants,
-            "iaqi": r.iaqi.iter().map(|(i, v)| (i.as_str().to_string(), json!(v.number()))).collect::<Map<_, _>>(),
-            "missing": r.missing.iter().map(|i| i.as_str()).collect::<Vec<_>>(), "edition": r.edition.as_str(),
-        }),
     }
-}
-
-/// `plan_targets` lines for the compliance document (one point per indicator, at `ts`).
-pub fn plan_target_lines(doc: &Value, ts_ms: i64) -> Vec<String> {
-    let mut out = Vec::new();
-    for i in doc["indicators"].as_array().into_iter().flatten() {
-        let (Some(id), Some(target)) = (i["id"].as_str(), i["target"].as_f64()) else {
-            continue;
-        };
-        // The field is `goal`: a field named like the `target` tag makes `WHERE "target" = …`
-        // match the field in InfluxQL, silently.
-        let mut f = vec![format!("goal={target}")];
-        push_field(&mut f, "actual", i["actual"].as_f64());
-        push_field(
-            &mut f,
-            "affordable_non_good_days",
-            i["detail"]["affordable_non_good_days"].as_f64(),
-        );
-        f.push(format!("status=\"{}\"", i["status"].as_str().unwrap_or("")));
-        out.push(format!(
-            "plan_targets,target={} {} {ts_ms}",
-            tag(id),
-            f.join(",")
-        ));
-    }
-    out
-}
-
-/// Line-protocol field name for a value key.
-fn field(k: &str) -> String {
-    crate::store::line_protocol::field_name(k)
-}
-
-fn push_field(out: &mut Vec<String>, k: &str, v: Option<f64>) {
-    if let Some(v) = v.filter(|x| x.is_finite()) {
-        out.push(format!("{}={v}", field(k)));
-    }
-}
-
-fn tag(v: &str) -> String {
-    v.replace(['\\', ',', '=', ' '], "_")
-}
-
-fn cems_hour_lines(doc: &Value) -> Vec<String> {
-    let (Some(unit), Some(ts)) = (doc["unit"].as_str(), doc["hour_ms"].as_i64()) else {
-        return Vec::new();
-    };
-    let site = doc["site"].as_str().unwrap_or("");
-    let mut out = Vec::new();
-    if let Some(ps) = doc["pollutants"].as_object() {
-        for (q, p) in ps {
-            let mut f = Vec::new();
-            push_field(&mut f, "measured", p["measured"].as_f64());
-            push_field(&mut f, "corrected", p["corrected"].as_f64());
-            push_field(&mut f, "limit", p["limit"].as_f64());
-            push_field(&mut f, "mass_kg_h", p["mass_kg_h"].as_f64());
-            f.push(format!(
-                "valid_minutes={}",
-                p["valid_minutes"].as_u64().unwrap_or(0)
-            ));
-            f.push(format!(
-                "exceeded={}",
-                u8::from(p["exceeded"].as_bool() == Some(true))
-            ));
-            f.push(format!("valid={}", u8::from(p["status"] == "valid")));
-            f.push(format!("status=\"{}\"", p["status"].as_str().unwrap_or("")));
-            out.push(format!(
-                "cems_hourly,site={},unit={},pollutant={} {} {ts}",
-                tag(site),
-                tag(unit),
-                tag(q),
-                f.join(",")
-            ));
-        }
-    }
-    out
-}
-
-fn cems_day_lines(doc: &Value, day_ms: i64) -> Vec<String> {
-    let unit = doc["unit"].as_str().unwrap_or("");
-    let mut out = Vec::new();
-    if let Some(ps) = doc["pollutants"].as_object() {
-        for (q, p) in ps {
-            let mut f = Vec::new();
-            for k in [
-                "valid_hours",
-                "exceeded_hours",
-                "stopped_hours",
-                "expected_hours",
-                "compliance_percent",
-                "completeness_percent",
-                "mass_kg",
-            ] {
-                push_field(&mut f, k, p[k].as_f64());
-            }
-            if !f.is_empty() {
-                out.push(format!(
-                    "cems_daily,unit={},pollutant={} {} {day_ms}",
-                    tag(unit),
-                    tag(q),
-                    f.join(",")
-                ));
-            }
-        }
-    }
-    out
-}
-
-fn air_line(measurement: &str, station: &str, ts: i64, doc: &Value) -> String {
-    let mut f = Vec::new();
-    if let Some(vs) = doc["values"].as_object() {
-        for (k, v) in vs {
-            push_field(&mut f, k, v.as_f64());
-        }
-    }
-    push_field(&mut f, "aqi", doc["aqi"]["aqi"].as_f64());
-    if let Some(g) = doc["aqi"]["grade"].as_str() {
-        f.push(format!("grade=\"{g}\""));
-    }
-    if let Some(p) = doc["aqi"]["primary_pollutants"].as_array() {
-        let names: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
-        f.push(format!("primary_pollutant=\"{}\"", names.join("/")));
-    }
-    if let Some(good) = doc["good_day"].as_bool() {
-        f.push(format!("good_day={}", u8::from(good)));
-    }
-    if f.is_empty() {
-        f.push("aqi_missing=1".into());
-    }
-    format!(
-        "{measurement},station={} {} {ts}",
-        tag(station),
-        f.join(",")
-    )
-}
-
-fn water_line(entity: &str, day_ms: i64, doc: &Value) -> String {
-    let mut f = Vec::new();
-    if let Some(vs) = doc["values"].as_object() {
-        for (k, v) in vs {
-            push_field(&mut f, k, v.as_f64());
-        }
-    }
-    for k in [
-        "volume_m3",
-        "treated_m3",
-        "produced_m3",
-        "treatment_rate_percent",
-    ] {
-        push_field(&mut f, k, doc[k].as_f64());
-    }
-    if let Some(c) = doc["gb18918_class_1a"]["compliant"].as_bool() {
-        f.push(format!("class_1a_compliant={}", u8::from(c)));
-    }
-    if let Some(c) = doc["gb3838_class"]["label_zh"].as_str() {
-        f.push(format!("gb3838_class=\"{c}\""));
-    }
-    if f.is_empty() {
-        f.push("no_data=1".into());
-    }
-    format!(
-        "water_daily,sensor={} {} {day_ms}",
-        tag(entity),
-        f.join(",")
-    )
 }

@@ -4,12 +4,17 @@
 //! the water is at or below 12 °C (the bracketed value of Table 1) —, TN 15, TP 0.5 (1 for plants
 //! built before 2006-01-01), pH 6–9.
 
-use serde::Serialize;
+//!
+//! Like GB 3838, a daily mean is compared as reported (GB/T 8170 rounding: COD, BOD5, SS, NH3-N,
+//! TN and pH to 0.1, TP to 0.01 mg/L), so binary noise on a mean equal to a limit is never a
+//! violation.
+
+use serde::{Deserialize, Serialize};
 
 /// One parameter's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
-    pub parameter: &'static str,
+    pub parameter: String,
     pub value: f64,
     /// "≤ 50", "6–9", …
     pub limit: String,
@@ -39,11 +44,22 @@ pub fn nh3n_limit(water_temp_c: Option<f64>) -> f64 {
 
 /// Evaluate every measured parameter against Class 1A.
 pub fn class_1a(e: &Effluent, built_before_2006: bool) -> Vec<Verdict> {
+    class_1a_by(super::gb3838::Comparison::Rounded, e, built_before_2006)
+}
+
+/// [`class_1a`] under a comparison method.
+pub fn class_1a_by(
+    cmp: super::gb3838::Comparison,
+    e: &Effluent,
+    built_before_2006: bool,
+) -> Vec<Verdict> {
     let mut out = Vec::new();
     let mut max = |parameter: &'static str, value: Option<f64>, limit: f64| {
         if let Some(v) = value {
+            let decimals = if parameter == "TP" { 2 } else { 1 };
+            let v = cmp.value(v, decimals);
             out.push(Verdict {
-                parameter,
+                parameter: parameter.to_string(),
                 value: v,
                 limit: format!("≤ {limit}"),
                 compliant: v <= limit,
@@ -57,8 +73,9 @@ pub fn class_1a(e: &Effluent, built_before_2006: bool) -> Vec<Verdict> {
     max("TN", e.tn, 15.0);
     max("TP", e.tp, if built_before_2006 { 1.0 } else { 0.5 });
     if let Some(ph) = e.ph {
+        let ph = cmp.value(ph, 1);
         out.push(Verdict {
-            parameter: "pH",
+            parameter: "pH".to_string(),
             value: ph,
             limit: "6–9".into(),
             compliant: (6.0..=9.0).contains(&ph),
@@ -82,7 +99,10 @@ mod tests {
             ..Default::default()
         };
         let v = class_1a(&e, false);
-        let c: Vec<(&str, bool)> = v.iter().map(|x| (x.parameter, x.compliant)).collect();
+        let c: Vec<(&str, bool)> = v
+            .iter()
+            .map(|x| (x.parameter.as_str(), x.compliant))
+            .collect();
         // COD 50 ≤ 50 ok; NH3-N 6 > 5 at 15 °C; TP 0.6 > 0.5; pH 9.1 outside 6–9.
         assert_eq!(
             c,

@@ -378,14 +378,32 @@ fn indicators(ed: Edition, report: Report, c: &Concentrations) -> Vec<(Indicator
     }
 }
 
-/// Compute the AQI of a report (HJ 633 §5).
+/// Compute the AQI of a report (HJ 633 §5), every pollutant being in the monitoring plan.
 pub fn aqi(ed: Edition, report: Report, c: &Concentrations) -> Result<AqiResult, BadConcentration> {
+    aqi_for_plan(ed, report, c, &[])
+}
+
+/// Compute the AQI of a report for a station whose monitoring plan leaves out `not_monitored`
+/// (pollutant names as [`Indicator::pollutant`] gives them: "SO2", "CO", …).
+///
+/// HJ 633-2026 §5.3.2: a pollutant that is not in the station's monitoring plan (and has not been
+/// the primary pollutant of a polluted day in the last three years — the operator's declaration)
+/// is not a missing pollutant, so its absence does not withhold the AQI under §5.3.1; §5.3.1
+/// applies only to pollutants that should have been measured. A value that is nevertheless
+/// present is indexed as usual.
+pub fn aqi_for_plan(
+    ed: Edition,
+    report: Report,
+    c: &Concentrations,
+    not_monitored: &[&str],
+) -> Result<AqiResult, BadConcentration> {
     let mut iaqis: Vec<(Indicator, Iaqi)> = Vec::new();
     let mut missing = Vec::new();
     let inds = indicators(ed, report, c);
     for (ind, conc) in &inds {
         match conc {
             Some(v) => iaqis.push((*ind, iaqi(ed, *ind, *v)?)),
+            None if not_monitored.contains(&ind.pollutant()) => {}
             None => missing.push(*ind),
         }
     }

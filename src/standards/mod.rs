@@ -8,15 +8,25 @@
 //! - [`gb3838`]: surface water class of river sections.
 //! - [`plan`]: the district plan's indicators: good-days rate and budget, sewage treatment rate.
 //! - [`time`]: CST days, hours labelled by their end.
-//! - [`engine`]: the stateful part: input, recomputation of what changed, results, outputs.
+//! - [`input`]: one hour of input as minute buckets, each with its own channel's flag.
+//! - [`cems`]: a unit's hours and days (per-parameter validity, corrections, hourly-record policy).
+//! - [`air`]: stations' and the district's hours and days, the monitoring plan (§5.3.2).
+//! - [`results`]: the typed results the API, alerts and report read.
+//! - [`export`]: results as InfluxDB line protocol.
+//! - [`engine`]: the stateful part: input, changed-set, recomputation, persistence, compliance.
 //! - [`runner`]: the engine's periodic task and result export.
 
+pub mod air;
+pub mod cems;
 pub mod engine;
+pub mod export;
 pub mod gb18918;
 pub mod gb3838;
 pub mod hj633;
 pub mod hj663;
 pub mod hj75;
+pub mod input;
 pub mod plan;
+pub mod results;
 pub mod runner;
 pub mod time;

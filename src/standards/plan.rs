@@ -2,28 +2,34 @@
 //! (≥ 80 %, 第二章) and the urban sewage treatment rate (≥ 96 %, 专栏 2-1 第 19 项).
 
 use chrono::{Datelike, NaiveDate};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// Year-to-date good-days figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Good-days figures for a window (a calendar year unless asked otherwise), up to `as_of`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GoodDays {
     pub year: i32,
+    /// The window's first and last day.
+    pub from: NaiveDate,
+    pub to: NaiveDate,
     pub target_percent: f64,
     /// Days with a valid daily AQI so far.
     pub valid_days: u32,
     /// Of those, AQI ≤ 100.
     pub good_days: u32,
     pub rate_percent: Option<f64>,
-    /// Days of the year after `as_of`.
+    /// Days of the window after `as_of`.
     pub remaining_days: u32,
-    /// How many more non-good days the year can take and still reach the target, assuming every
-    /// remaining day is valid; negative means the target is already out of reach.
+    /// How many more non-good days the window can take and still reach the target, assuming every
+    /// remaining day has a valid AQI (`assumed_valid_from` … `to`); never more than the days left;
+    /// negative means the target is already out of reach.
     pub affordable_non_good_days: i64,
+    /// The first of the days assumed valid (`None` when no day remains).
+    pub assumed_valid_from: Option<NaiveDate>,
     pub already_missed: bool,
     pub months: Vec<MonthRow>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MonthRow {
     pub month: u32,
     pub valid_days: u32,
@@ -31,46 +37,52 @@ pub struct MonthRow {
     pub rate_percent: Option<f64>,
 }
 
-fn days_in_year(year: i32) -> u32 {
-    if NaiveDate::from_ymd_opt(year, 2, 29).is_some() {
-        366
-    } else {
-        365
-    }
-}
-
-/// From the daily AQIs of `year` up to `as_of` (inclusive); `None` = no valid AQI that day.
+/// From the daily AQIs of the window `from ..= to` up to `as_of` (inclusive); `None` = no valid AQI
+/// that day.
 ///
-/// Share = good / valid days (the "[verify]" reading of HJ 663 in `standards.md` §2). Budget: with G
-/// good of V valid days and R days left, the year ends at (G + g)/(V + R) where g ≤ R good days are
-/// still to come; the target t needs g ≥ ⌈t·(V + R)⌉ − G, so the non-good days still affordable are
-/// R − (⌈t·(V + R)⌉ − G).
+/// Share = good / valid days (HJ 663-2013 §4: 达标率 = 达标天数 / 有效监测天数). Budget: with G good
+/// of V valid days and R days left, the window ends at (G + g)/(V + R) where g ≤ R good days are still
+/// to come; the target t needs g ≥ ⌈t·(V + R)⌉ − G, so the non-good days still affordable are
+/// R − (⌈t·(V + R)⌉ − G), and at most R: a window cannot have more non-good days than it has days.
 pub fn good_days(
-    year: i32,
+    (from, to): (NaiveDate, NaiveDate),
     as_of: NaiveDate,
     days: &[(NaiveDate, Option<u32>)],
     target_percent: f64,
 ) -> GoodDays {
-    let mut months: Vec<MonthRow> = (1..=12)
-        .map(|m| MonthRow {
-            month: m,
+    let mut months: Vec<MonthRow> = Vec::new();
+    let (mut valid, mut good) = (0u32, 0u32);
+    let mut sorted: Vec<&(NaiveDate, Option<u32>)> = days
+        .iter()
+        .filter(|(d, _)| *d >= from && *d <= to && *d <= as_of)
+        .collect();
+    sorted.sort_by_key(|(d, _)| *d);
+    let mut month = from.with_day(1).unwrap_or(from);
+    while month <= to.min(as_of.max(from)) {
+        months.push(MonthRow {
+            month: month.month(),
             valid_days: 0,
             good_days: 0,
             rate_percent: None,
-        })
-        .collect();
-    let (mut valid, mut good) = (0u32, 0u32);
-    for (d, aqi) in days {
-        if d.year() != year || *d > as_of {
-            continue;
+        });
+        match month.checked_add_months(chrono::Months::new(1)) {
+            Some(m) => month = m,
+            None => break,
         }
+    }
+    let first_month = from.year() * 12 + from.month0() as i32;
+    for (d, aqi) in sorted {
         if let Some(a) = aqi {
-            let row = &mut months[d.month0() as usize];
-            row.valid_days += 1;
+            let idx = (d.year() * 12 + d.month0() as i32 - first_month) as usize;
             valid += 1;
             if *a <= 100 {
-                row.good_days += 1;
                 good += 1;
+            }
+            if let Some(row) = months.get_mut(idx) {
+                row.valid_days += 1;
+                if *a <= 100 {
+                    row.good_days += 1;
+                }
             }
         }
     }
@@ -78,28 +90,39 @@ pub fn good_days(
         row.rate_percent =
             (row.valid_days > 0).then(|| row.good_days as f64 * 100.0 / row.valid_days as f64);
     }
-    months.retain(|r| r.month <= as_of.month() || as_of.year() > year);
-    let elapsed = if as_of.year() > year {
-        days_in_year(year)
+    let remaining = if as_of >= to {
+        0
     } else {
-        as_of.ordinal()
+        (to - as_of.max(from - chrono::Days::new(1)))
+            .num_days()
+            .max(0) as u32
     };
-    let remaining = days_in_year(year).saturating_sub(elapsed);
     let total = (valid + remaining) as f64;
     // ⌈t·total⌉ with a tolerance for binary noise (0.8 × 365 = 292.00000000000006).
     let needed_good = ((target_percent / 100.0) * total - 1e-9).ceil() as i64;
-    let affordable = remaining as i64 - (needed_good - good as i64);
+    let affordable = (remaining as i64 - (needed_good - good as i64)).min(remaining as i64);
     GoodDays {
-        year,
+        year: from.year(),
+        from,
+        to,
         target_percent,
         valid_days: valid,
         good_days: good,
         rate_percent: (valid > 0).then(|| good as f64 * 100.0 / valid as f64),
         remaining_days: remaining,
         affordable_non_good_days: affordable,
+        assumed_valid_from: (remaining > 0).then(|| to - chrono::Days::new(remaining as u64 - 1)),
         already_missed: affordable < 0,
         months,
     }
+}
+
+/// A calendar year as a window.
+pub fn year_window(year: i32) -> Option<(NaiveDate, NaiveDate)> {
+    Some((
+        NaiveDate::from_ymd_opt(year, 1, 1)?,
+        NaiveDate::from_ymd_opt(year, 12, 31)?,
+    ))
 }
 
 /// Sewage treatment rate, %: treated / produced.
@@ -122,7 +145,7 @@ mod tests {
             (1..=8).map(|i| (d(1, i), Some(60 + i))).collect();
         days.push((d(1, 9), Some(101)));
         days.push((d(1, 10), Some(180)));
-        let g = good_days(2026, d(1, 10), &days, 80.0);
+        let g = good_days(year_window(2026).unwrap(), d(1, 10), &days, 80.0);
         assert_eq!((g.valid_days, g.good_days, g.remaining_days), (10, 8, 355));
         assert_eq!(g.rate_percent, Some(80.0));
         // Needed good days = ⌈0.8 × 365⌉ = 292; still to come: 292 − 8 = 284 of 355 → 71 non-good affordable.
@@ -141,13 +164,39 @@ mod tests {
             days.push((day, Some(if i < 250 { 80 } else { 150 })));
             day = day.succ_opt().unwrap();
         }
-        let g = good_days(2026, d(12, 31), &days, 80.0);
+        let g = good_days(year_window(2026).unwrap(), d(12, 31), &days, 80.0);
         assert_eq!((g.valid_days, g.good_days, g.remaining_days), (365, 250, 0));
         assert_eq!(g.affordable_non_good_days, 250 - 292);
         assert!(g.already_missed);
         // Invalid days do not count in either direction.
-        let g = good_days(2026, d(1, 2), &[(d(1, 1), None), (d(1, 2), Some(50))], 80.0);
+        let g = good_days(
+            year_window(2026).unwrap(),
+            d(1, 2),
+            &[(d(1, 1), None), (d(1, 2), Some(50))],
+            80.0,
+        );
         assert_eq!((g.valid_days, g.good_days), (1, 1));
+    }
+
+    #[test]
+    fn the_budget_never_exceeds_the_days_left() {
+        // Window 1 Jan – 8 Jun 2026 (159 days); 130 of 130 days good by 10 May; 29 days left.
+        // Needed good = ⌈0.8 × 159⌉ = ⌈127.2⌉ = 128 ≤ 130 already: the formula gives 29 − (128 − 130)
+        // = 31, more non-good days than remain; capped at 29.
+        let days: Vec<(NaiveDate, Option<u32>)> = (0..130)
+            .map(|i| (d(1, 1) + chrono::Days::new(i), Some(50)))
+            .collect();
+        let g = good_days((d(1, 1), d(6, 8)), d(5, 10), &days, 80.0);
+        assert_eq!(
+            (g.valid_days, g.good_days, g.remaining_days),
+            (130, 130, 29)
+        );
+        assert_eq!(g.affordable_non_good_days, 29);
+        assert_eq!(g.assumed_valid_from, Some(d(5, 11)));
+        assert_eq!(g.months.len(), 5);
+        // The whole year: 235 days left, 292 needed, 130 good → 235 − 162 = 73 (under the cap).
+        let g = good_days(year_window(2026).unwrap(), d(5, 10), &days, 80.0);
+        assert_eq!((g.remaining_days, g.affordable_non_good_days), (235, 73));
     }
 
     #[test]

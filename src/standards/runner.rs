@@ -83,7 +83,7 @@ impl Runner {
                         tokio::task::spawn_blocking(move || engine.compliance(year, now, None))
                             .await
                     {
-                        pending.extend(super::engine::plan_target_lines(
+                        pending.extend(super::export::plan_targets(
                             &doc,
                             now - now.rem_euclid(60_000),
                         ));

@@ -21,7 +21,7 @@ fn escape_measurement(s: &str, out: &mut String) {
 }
 
 /// Escape a tag key or value (commas, equals signs, spaces).
-fn escape_tag(s: &str, out: &mut String) {
+pub fn escape_tag(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
             ',' | '=' | ' ' | '\\' => {
@@ -32,6 +32,27 @@ fn escape_tag(s: &str, out: &mut String) {
             _ => out.push(c),
         }
     }
+}
+
+/// A tag value, escaped: the one spelling every writer of this crate uses.
+pub fn tag(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_tag(s, &mut out);
+    out
+}
+
+/// Escape a string field value (double quotes and backslashes), quoted.
+pub fn string_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// The field name of a reading's quantity.

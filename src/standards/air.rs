@@ -1,0 +1,189 @@
+//! Air hours and days of one station or of the district, as pure functions of the hourly values
+//! (GB 3095 Table 4, HJ 663, HJ 633): daily means, the O3 maxima, the AQI under an edition, the
+//! district's values from its stations, and the monitoring plan (HJ 633-2026 §5.3.2).
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::hj633::{self, Concentrations, Edition, Report};
+use super::hj663;
+use super::results::{AirDay, AirDayValidity, AirHour, AqiSummary, Values};
+use crate::registry::{Domain, Registry, SiteKind};
+
+/// Air pollutants with the unit HJ 633 uses.
+pub const POLLUTANTS: [(&str, &str); 6] = [
+    ("SO2", "ug/m3"),
+    ("NO2", "ug/m3"),
+    ("PM10", "ug/m3"),
+    ("PM2.5", "ug/m3"),
+    ("CO", "mg/m3"),
+    ("O3", "ug/m3"),
+];
+
+/// Pollutants with a 24h mean in the daily report.
+const DAILY_MEANS: [&str; 5] = ["SO2", "NO2", "PM10", "PM2.5", "CO"];
+
+/// How the district's values are formed from its stations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistrictMethod {
+    /// The stations' hourly values averaged into the district's hourly series; its daily means
+    /// and its O3 8h moving means (and daily maximum) are taken from that series, like a station's.
+    #[default]
+    HourlySeries,
+    /// The mean of the stations' daily values (O3: the mean of the stations' daily maxima).
+    StationDays,
+}
+
+/// The district's air stations.
+pub fn stations(reg: &Registry) -> Vec<String> {
+    reg.sites
+        .values()
+        .filter(|s| s.kind == SiteKind::AirStation)
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+/// The pollutants of the six that a station does not monitor (HJ 633-2026 §5.3.2): outside its
+/// declared plan (`monitored`) or, without one, measured by none of its air sensors. For the
+/// district: those no station monitors.
+pub fn not_monitored(reg: &Registry, station: &str) -> Vec<String> {
+    let monitored_by = |site: &str| -> Vec<String> {
+        match reg.sites.get(site).and_then(|s| s.monitored.clone()) {
+            Some(m) => m,
+            None => reg
+                .sensors
+                .values()
+                .filter(|s| s.site == site && s.domain == Domain::Air)
+                .flat_map(|s| s.channels.iter().map(|c| c.quantity.clone()))
+                .collect(),
+        }
+    };
+    let monitored: Vec<String> = if station == "district" {
+        stations(reg).iter().flat_map(|s| monitored_by(s)).collect()
+    } else {
+        monitored_by(station)
+    };
+    POLLUTANTS
+        .iter()
+        .map(|(q, _)| q.to_string())
+        .filter(|q| !monitored.contains(q))
+        .collect()
+}
+
+/// The AQI of a report with the station's plan.
+pub fn aqi(
+    ed: Edition,
+    report: Report,
+    c: &Concentrations,
+    not_monitored: &[String],
+) -> Option<AqiSummary> {
+    let nm: Vec<&str> = not_monitored.iter().map(String::as_str).collect();
+    hj633::aqi_for_plan(ed, report, c, &nm)
+        .ok()
+        .map(|r| AqiSummary::from_result(&r))
+}
+
+/// The district's hourly values: per pollutant the mean of the stations with a valid value, when
+/// at least `min_stations` have one (HJ 663: 点位算术平均).
+pub fn district_values(
+    station_values: &[&Values],
+    keys: &[&str],
+    min_stations: u32,
+) -> (Values, BTreeMap<String, u32>) {
+    let mut values = Values::new();
+    let mut counts = BTreeMap::new();
+    for q in keys {
+        let per: Vec<Option<f64>> = station_values
+            .iter()
+            .map(|v| v.get(*q).copied().flatten())
+            .collect();
+        let n = per.iter().flatten().count() as u32;
+        counts.insert(q.to_string(), n);
+        values.insert(
+            q.to_string(),
+            (n >= min_stations.max(1))
+                .then(|| hj663::district_mean(&per))
+                .flatten(),
+        );
+    }
+    (values, counts)
+}
+
+/// A day's concentrations and validity from its 24 hourly results (labelled 01:00 … 24:00; missing
+/// hours are `None`).
+pub fn day_values(hours: &[Option<&AirHour>; 24]) -> (Values, AirDayValidity) {
+    let series = |q: &str| -> [Option<f64>; 24] {
+        std::array::from_fn(|i| hours[i].and_then(|h| h.values.get(q).copied().flatten()))
+    };
+    let mut values = Values::new();
+    let mut validity = AirDayValidity::default();
+    for q in DAILY_MEANS {
+        let h = series(q);
+        values.insert(q.into(), hj663::daily_mean(&h));
+        validity
+            .hours
+            .insert(q.into(), h.iter().flatten().count() as u32);
+    }
+    let o3 = series("O3");
+    let max8 = hj663::o3_daily_max_8h(&o3);
+    values.insert("O3_8h_max".into(), max8.max.filter(|_| max8.counts));
+    values.insert("O3_1h_max".into(), hj663::o3_daily_max_1h(&o3));
+    validity
+        .hours
+        .insert("O3".into(), o3.iter().flatten().count() as u32);
+    validity.o3_valid_8h_windows = Some(max8.valid_windows as u32);
+    (values, validity)
+}
+
+/// A daily result: concentrations, validity, and the daily AQI under `edition`.
+pub fn day(
+    edition: Edition,
+    station: &str,
+    day: NaiveDate,
+    values: Values,
+    validity: AirDayValidity,
+    not_monitored: Vec<String>,
+) -> AirDay {
+    let v = |q: &str| values.get(q).copied().flatten();
+    let conc = Concentrations {
+        so2: v("SO2"),
+        no2: v("NO2"),
+        pm10: v("PM10"),
+        pm25: v("PM2.5"),
+        co: v("CO"),
+        o3_8h: v("O3_8h_max"),
+        o3_1h: v("O3_1h_max"),
+        so2_24h: None,
+    };
+    let any = values.values().any(Option::is_some);
+    let aqi = any
+        .then(|| aqi(edition, Report::Daily, &conc, &not_monitored))
+        .flatten();
+    let good_day = aqi.as_ref().and_then(|a| a.aqi).map(|a| a <= 100);
+    AirDay {
+        station: station.to_string(),
+        day: day.to_string(),
+        values,
+        validity,
+        aqi,
+        good_day,
+        not_monitored,
+    }
+}
+
+/// Re-evaluate a stored daily result under another edition: the stored concentrations do not
+/// depend on the edition, so the AQI, grade and good-day verdict are computed again from them.
+pub fn reevaluate(d: &AirDay, edition: Edition) -> AirDay {
+    let date = NaiveDate::parse_from_str(&d.day, "%Y-%m-%d").unwrap_or_default();
+    day(
+        edition,
+        &d.station,
+        date,
+        d.values.clone(),
+        d.validity.clone(),
+        d.not_monitored.clone(),
+    )
+}
