@@ -331,3 +331,85 @@ pub fn day(
         pollutants,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::Period;
+    use crate::standards::input::Row;
+    use proptest::prelude::*;
+
+    const FLAGS: [DataFlag; 8] = [
+        DataFlag::N,
+        DataFlag::F,
+        DataFlag::M,
+        DataFlag::S,
+        DataFlag::D,
+        DataFlag::C,
+        DataFlag::T,
+        DataFlag::B,
+    ];
+
+    fn unit() -> EmissionUnit {
+        crate::registry::Seeds::embedded()
+            .unwrap()
+            .units
+            .into_iter()
+            .find(|u| u.id == "dt-1")
+            .unwrap()
+    }
+
+    /// An hour of minute rows: per quantity, its value and per-minute flags.
+    fn input(hour: i64, channels: &[(&str, f64, &[DataFlag])]) -> HourInput {
+        let mut rows = Vec::new();
+        for (q, v, flags) in channels {
+            for (i, f) in flags.iter().enumerate() {
+                rows.push(Row {
+                    quantity: q.to_string(),
+                    ts_ms: hour - time::HOUR_MS + i as i64 * time::MINUTE_MS,
+                    period: Period::Minute,
+                    value: *v,
+                    flag: *f,
+                });
+            }
+        }
+        HourInput::from_rows(&rows, hour)
+    }
+
+    fn flags() -> impl Strategy<Value = Vec<DataFlag>> {
+        prop::collection::vec(prop::sample::select(FLAGS.to_vec()), 60)
+    }
+
+    proptest! {
+        /// A flag on one channel never changes another channel's verdict unless that channel's
+        /// correction depends on it: PM's flags never change SO2's or NOx's hour; O2's do.
+        #[test]
+        fn a_flag_on_one_channel_leaves_the_others_alone(
+            so2 in flags(), nox in flags(), pm_a in flags(), pm_b in flags(), o2 in flags(),
+            so2_v in 0.0f64..120.0,
+        ) {
+            let u = unit();
+            let policy = Policy::for_unit(&u, &Default::default());
+            let hour_ms = 1_790_000_000_000 - 1_790_000_000_000 % time::HOUR_MS;
+            let run = |pm: &[DataFlag], o2f: &[DataFlag]| {
+                let i = input(hour_ms, &[("SO2", so2_v, &so2), ("NOx", 30.0, &nox), ("PM", 3.0, pm), ("O2", 6.0, o2f)]);
+                hour("dt-1", &u, &i, hour_ms, &policy).unwrap()
+            };
+            let a = run(&pm_a, &o2);
+            let b = run(&pm_b, &o2);
+            for q in ["SO2", "NOx"] {
+                prop_assert_eq!(&a.pollutants[q], &b.pollutants[q]);
+            }
+            // With O2 all normal, SO2's valid minutes are exactly its own countable minutes.
+            let normal = vec![DataFlag::N; 60];
+            let c = run(&pm_a, &normal);
+            let own = so2.iter().filter(|f| !hj75::DEFAULT_EXCLUDED.contains(f)).count();
+            prop_assert_eq!(c.pollutants["SO2"].valid_minutes, own);
+            // O2 is SO2's correction input: its excluded minutes are SO2's too.
+            let both = so2.iter().zip(&o2).filter(|(s, o)| {
+                !hj75::DEFAULT_EXCLUDED.contains(s) && !hj75::DEFAULT_EXCLUDED.contains(o)
+            }).count();
+            prop_assert_eq!(a.pollutants["SO2"].valid_minutes, both);
+        }
+    }
+}
