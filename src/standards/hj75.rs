@@ -279,7 +279,7 @@ pub fn flow_to_dry_standard(
 ) -> Option<f64> {
     let dry = |q: f64| -> Option<f64> {
         let x = moisture_percent? / 100.0;
-        (0.0..1.0).contains(&x).then(|| q * (1.0 - x))
+        (0.0..1.0).contains(&x).then_some(q * (1.0 - x))
     };
     match basis {
         FlowBasis::DryStandard => Some(q),
