@@ -12,18 +12,7 @@ use enviromon::standards::time::{self, HOUR_MS, MINUTE_MS};
 use serde_json::{json, Value};
 
 fn ts(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap()
-        .to_rfc3339()
-}
-
-async fn wait_results(addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<Value> {
-    eventually(30, path, || async {
-        let v = get_json(addr, path).await;
-        (v["count"].as_u64() == Some(n as u64))
-            .then(|| v["results"].as_array().cloned().unwrap_or_default())
-    })
-    .await
+    rfc3339(ms)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

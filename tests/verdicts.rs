@@ -14,18 +14,7 @@ use enviromon::standards::time::{self, HOUR_MS, MINUTE_MS};
 use serde_json::{json, Value};
 
 fn ts(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap()
-        .to_rfc3339()
-}
-
-async fn wait_results(addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<Value> {
-    eventually(60, path, || async {
-        let v = get_json(addr, path).await;
-        (v["count"].as_u64() == Some(n as u64))
-            .then(|| v["results"].as_array().cloned().unwrap_or_default())
-    })
-    .await
+    rfc3339(ms)
 }
 
 /// Wait until `path`'s results satisfy `ok` (the engine recomputes every few hundred ms).

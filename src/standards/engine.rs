@@ -125,6 +125,23 @@ fn to_unit(q: &str, value: f64, unit: &str, target: &str) -> Option<f64> {
     .ok()
 }
 
+/// The stations' values in `docs` (results keyed by entity), in the stations' order; a station
+/// without a result is left out.
+fn per_station<'a, T>(
+    stations: &[String],
+    docs: &'a [(String, i64, T)],
+    values: impl Fn(&'a T) -> &'a Values,
+) -> Vec<&'a Values> {
+    stations
+        .iter()
+        .filter_map(|s| {
+            docs.iter()
+                .find(|(e, _, _)| e == s)
+                .map(|(_, _, d)| values(d))
+        })
+        .collect()
+}
+
 fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
@@ -563,14 +580,7 @@ impl Engine {
     fn district_hour(&self, reg: &Registry, hour: i64) -> Result<AirHour, EngineError> {
         let stations = air::stations(reg);
         let docs = self.results::<AirHour>(None, hour, hour)?;
-        let per: Vec<&Values> = stations
-            .iter()
-            .filter_map(|s| {
-                docs.iter()
-                    .find(|(e, _, _)| e == s)
-                    .map(|(_, _, d)| &d.values)
-            })
-            .collect();
+        let per = per_station(&stations, &docs, |d| &d.values);
         let keys: Vec<&str> = air::POLLUTANTS.iter().map(|(q, _)| *q).collect();
         let (values, counts) =
             air::district_values(&per, &keys, self.settings.air.district_min_stations);
@@ -622,14 +632,7 @@ impl Engine {
             air::DistrictMethod::StationDays => {
                 let start = time::day_start_ms(day);
                 let docs = self.results::<AirDay>(None, start, start)?;
-                let per: Vec<&Values> = stations
-                    .iter()
-                    .filter_map(|s| {
-                        docs.iter()
-                            .find(|(e, _, _)| e == s)
-                            .map(|(_, _, d)| &d.values)
-                    })
-                    .collect();
+                let per = per_station(&stations, &docs, |d| &d.values);
                 let keys = [
                     "SO2",
                     "NO2",

@@ -659,3 +659,24 @@ impl Hook {
             .collect()
     }
 }
+
+/// Epoch milliseconds as RFC 3339 (UTC), as payloads carry them.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .expect("a timestamp in range")
+        .to_rfc3339()
+}
+
+/// Wait until the standards API answers `path` with `n` results, and return them.
+pub async fn wait_results(
+    addr: std::net::SocketAddr,
+    path: &str,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    eventually(60, path, || async {
+        let v = get_json(addr, path).await;
+        (v["count"].as_u64() == Some(n as u64))
+            .then(|| v["results"].as_array().cloned().unwrap_or_default())
+    })
+    .await
+}
