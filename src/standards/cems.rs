@@ -339,17 +339,6 @@ mod tests {
     use crate::standards::input::Row;
     use proptest::prelude::*;
 
-    const FLAGS: [DataFlag; 8] = [
-        DataFlag::N,
-        DataFlag::F,
-        DataFlag::M,
-        DataFlag::S,
-        DataFlag::D,
-        DataFlag::C,
-        DataFlag::T,
-        DataFlag::B,
-    ];
-
     fn unit() -> EmissionUnit {
         crate::registry::Seeds::embedded()
             .unwrap()
@@ -377,7 +366,7 @@ mod tests {
     }
 
     fn flags() -> impl Strategy<Value = Vec<DataFlag>> {
-        prop::collection::vec(prop::sample::select(FLAGS.to_vec()), 60)
+        prop::collection::vec(prop::sample::select(DataFlag::ALL.to_vec()), 60)
     }
 
     proptest! {
