@@ -3,7 +3,7 @@
 //!
 //! Sensors declare which catalogue quantities they measure and in which unit; payloads may name a
 //! quantity by key, alias or HJ 212 code and may send any unit of the same dimension. Codes are from
-//! HJ 212-2017 Appendix B as listed in `shared/reference/standards.md` §5.
+//! HJ 212-2017 Appendix B (pollutant codes).
 
 use serde::Serialize;
 

@@ -1,7 +1,7 @@
 //! MQTT source: subscribe, map topic → sensor, decode and validate payloads, and acknowledge each
 //! QoS 1 message only after its readings are stored (or its refusal is dead-lettered).
 //!
-//! Delivery (see `shared/reference/delivery.md`, MQTT 3.1.1 §4.3–4.6):
+//! Delivery (MQTT 3.1.1 §4.3–4.6):
 //! - manual acks (`set_manual_acks(true)`): the broker forgets a message only after we have it;
 //! - fixed client id and `clean_session = false`: the broker queues messages while we are away and
 //!   resends unacknowledged ones when we reconnect;

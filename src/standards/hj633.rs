@@ -12,7 +12,7 @@
 //!   1h values on the 24h breakpoints); the AQI runs 1–500; with a pollutant missing, the AQI is
 //!   published only if it is above 100.
 //!
-//! Sources: `shared/reference/standards.md` §1 (checked against the 2026 scan, Table 3, §4–5).
+//! Sources: HJ 633-2012 Table 1 and HJ 633-2026 Table 3, §4–5 (the 2026 text as scanned).
 //! IAQI = (IAQI_Hi − IAQI_Lo)/(BP_Hi − BP_Lo) × (C − BP_Lo) + IAQI_Lo, rounded **up** to an integer.
 
 use serde::{Deserialize, Serialize};
