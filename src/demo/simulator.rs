@@ -1,7 +1,7 @@
 //! Simulated instruments for the demo: the four coal units' CEMS, the air stations and the
 //! wastewater plant, publishing over real MQTT like field data loggers.
 //!
-//! Magnitudes follow `shared/reference/standards.md` §7 (demo data only, never compliance logic):
+//! Magnitudes are general engineering figures (demo data only, never compliance logic):
 //! load follows the time of day; stack O2 rises at low load; corrected SO2 10–30, NOx 25–45,
 //! particulate 1–5 mg/m3, with occasional excursions above the ultra-low limits; one unit (双源 #2)
 //! stops for a while in every cycle and reports flag F.
