@@ -659,7 +659,7 @@ mod tests {
 
     #[test]
     fn ppm_converts_with_the_hj75_factors() {
-        // HJ 75-2017 / standards.md §3: SO2 2.86, NO 1.34, NO2 2.05, CO 1.25 mg/m3 per ppm.
+        // HJ 75-2017: SO2 2.86, NO 1.34, NO2 2.05, CO 1.25 mg/m3 per ppm.
         let so2 = find_quantity("SO2").unwrap();
         assert!(
             (convert(10.0, u("ppm"), u("mg/m3"), so2, GasReference::FlueGas).unwrap() - 28.6).abs()

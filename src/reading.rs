@@ -10,7 +10,7 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-/// HJ 212 data flags (数据标记), HJ 212-2017 Table 6 / `standards.md` §5.
+/// HJ 212 data flags (数据标记), HJ 212-2017 Table 6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum DataFlag {
     /// 正常 normal.

@@ -1,6 +1,6 @@
 //! The standards engine on synthetic data: CEMS hours (44 vs 45 valid minutes, O2 correction,
 //! stopped and over-range hours) and late data giving exactly the on-time result.
-//! Expected values are worked by hand from the formulas in `shared/reference/standards.md` §3.
+//! Expected values are worked by hand from the formulas of HJ 75-2017 / HJ 76-2017 (O2 correction, 45-minute hour).
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use enviromon::config::WaterStandardsConfig;

@@ -1,6 +1,6 @@
 //! Verdicts the bureau enforces on, end to end: hand-computed readings published over MQTT
 //! (Mosquitto) into the daemon, answers read from the API. Every expected value is worked by hand
-//! in the comments from the clause it comes from (`shared/reference/standards.md` and the README's
+//! in the comments from the clause it comes from (HJ 75/76, HJ 633, GB 3095, GB 3838, GB/T 8170, and the README's
 //! "Choices the standards leave").
 
 mod common;

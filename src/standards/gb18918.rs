@@ -1,6 +1,6 @@
 //! GB 18918-2002 城镇污水处理厂污染物排放标准, Class 1A (一级 A) effluent limits.
 //!
-//! mg/L (`standards.md` §4, matching secondary sources): COD 50, BOD5 10, SS 10, NH3-N 5 — 8 when
+//! mg/L (GB 18918-2002 Table 1, as secondary sources agree): COD 50, BOD5 10, SS 10, NH3-N 5 — 8 when
 //! the water is at or below 12 °C (the bracketed value of Table 1) —, TN 15, TP 0.5 (1 for plants
 //! built before 2006-01-01), pH 6–9.
 

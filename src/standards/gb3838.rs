@@ -1,6 +1,6 @@
 //! GB 3838-2002 地表水环境质量标准: the class of a river section, the worst of its parameters.
 //!
-//! Table 1 (mg/L; `standards.md` §4, matching secondary sources): for COD, CODMn, NH3-N and TP the
+//! Table 1 (mg/L; GB 3838-2002, as secondary sources agree): for COD, CODMn, NH3-N and TP the
 //! class is the first whose limit the value does not exceed; for DO (higher is better) the first
 //! whose minimum the value reaches. Worse than class V is "劣V类". TP limits differ for lakes and
 //! reservoirs.

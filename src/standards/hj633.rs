@@ -486,7 +486,7 @@ mod tests {
     }
 
     /// Segment midpoints: the IAQI is the middle of the segment's IAQI range, e.g. SO2 24h
-    /// [50, 150] → [50, 100]: C = 100 gives 75. HJ 633-2012 Table 1 (standards.md §1).
+    /// [50, 150] → [50, 100]: C = 100 gives 75. HJ 633-2012 Table 1.
     #[test]
     fn every_segment_midpoint_2012() {
         let table: &[(Indicator, f64, u32)] = &[

@@ -8,7 +8,7 @@
 //!   14 valid windows; with fewer, the day still counts when its maximum exceeds the grade II limit
 //!   (160 µg/m3). The 17 windows and the 14/6 thresholds are HJ 663-2013's (secondary sources agree);
 //!   the "counts when exceeding" exception is quoted from HJ 663 by secondary sources and could not
-//!   be confirmed against the text — it is applied as stated in `standards.md` §2.
+//!   be confirmed against the text — it is applied as those sources state it.
 //! - District (区域) concentration: the arithmetic mean of the stations' values (HJ 663 点位平均;
 //!   the arithmetic mean is what secondary sources describe).
 

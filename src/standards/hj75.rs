@@ -1,7 +1,7 @@
 //! Flue-gas CEMS data (HJ 75-2017 / HJ 76-2017, GB 13223-2011): conversions, validity, hourly means,
 //! exceedance and mass emission.
 //!
-//! Formulas (`standards.md` §3):
+//! Formulas (HJ 75-2017, HJ 76-2017):
 //! - ppm → mg/m3 at standard state: × M/22.4 (in the quantity catalogue, applied at ingest);
 //! - NOx as NO2: C_NOx = C_NO × 46/30 + C_NO2;
 //! - wet → dry: C_dry = C_wet / (1 − X_sw);
@@ -12,9 +12,10 @@
 //!
 //! Validity: a minute is valid unless its data flag is in the unit's excluded set (default F, M, C, D,
 //! B — 停运, 维护, 校准, 故障, 通讯异常 are not used to judge exceedance, MEE 公告 2022 年第 21 号);
-//! T (over range) is valid and counts as exceeding. An hourly mean is valid with ≥ 45 valid minutes
-//! (HJ 75-2017 as quoted in `standards.md`; the helper's search found no primary text to confirm
-//! the number, so it is the reference's). An hour with ≥ 45 minutes flagged F is a stopped hour.
+//! T (over range) minutes count; whether one makes its hour exceeded is [`OverRange`]. An hourly
+//! mean is valid with ≥ 45 valid minutes (HJ 76-2017 Appendix B, as transcribed by secondary
+//! sources). An hour with ≥ 45 minutes flagged F is a stopped hour. A minute is judged by its own
+//! flag and its correction inputs (see [`Minute`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -245,7 +246,10 @@ pub fn hour(minutes: &[Minute], limit: f64, rules: &HourRules) -> Hour {
         status,
         valid_minutes: n,
         stopped_minutes: stopped,
-        excluded_minutes: minutes.len() - n - stopped.min(minutes.len() - n),
+        excluded_minutes: minutes
+            .iter()
+            .filter(|m| m.flag != DataFlag::F && !m.counts(rules))
+            .count(),
         measured_mean,
         corrected_mean,
         mass_kg_h: mean(valid.iter().filter_map(|m| m.mass_kg_h)),

@@ -2,7 +2,7 @@
 //! packets, a stream decoder for TCP, and an encoder (replies, simulators, tests).
 //!
 //! Frame: `##` + 4-digit decimal length of the data segment + data segment + 4 hex CRC + `\r\n`
-//! (`standards.md` §5). The CRC is HJ 212's own (not CRC-16/MODBUS), computed over the data segment
+//! (HJ 212-2017). The CRC is HJ 212's own (not CRC-16/MODBUS), computed over the data segment
 //! and accepted in either hex case. Field quirks are accepted only when a source allows them
 //! ([`Tolerance`]): a byte-swapped MODBUS CRC, frames longer than 1024, a missing QN.
 
@@ -28,7 +28,7 @@ pub struct Tolerance {
     pub missing_qn: bool,
 }
 
-/// HJ 212's CRC over `data` (`standards.md` §5).
+/// HJ 212's CRC over `data`.
 pub fn crc16(data: &[u8]) -> u16 {
     let mut crc: u16 = 0xFFFF;
     for &b in data {
@@ -507,7 +507,7 @@ impl fmt::Display for Packet {
 mod tests {
     use super::*;
 
-    /// HJ 212-2017 Appendix A's example (`standards.md` §5).
+    /// HJ 212-2017 Appendix A's example.
     const EXAMPLE: &str = "##0101QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&1C80\r\n";
 
     #[test]
