@@ -96,6 +96,60 @@ impl Client {
         }
     }
 
+    /// Set (`Some`) or remove (`None`) the SM4 key of a sensor's HJ 212-2025 logger. The key is sent
+    /// once over the API and is never printed; the answer names it by fingerprint.
+    pub async fn set_key(&self, id: &str, key_hex: Option<String>) -> Result<(), CliError> {
+        let path = format!("/api/v1/sensors/{id}/hj212-key");
+        let v = match key_hex {
+            Some(k) => {
+                self.call(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(serde_json::json!({ "key": k })),
+                )
+                .await?
+            }
+            None => self.call(reqwest::Method::DELETE, &path, None).await?,
+        };
+        self.print(&v, |v| match v["after"].as_str() {
+            Some(fp) => format!(
+                "已设置 SM4 密钥 / SM4 key set for {id} (MN {}): fingerprint {fp}{}",
+                v["mn"].as_str().unwrap_or(""),
+                v["before"]
+                    .as_str()
+                    .map(|b| format!("; previous key {b} still accepted during the overlap"))
+                    .unwrap_or_default()
+            ),
+            None => format!("已删除 SM4 密钥 / SM4 key removed for {id}"),
+        });
+        Ok(())
+    }
+
+    /// The SM4 key status of a sensor's logger (fingerprints only).
+    pub async fn key_status(&self, id: &str) -> Result<(), CliError> {
+        let v = self.get(&format!("/api/v1/sensors/{id}/hj212-key")).await?;
+        self.print(&v, |v| {
+            if v["fingerprint"].is_null() {
+                format!("{id}: 未设置 SM4 密钥 / no SM4 key")
+            } else {
+                format!(
+                    "{id}: SM4 key {} set {} by {}{}",
+                    v["fingerprint"].as_str().unwrap_or(""),
+                    v["set_at"].as_str().unwrap_or(""),
+                    v["set_by"].as_str().unwrap_or(""),
+                    v["previous_fingerprint"]
+                        .as_str()
+                        .map(|p| format!(
+                            "; previous {p} accepted until {}",
+                            v["previous_valid_until"].as_str().unwrap_or("")
+                        ))
+                        .unwrap_or_default()
+                )
+            }
+        });
+        Ok(())
+    }
+
     /// Register the sensor described in a TOML file (the fields of a `[[sensor]]` seed entry).
     pub async fn add(&self, file: &PathBuf) -> Result<(), CliError> {
         let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {

@@ -531,6 +531,17 @@ pub struct Hj212Config {
     /// A unit silent this long is disconnected (they report every 30 s or more often).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Every logger on this listener must SM4-encrypt its data, key updates and site information
+    /// (HJ 212-2025 §6.4.1: "shall" over the Internet, "should" on a private network). Default
+    /// false: each logger's own `hj212.encryption` decides.
+    pub require_encryption: bool,
+    /// The loggers' SM4 keys (a secrets file, mode 0600, written by the daemon when a technician
+    /// sets a key). Default `{daemon.data_dir}/secrets/hj212-keys.json`.
+    pub keys_file: Option<PathBuf>,
+    /// After a key rotation the previous key still opens frames this long (frames in flight or
+    /// buffered under it). Default 24 h.
+    #[serde(with = "humantime_serde")]
+    pub key_overlap: Duration,
 }
 
 impl Default for Hj212Config {
@@ -540,6 +551,9 @@ impl Default for Hj212Config {
             listen: "0.0.0.0:9212".into(),
             max_connections: 2000,
             idle_timeout: Duration::from_secs(300),
+            require_encryption: false,
+            keys_file: None,
+            key_overlap: Duration::from_secs(86_400),
         }
     }
 }

@@ -67,6 +67,10 @@ pub enum DaemonError {
     Alerts(#[from] crate::alerts::AlertError),
     #[error(transparent)]
     Registration(#[from] crate::registration::RegError),
+    #[error(transparent)]
+    Keys(#[from] crate::ingest::hj212::keys::KeyError),
+    #[error(transparent)]
+    SiteInfo(#[from] crate::ingest::hj212::site_info::SiteInfoError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -331,6 +335,21 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         .clone()
         .unwrap_or_else(|| data_dir.join("spool"));
     let health = Arc::new(Health::default());
+    let keys = {
+        let path = cfg
+            .hj212
+            .keys_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("secrets").join("hj212-keys.json"));
+        let overlap = cfg.hj212.key_overlap;
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                crate::ingest::hj212::keys::Keystore::open(&path, overlap)
+            })
+            .await
+            .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??,
+        )
+    };
     let mut sources = Vec::new();
     if cfg.mqtt.enabled {
         health.mqtt_enabled.store(true, Ordering::Relaxed);
@@ -343,6 +362,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             metrics: metrics.clone(),
             max_future_skew: cfg.pipeline.max_future_skew,
             stop: stop_sources.clone(),
+            keys: keys.clone(),
         };
         sources.push(tokio::spawn(source.run(opts)));
     }
@@ -354,9 +374,11 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             registry.clone(),
             cfg.mqtt.topic_pattern.clone(),
         );
+        let k = keys.clone();
         Arc::new(
             tokio::task::spawn_blocking(move || {
                 crate::registration::Registration::open(&path, reg, &pattern, profiles)
+                    .map(|r| r.with_keys(k))
             })
             .await
             .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??,
@@ -372,6 +394,17 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             })?;
         hj212_addr = listener.local_addr().ok();
         tracing::info!(addr = ?hj212_addr, "HJ 212 server listening");
+        let path = db_path.clone();
+        let site_info = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                crate::ingest::hj212::site_info::SiteInfo::open(&path)
+            })
+            .await
+            .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??,
+        );
+        if let Some(a) = &alerting {
+            a.attach_site_info(site_info.clone());
+        }
         sources.push(tokio::spawn(
             crate::ingest::hj212::server::Server {
                 listener,
@@ -383,6 +416,10 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
                 idle_timeout: cfg.hj212.idle_timeout,
                 max_future_skew: cfg.pipeline.max_future_skew,
                 stop: stop_sources.clone(),
+                keys: keys.clone(),
+                require_encryption: cfg.hj212.require_encryption,
+                site_info: Some(site_info),
+                registration: Some(registration.clone()),
             }
             .run(),
         ));

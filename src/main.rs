@@ -96,10 +96,22 @@ enum Hj212Command {
         /// 容忍缺少 QN / Accept a missing QN.
         #[arg(long)]
         missing_qn: bool,
+        /// SM4 密钥（32位十六进制），用于解密 HJ 212-2025 加密报文 / SM4 key (32 hex digits) to open
+        /// HJ 212-2025 encrypted frames.
+        #[arg(long, env = "ENVIROMON_SM4_KEY", hide_env_values = true)]
+        sm4_key: Option<String>,
     },
-    /// 由 JSON 生成报文（stdin: {"header": [["QN","…"],…], "cp": [[["DataTime","…"],…],…]}）/
-    /// Build a frame from JSON on stdin.
-    Encode,
+    /// 由 JSON 生成报文（stdin: {"header": [["QN","…"],…], "cp": [[["DataTime","…"],…],…]}），
+    /// 默认 HJ 212-2025；给出 --sm4-key 则加密 CP / Build a frame from JSON on stdin, HJ 212-2025 by
+    /// default; its CP is SM4-encrypted when a key is given.
+    Encode {
+        /// 版本 / Edition: 2025 (Flag 8/9) or 2017 (Flag 4/5).
+        #[arg(long, default_value = "2025")]
+        edition: String,
+        /// SM4 密钥（32位十六进制）/ SM4 key (32 hex digits): encrypt the CP region.
+        #[arg(long, env = "ENVIROMON_SM4_KEY", hide_env_values = true)]
+        sm4_key: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,6 +167,23 @@ enum SensorsCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// 设置或轮换数采仪 SM4 密钥（从文件或环境变量读取，不在命令行上）/ Set or rotate the SM4 key of
+    /// the sensor's HJ 212-2025 logger (read from a file or an environment variable, never typed on
+    /// the command line).
+    SetKey {
+        id: String,
+        /// 含32位十六进制密钥的文件 / File holding the key as 32 hex digits.
+        #[arg(long, conflicts_with_all = ["from_env", "remove"])]
+        key_file: Option<PathBuf>,
+        /// 含密钥的环境变量名 / Name of an environment variable holding the key.
+        #[arg(long, conflicts_with = "remove")]
+        from_env: Option<String>,
+        /// 删除密钥 / Remove the key.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// 查看 SM4 密钥状态（仅指纹）/ Show the SM4 key status (fingerprints only).
+    KeyStatus { id: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -256,6 +285,17 @@ fn main() -> ExitCode {
     }
 }
 
+fn sm4_key(text: Option<&str>) -> Result<Option<enviromon::ingest::hj212::crypto::Key>, ExitCode> {
+    match text.map(enviromon::ingest::hj212::crypto::Key::from_hex) {
+        None => Ok(None),
+        Some(Ok(k)) => Ok(Some(k)),
+        Some(Err(e)) => {
+            eprintln!("--sm4-key: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn hj212_command(c: Hj212Command) -> ExitCode {
     use enviromon::ingest::hj212::{self, codec};
     use std::io::Read;
@@ -265,7 +305,10 @@ fn hj212_command(c: Hj212Command) -> ExitCode {
         return ExitCode::from(2);
     }
     match c {
-        Hj212Command::Encode => {
+        Hj212Command::Encode {
+            edition,
+            sm4_key: k,
+        } => {
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
             struct In {
@@ -273,14 +316,48 @@ fn hj212_command(c: Hj212Command) -> ExitCode {
                 #[serde(default)]
                 cp: Vec<Vec<(String, String)>>,
             }
+            let key = match sm4_key(k.as_deref()) {
+                Ok(k) => k,
+                Err(code) => return code,
+            };
+            let bits = match edition.as_str() {
+                "2025" => codec::Edition::Hj212_2025.flag_bits(),
+                "2017" => codec::Edition::Hj212_2017.flag_bits(),
+                other => {
+                    eprintln!("--edition: {other:?} is not 2025 or 2017");
+                    return ExitCode::from(2);
+                }
+            };
+            if key.is_some() && bits != codec::Edition::Hj212_2025.flag_bits() {
+                eprintln!("--sm4-key: only HJ 212-2025 frames are encrypted");
+                return ExitCode::from(2);
+            }
             match serde_json::from_slice::<In>(&input) {
                 Ok(i) => {
-                    let p = codec::Packet {
-                        header: i.header,
-                        cp: i.cp,
-                        crc: codec::CrcKind::Hj212,
-                    };
-                    print!("{}", p.encode());
+                    let mut p = codec::Packet::new(i.header, i.cp);
+                    // The edition bits are the chosen edition's; A and D bits are kept.
+                    let ad = p.flag() & 3;
+                    match p.header.iter_mut().find(|(k, _)| k == "Flag") {
+                        Some((_, v)) => *v = (bits | ad).to_string(),
+                        None => {
+                            let at = p
+                                .header
+                                .iter()
+                                .position(|(k, _)| k == "MN")
+                                .map_or(p.header.len(), |i| i + 1);
+                            p.header.insert(at, ("Flag".into(), bits.to_string()));
+                        }
+                    }
+                    match key {
+                        None => print!("{}", p.encode()),
+                        Some(k) => match p.encode_sealed(&k) {
+                            Ok(f) => print!("{f}"),
+                            Err(e) => {
+                                eprintln!("{e}");
+                                return ExitCode::from(2);
+                            }
+                        },
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -293,19 +370,25 @@ fn hj212_command(c: Hj212Command) -> ExitCode {
             modbus_crc,
             long_frames,
             missing_qn,
+            sm4_key: k,
         } => {
+            let key = match sm4_key(k.as_deref()) {
+                Ok(k) => k,
+                Err(code) => return code,
+            };
             let tol = codec::Tolerance {
                 modbus_crc_swapped: modbus_crc,
                 long_frames,
                 missing_qn,
             };
+            // Frames may be one a line: a line break between frames is skipped as whitespace.
             let mut d = codec::StreamDecoder::new(tol);
             let mut out = d.push(&input);
             if d.pending() > 0 {
                 // Whatever is left at the end is an incomplete frame: say why.
                 let rest: Vec<u8> = input[input.len() - d.pending()..].to_vec();
                 let err =
-                    codec::parse_frame(&rest, tol)
+                    codec::parse_any(&rest, tol)
                         .err()
                         .unwrap_or(codec::FrameError::Truncated {
                             needed: 0,
@@ -315,8 +398,26 @@ fn hj212_command(c: Hj212Command) -> ExitCode {
             }
             let mut refused = 0;
             for item in out {
-                let line = match item {
-                    codec::Decoded::Frame(p) => {
+                let opened = match item {
+                    codec::Decoded::Frame(p) => Ok(p),
+                    codec::Decoded::Sealed(s) => match &key {
+                        Some(k) => s.open(k, tol).map_err(|e| (e.to_string(), s.raw.clone())),
+                        None => Err((
+                            format!("{} (give --sm4-key)", codec::FrameError::Sealed),
+                            s.raw.clone(),
+                        )),
+                    },
+                    codec::Decoded::Bad(e, raw) => Err((e.to_string(), raw)),
+                    codec::Decoded::Garbage(raw) => {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "skipped": "bytes outside any frame", "raw": String::from_utf8_lossy(&raw)})
+                        );
+                        continue;
+                    }
+                };
+                let line = match opened {
+                    Ok(p) => {
                         let header: serde_json::Map<String, serde_json::Value> = p
                             .header
                             .iter()
@@ -326,14 +427,11 @@ fn hj212_command(c: Hj212Command) -> ExitCode {
                             Ok((i, u)) => (serde_json::to_value(i).unwrap_or_default(), u),
                             Err(why) => (serde_json::Value::from(why), Vec::new()),
                         };
-                        serde_json::json!({"ok": true, "crc": p.crc, "header": header, "cp": p.cp, "pollutants": p.pollutants(), "readings": items, "unknown_codes": unknown})
+                        serde_json::json!({"ok": true, "edition": p.edition(), "encrypted": p.encrypted, "resend": p.resend(), "crc": p.crc, "header": header, "cp": p.cp, "pollutants": p.pollutants(), "readings": items, "unknown_codes": unknown})
                     }
-                    codec::Decoded::Bad(e, raw) => {
+                    Err((error, raw)) => {
                         refused += 1;
-                        serde_json::json!({"ok": false, "error": e.to_string(), "raw": String::from_utf8_lossy(&raw)})
-                    }
-                    codec::Decoded::Garbage(raw) => {
-                        serde_json::json!({"ok": false, "skipped": "bytes outside any frame", "raw": String::from_utf8_lossy(&raw)})
+                        serde_json::json!({"ok": false, "error": error, "raw": String::from_utf8_lossy(&raw)})
                     }
                 };
                 println!("{line}");
@@ -443,6 +541,32 @@ fn sensors_command(a: SensorsArgs) -> ExitCode {
                 client.maintenance(&id, on, reason).await
             }
             SensorsCommand::Retire { id, reason } => client.retire(&id, reason).await,
+            SensorsCommand::KeyStatus { id } => client.key_status(&id).await,
+            SensorsCommand::SetKey {
+                id,
+                key_file,
+                from_env,
+                remove,
+            } => {
+                let key = match (key_file, from_env, remove) {
+                    (_, _, true) => None,
+                    (Some(f), _, _) => Some(
+                        std::fs::read_to_string(&f)
+                            .map_err(|source| enviromon::cli::CliError::Read { path: f, source })?,
+                    ),
+                    (None, Some(var), _) => Some(std::env::var(&var).map_err(|_| {
+                        enviromon::cli::CliError::Refused(format!(
+                            "environment variable {var} is not set"
+                        ))
+                    })?),
+                    (None, None, false) => {
+                        return Err(enviromon::cli::CliError::Refused(
+                            "say --key-file FILE, --from-env VAR or --remove".into(),
+                        ))
+                    }
+                };
+                client.set_key(&id, key.map(|k| k.trim().to_string())).await
+            }
         }
     });
     match result {

@@ -71,9 +71,15 @@ pub struct Metrics {
     pub modbus_last_success: prometheus::GaugeVec,
     /// How late polls start relative to their schedule.
     pub modbus_schedule_slip: prometheus::Histogram,
-    /// HJ 212: open connections, and frames by result (ok, bad, garbage, connection_refused).
+    /// HJ 212: open connections, and frames by result (ok, bad, garbage, connection_refused,
+    /// refused, oversize_2025, heartbeat), by edition (2005, 2017, 2025, unknown) and encryption.
     pub hj212_connections: IntGauge,
     pub hj212_frames: IntCounterVec,
+    pub hj212_frames_by_edition: IntCounterVec,
+    /// Readings of re-sent (RF=1, 补传) HJ 212 data, counted once per stored reading.
+    pub hj212_resent_readings: IntCounter,
+    /// CN 3020 site parameters that changed.
+    pub hj212_site_parameter_changes: IntCounter,
     /// Alerts by state (pending, firing, resolved) and severity.
     pub alerts: prometheus::IntGaugeVec,
     /// Notifications by receiver and result (sent, retried, failed, dropped).
@@ -268,8 +274,21 @@ impl Metrics {
             hj212_connections: gauge("enviromon_hj212_connections", "Open HJ 212 connections.")?,
             hj212_frames: counter_vec(
                 "enviromon_hj212_frames_total",
-                "HJ 212 frames by result (ok, bad, garbage, connection_refused).",
+                "HJ 212 frames by result (ok, bad, garbage, connection_refused, refused, oversize_2025, heartbeat).",
                 &["result"],
+            )?,
+            hj212_frames_by_edition: counter_vec(
+                "enviromon_hj212_packets_total",
+                "HJ 212 packets opened, by edition (2005, 2017, 2025, unknown) and whether their CP was SM4-encrypted.",
+                &["edition", "encrypted"],
+            )?,
+            hj212_resent_readings: counter(
+                "enviromon_hj212_resent_readings_total",
+                "Readings of re-sent (RF=1) HJ 212 data, counted once each when the spool holds them.",
+            )?,
+            hj212_site_parameter_changes: counter(
+                "enviromon_hj212_site_parameter_changes_total",
+                "CN 3020 site parameters a logger declared with a new value.",
             )?,
             alerts: {
                 let g = prometheus::IntGaugeVec::new(Opts::new("enviromon_alerts", "Alerts by state and severity."), &["state", "severity"])?;

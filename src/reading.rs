@@ -112,6 +112,10 @@ pub enum Domain {
     Air,
     /// Water quality and flow (`water`).
     Water,
+    /// Electricity use of production and treatment facilities (`power`; HJ 212-2025 ST 44).
+    Power,
+    /// Key production conditions (`production`; HJ 212-2025 ST 45).
+    Production,
 }
 
 impl Domain {
@@ -120,6 +124,8 @@ impl Domain {
             Domain::Cems => "cems",
             Domain::Air => "air",
             Domain::Water => "water",
+            Domain::Power => "power",
+            Domain::Production => "production",
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum RegError {
     Registry(#[from] registry::RegistryError),
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Keys(#[from] crate::ingest::hj212::keys::KeyError),
 }
 
 fn fe(path: impl Into<String>, message: impl Into<String>) -> FieldError {
@@ -58,6 +60,7 @@ pub struct Registration {
     registry: RegistryHandle,
     topic_pattern: String,
     profiles: RwLock<BTreeMap<String, Profile>>,
+    keys: Option<std::sync::Arc<crate::ingest::hj212::keys::Keystore>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,6 +108,82 @@ impl Registration {
             registry,
             topic_pattern: topic_pattern.into(),
             profiles: RwLock::new(all),
+            keys: None,
+        })
+    }
+
+    /// Where the HJ 212 loggers' SM4 keys are kept (set through [`Registration::set_hj212_key`]).
+    pub fn with_keys(
+        mut self,
+        keys: std::sync::Arc<crate::ingest::hj212::keys::Keystore>,
+    ) -> Registration {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// An event in the audit log (who, what, on what, before and after).
+    pub fn record<T: Serialize>(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        before: Option<&T>,
+        after: &T,
+    ) -> Result<(), RegError> {
+        audit(&lock(&self.conn), actor, action, target, before, after)
+    }
+
+    /// Set (or with `None` remove) the SM4 key of sensor `id`'s HJ 212 logger. The key it replaces
+    /// keeps opening frames for the overlap window. Audited by fingerprint; the key itself is
+    /// written only to the keys file.
+    pub fn set_hj212_key(
+        &self,
+        actor: &str,
+        id: &str,
+        key: Option<&crate::ingest::hj212::crypto::Key>,
+    ) -> Result<crate::ingest::hj212::keys::KeyChange, RegError> {
+        let reg = self.registry.snapshot();
+        let s = reg
+            .sensors
+            .get(id)
+            .ok_or_else(|| RegError::NotFound(format!("sensor {id:?}")))?;
+        let mn = s.hj212.as_ref().map(|h| h.mn.clone()).ok_or_else(|| {
+            RegError::Invalid(vec![fe(
+                "hj212.mn",
+                format!("sensor {id:?} has no HJ 212 identity (hj212.mn); register its MN first"),
+            )])
+        })?;
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            RegError::Invalid(vec![fe(
+                "",
+                "HJ 212 keys are not available in this process",
+            )])
+        })?;
+        let change = keys.set(&mn, key, actor, chrono::Utc::now().timestamp_millis())?;
+        let fp = |f: &Option<String>| json!({"mn": mn, "sm4_key_fingerprint": f});
+        self.record(
+            actor,
+            "hj212_key",
+            id,
+            Some(&fp(&change.before)),
+            &fp(&change.after),
+        )?;
+        Ok(change)
+    }
+
+    /// The SM4 key status of sensor `id`'s logger (fingerprints only).
+    pub fn hj212_key_status(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::ingest::hj212::keys::KeyStatus>, RegError> {
+        let reg = self.registry.snapshot();
+        let s = reg
+            .sensors
+            .get(id)
+            .ok_or_else(|| RegError::NotFound(format!("sensor {id:?}")))?;
+        Ok(match (s.hj212.as_ref(), self.keys.as_ref()) {
+            (Some(h), Some(k)) => k.status(&h.mn, chrono::Utc::now().timestamp_millis()),
+            _ => None,
         })
     }
 

@@ -235,6 +235,20 @@ pub struct Hj212Settings {
     /// Field quirks accepted from this source.
     #[serde(default)]
     pub tolerance: crate::ingest::hj212::codec::Tolerance,
+    /// SM4 encryption of its data (HJ 212-2025 §6.4): `optional` (default: encrypted or plain
+    /// frames accepted) or `required` (plaintext data, key updates and site information refused).
+    /// The key itself is a secret kept apart (`enviromon sensors set-key`), never here.
+    #[serde(default)]
+    pub encryption: Hj212Encryption,
+}
+
+/// Whether a logger must encrypt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Hj212Encryption {
+    #[default]
+    Optional,
+    Required,
 }
 
 /// The format of a sensor's MQTT payloads.

@@ -130,6 +130,8 @@ pub struct Alerting {
     repeat_ms: i64,
     /// endsAt of a firing alert sent to Alertmanager: this far ahead (4 × resend_interval).
     am_ends_ms: i64,
+    /// CN 3020 site parameters, for the `site_parameters` series.
+    site_info: std::sync::RwLock<Option<Arc<crate::ingest::hj212::site_info::SiteInfo>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -202,6 +204,7 @@ impl Alerting {
             external_url: cfg.external_url.trim_end_matches('/').to_string(),
             repeat_ms: cfg.repeat_interval.as_millis() as i64,
             am_ends_ms: (cfg.resend_interval * 4).as_millis() as i64,
+            site_info: std::sync::RwLock::new(None),
         })
     }
 
@@ -220,6 +223,11 @@ impl Alerting {
         tracing::info!(rules = rules.len(), path = %path.display(), "alert rules reloaded");
         *lock(&self.rules) = rules;
         Ok(true)
+    }
+
+    /// Where the `site_parameters` series reads the loggers' declared parameters.
+    pub fn attach_site_info(&self, si: Arc<crate::ingest::hj212::site_info::SiteInfo>) {
+        *self.site_info.write().unwrap_or_else(|p| p.into_inner()) = Some(si);
     }
 
     pub fn rules(&self) -> Vec<Rule> {
@@ -281,6 +289,7 @@ impl Alerting {
                         .into();
                         let input = inputs.get(&(s.id.clone(), ch.quantity.clone()));
                         let sample = Sample {
+                            superseded: false,
                             value: input.and_then(|i| i.history.back().map(|x| x.1)),
                             // Silence is judged by arrival: a device with a wrong clock still counts.
                             ts_ms: if rule.condition.no_data.is_some() {
@@ -299,6 +308,11 @@ impl Alerting {
             }
             SeriesKind::CemsHourly => {
                 let Some(engine) = engine else { return out };
+                use crate::standards::time::{cst_rfc3339, label, HOUR_MS};
+                // Every hour of the lateness window up to the latest complete one: a late or
+                // re-sent hour is judged when its result changes, with its own label.
+                let last = label(now_ms, HOUR_MS) - HOUR_MS;
+                let first = label(last - engine.lateness_ms(), HOUR_MS);
                 for (uid, unit) in &reg.units {
                     if !m(&rule.unit, uid) || !m(&rule.site, &unit.site) {
                         continue;
@@ -309,41 +323,107 @@ impl Alerting {
                         .filter(|s| s.unit.as_deref() == Some(uid))
                         .map(|s| s.id.clone())
                         .collect();
-                    // The latest complete hour.
-                    let last =
-                        crate::standards::time::label(now_ms, crate::standards::time::HOUR_MS)
-                            - crate::standards::time::HOUR_MS;
                     let docs = engine
-                        .results::<crate::standards::results::CemsHour>(
-                            Some(uid),
-                            last - 3 * crate::standards::time::HOUR_MS,
-                            last,
-                        )
+                        .results::<crate::standards::results::CemsHour>(Some(uid), first, last)
                         .unwrap_or_default();
-                    let Some((_, ts, doc)) = docs.last() else {
-                        continue;
-                    };
                     for q in unit.limits.keys() {
                         if !m(&rule.pollutant, q) {
                             continue;
                         }
-                        let Some(p) = doc.pollutants.get(q) else {
-                            continue;
-                        };
-                        let labels: BTreeMap<String, String> = [
-                            ("site".into(), unit.site.clone()),
-                            ("unit".into(), uid.clone()),
-                            ("pollutant".into(), q.clone()),
-                        ]
-                        .into();
-                        let sample = Sample {
-                            value: if p.is_valid() { p.corrected } else { None },
-                            ts_ms: Some(*ts),
-                            limit: Some(p.limit),
-                            history: vec![],
-                        };
-                        out.push((labels, sample, None, sensors.clone()));
+                        let hours: Vec<(i64, Option<f64>, f64)> = docs
+                            .iter()
+                            .filter_map(|(_, ts, d)| {
+                                let p = d.pollutants.get(q)?;
+                                Some((*ts, if p.is_valid() { p.corrected } else { None }, p.limit))
+                            })
+                            .collect();
+                        for (i, (ts, value, limit)) in hours.iter().enumerate() {
+                            let sample = Sample {
+                                value: *value,
+                                ts_ms: Some(*ts),
+                                limit: Some(*limit),
+                                history: vec![],
+                                superseded: false,
+                            };
+                            // Superseded once a later valid hour meets the clear condition.
+                            let superseded = hours[i + 1..].iter().any(|(t, v, l)| {
+                                v.is_some() && {
+                                    let later = Sample {
+                                        value: *v,
+                                        ts_ms: Some(*t),
+                                        limit: Some(*l),
+                                        ..Default::default()
+                                    };
+                                    match &rule.clear {
+                                        Some(c) => c.holds(&later, now_ms, self.started_ms),
+                                        None => {
+                                            !rule.condition.holds(&later, now_ms, self.started_ms)
+                                        }
+                                    }
+                                }
+                            });
+                            let labels: BTreeMap<String, String> = [
+                                ("site".into(), unit.site.clone()),
+                                ("unit".into(), uid.clone()),
+                                ("pollutant".into(), q.clone()),
+                                ("hour".into(), cst_rfc3339(*ts)),
+                            ]
+                            .into();
+                            out.push((
+                                labels,
+                                Sample {
+                                    superseded,
+                                    ..sample
+                                },
+                                None,
+                                sensors.clone(),
+                            ));
+                        }
                     }
+                }
+            }
+            SeriesKind::SiteParameters => {
+                let si = self
+                    .site_info
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let Some(si) = si else { return out };
+                let changes = si
+                    .changes_since(now_ms - KEEP_RESOLVED_MS)
+                    .unwrap_or_default();
+                for c in changes {
+                    let Some(s) = reg.sensors.get(&c.sensor) else {
+                        continue;
+                    };
+                    if !m(&rule.sensor, &s.id) || !m(&rule.site, &s.site) {
+                        continue;
+                    }
+                    let labels: BTreeMap<String, String> = [
+                        ("site".into(), s.site.clone()),
+                        ("sensor".into(), s.id.clone()),
+                        ("mn".into(), c.mn.clone()),
+                        ("pollutant".into(), c.pol.clone()),
+                        ("parameter".into(), c.code.clone()),
+                        ("before".into(), c.before.clone().unwrap_or_default()),
+                        ("after".into(), c.value.clone()),
+                        (
+                            "changed_at".into(),
+                            crate::standards::time::cst_rfc3339(c.since_ms),
+                        ),
+                    ]
+                    .into();
+                    out.push((
+                        labels,
+                        Sample {
+                            value: c.value.parse().ok(),
+                            ts_ms: Some(c.since_ms),
+                            superseded: true,
+                            ..Default::default()
+                        },
+                        None,
+                        vec![s.id.clone()],
+                    ));
                 }
             }
             SeriesKind::AirHourlyAqi | SeriesKind::AirDailyAqi => {
@@ -389,6 +469,7 @@ impl Alerting {
                     out.push((
                         [("station".into(), station)].into(),
                         Sample {
+                            superseded: false,
                             value: v,
                             ts_ms: Some(ts),
                             limit: None,
@@ -479,10 +560,17 @@ impl Alerting {
         let mut suppressed_now = std::collections::BTreeSet::new();
         let mut alerts = lock(&self.alerts);
         for rule in &rules {
+            let event = rule.series.is_event();
+            let mut seen = std::collections::BTreeSet::new();
             for (series_labels, sample, flag, sensors) in
                 self.series(rule, reg, engine, metrics, now_ms)
             {
                 let fp = rules::fingerprint(&rule.name, &series_labels);
+                seen.insert(fp.clone());
+                if event && alerts.get(&fp).is_some_and(|a| a.phase == Phase::Resolved) {
+                    // An event is announced once: its hour or change does not fire again.
+                    continue;
+                }
                 let in_maintenance = rule.suppress_in_maintenance
                     && sensors.iter().any(|s| {
                         reg.sensors
@@ -505,10 +593,19 @@ impl Alerting {
                     continue;
                 }
                 let holds = rule.condition.holds(&sample, now_ms, self.started_ms);
-                let clear = match &rule.clear {
+                let mut clear = match &rule.clear {
                     Some(c) => c.holds(&sample, now_ms, self.started_ms),
                     None => !holds,
                 };
+                if event && sample.superseded {
+                    let held = alerts
+                        .get(&fp)
+                        .and_then(|a| a.fired_at_ms)
+                        .is_some_and(|t| {
+                            now_ms - t >= rule.hold.as_millis().min(i64::MAX as u128) as i64
+                        });
+                    clear |= held;
+                }
                 let mut vars = series_labels.clone();
                 vars.insert(
                     "value".into(),
@@ -595,6 +692,44 @@ impl Alerting {
                         }
                         alerts.insert(fp.clone(), a);
                     }
+                }
+            }
+            if event {
+                // Events whose series is gone: an hour that left the lateness window, or an alert
+                // of an older version without the `hour` label. Never on a failed read: only
+                // what is provably out of the window is resolved.
+                let cutoff = engine.map(|e| now_ms - e.lateness_ms() - 2 * 3_600_000);
+                let gone: Vec<String> = alerts
+                    .iter()
+                    .filter(|(fp, a)| {
+                        a.rule == rule.name && a.phase == Phase::Firing && !seen.contains(*fp)
+                    })
+                    .filter(|(_, a)| match (rule.series, a.labels.get("hour")) {
+                        (SeriesKind::CemsHourly, None) => true,
+                        (SeriesKind::CemsHourly, Some(h)) => {
+                            chrono::DateTime::parse_from_rfc3339(h)
+                                .is_ok_and(|t| cutoff.is_some_and(|c| t.timestamp_millis() < c))
+                        }
+                        _ => a.fired_at_ms.is_some_and(|t| now_ms - t > KEEP_RESOLVED_MS),
+                    })
+                    .map(|(fp, _)| fp.clone())
+                    .collect();
+                for fp in gone {
+                    let Some(a) = alerts.get_mut(&fp) else {
+                        continue;
+                    };
+                    a.phase = Phase::Resolved;
+                    a.resolved_at_ms = Some(now_ms);
+                    if a.last_notified_ms.is_some() {
+                        a.last_notified_ms = Some(now_ms);
+                        notes.push(Notification {
+                            alert: a.clone(),
+                            reason: "resolved",
+                            generator_url: self.generator_url(a),
+                            ends_at_ms: now_ms,
+                        });
+                    }
+                    changed.push((a.clone(), "resolved"));
                 }
             }
         }

@@ -45,7 +45,9 @@ impl Severity {
 pub enum SeriesKind {
     /// Stored readings, one series per (sensor, quantity).
     Reading,
-    /// CEMS hourly mean corrected to reference O2, per (unit, pollutant), with its limit.
+    /// CEMS hourly mean corrected to reference O2, per (unit, pollutant, hour), with its limit:
+    /// every hour of the lateness window, so a late or re-sent hour is judged as it arrives. An
+    /// event: one alert per hour (label `hour`), announced once.
     CemsHourly,
     /// Hourly (real-time) AQI per station and the district.
     AirHourlyAqi,
@@ -57,6 +59,18 @@ pub enum SeriesKind {
     SewageTreatmentRate,
     /// Age of the oldest reading waiting in the spool, seconds.
     SpoolBacklog,
+    /// A CN 3020 site parameter a logger declared with a new value (per sensor, parameter and
+    /// time of the change). An event, announced once.
+    SiteParameters,
+}
+
+impl SeriesKind {
+    /// Series whose alerts are events (one per hour or per change): they fire once, stay firing at
+    /// least the rule's `hold`, resolve once superseded (a later hour under the clear condition;
+    /// for a change, at once) or when their own value clears, and never fire again after that.
+    pub fn is_event(self) -> bool {
+        matches!(self, SeriesKind::CemsHourly | SeriesKind::SiteParameters)
+    }
 }
 
 /// A condition; exactly one field is set.
@@ -90,6 +104,9 @@ pub struct Condition {
         skip_serializing_if = "Option::is_none"
     )]
     pub no_data: Option<Duration>,
+    /// `event = true`: holds for every event the series yields (e.g. each changed site parameter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<bool>,
 }
 
 /// What a condition is tested against.
@@ -102,6 +119,9 @@ pub struct Sample {
     pub limit: Option<f64>,
     /// Recent (ts_ms, value), oldest first, for rate and flatline.
     pub history: Vec<(i64, f64)>,
+    /// For an event: something later has taken its place (a later CEMS hour that meets the clear
+    /// condition; a recorded change, at once).
+    pub superseded: bool,
 }
 
 impl Condition {
@@ -115,6 +135,7 @@ impl Condition {
             self.rate_above.is_some(),
             self.flatline.is_some(),
             self.no_data.is_some(),
+            self.event.is_some(),
         ]
         .iter()
         .filter(|x| **x)
@@ -142,6 +163,9 @@ impl Condition {
                 let minutes = ((t1 - t0) as f64 / 60_000.0).max(1e-9);
                 ((v1 - v0) / minutes).abs() > r
             };
+        }
+        if let Some(e) = self.event {
+            return e;
         }
         let Some(v) = s.value else { return false };
         if let Some(x) = self.above {
@@ -201,6 +225,10 @@ pub struct Rule {
     /// Resolves only when this holds; default: the condition no longer holds.
     #[serde(default)]
     pub clear: Option<Condition>,
+    /// For event series (`cems_hourly`, `site_parameters`): the least time an alert stays firing
+    /// before being superseded resolves it, so the receivers see it firing. Default 0.
+    #[serde(default, with = "humantime_serde")]
+    pub hold: Duration,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Templates: `{{value}}`, `{{limit}}`, and every label (`{{sensor}}`, `{{unit}}`, …).
@@ -385,6 +413,7 @@ mod tests {
 
     fn sample(v: f64) -> Sample {
         Sample {
+            superseded: false,
             value: Some(v),
             ts_ms: Some(0),
             limit: Some(35.0),
@@ -422,6 +451,7 @@ mod tests {
             "clear below 90 % of 35 = 31.5"
         );
         let hist = |v: &[f64]| Sample {
+            superseded: false,
             value: v.last().copied(),
             ts_ms: Some(0),
             limit: None,

@@ -96,7 +96,7 @@ where
 /// The router with every endpoint. `/healthz`, `/readyz` and `/metrics` are open; reads need the
 /// viewer role (or `api.anonymous_read`); changes need technician, operator or admin.
 pub fn app(state: AppState) -> Router {
-    use axum::routing::{delete, patch, post};
+    use axum::routing::{delete, patch, post, put};
     let st = &state;
     let view = |m| layer(m, st, auth::viewer);
     let tech = |m| layer(m, st, auth::technician);
@@ -121,6 +121,12 @@ pub fn app(state: AppState) -> Router {
             tech(post(sensors::maintenance)),
         )
         .route("/api/v1/sensors/{id}/test", tech(post(sensors::test)))
+        .route(
+            "/api/v1/sensors/{id}/hj212-key",
+            tech(get(sensors::key_status))
+                .merge(tech(put(sensors::set_key)))
+                .merge(tech(delete(sensors::remove_key))),
+        )
         .route(
             "/api/v1/profiles",
             view(get(sensors::list_profiles)).merge(tech(post(sensors::register_profile))),

@@ -358,3 +358,66 @@ pub async fn import(
         Err(r) => r,
     }
 }
+
+/// `PUT /api/v1/sensors/{id}/hj212-key` with `{"key": "<32 hex>"}`: set (or rotate) the SM4 key of
+/// the sensor's HJ 212-2025 logger. The answer and the audit log name keys by fingerprint only.
+pub async fn set_key(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let r = with_body(&s, body, move |r, b| {
+        let key = match b.get("key").and_then(Value::as_str) {
+            Some(k) => crate::ingest::hj212::crypto::Key::from_hex(k).map_err(|e| {
+                RegError::Invalid(vec![crate::config::FieldError {
+                    path: "key".into(),
+                    message: e.to_string(),
+                }])
+            })?,
+            None => {
+                return Err(RegError::Invalid(vec![crate::config::FieldError {
+                    path: "key".into(),
+                    message: "the SM4 key, 32 hex digits".into(),
+                }]))
+            }
+        };
+        r.set_hj212_key(&actor.name, &id, Some(&key))
+    })
+    .await;
+    match r {
+        Ok(change) => Json(change).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+/// `DELETE /api/v1/sensors/{id}/hj212-key`: remove the logger's SM4 key (its sealed frames are then
+/// refused).
+pub async fn remove_key(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Response {
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match blocking(move || reg.set_hj212_key(&actor.name, &id, None)).await {
+        Ok(change) => Json(change).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+/// `GET /api/v1/sensors/{id}/hj212-key`: the key's fingerprint, when and by whom it was set, and
+/// the previous key still accepted during the overlap. Never the key.
+pub async fn key_status(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match blocking(move || reg.hj212_key_status(&id)).await {
+        Ok(Some(st)) => Json(st).into_response(),
+        Ok(None) => Json(json!({"fingerprint": null})).into_response(),
+        Err(resp) => resp,
+    }
+}

@@ -108,6 +108,8 @@ pub struct MqttSource {
     pub max_future_skew: Duration,
     /// Cancelled when the daemon begins shutdown: stop taking new messages.
     pub stop: CancellationToken,
+    /// SM4 keys for HJ 212-2025 frames carried over MQTT.
+    pub keys: Arc<crate::ingest::hj212::keys::Keystore>,
 }
 
 impl MqttSource {
@@ -285,7 +287,7 @@ impl MqttSource {
                             validate::decode_payload(sensor, &p.payload, &ctx)
                         }
                         crate::registry::PayloadFormat::Hj212 => {
-                            hj212_payload(sensor, &p.payload, &ctx)
+                            hj212_payload(sensor, &p.payload, &ctx, &self.keys)
                         }
                     };
                     (d.readings, d.rejections)
@@ -331,6 +333,7 @@ fn hj212_payload(
     sensor: &crate::registry::Sensor,
     payload: &[u8],
     ctx: &Context,
+    keys: &crate::ingest::hj212::keys::Keystore,
 ) -> validate::Decoded {
     use crate::ingest::hj212::{self, codec};
     let mut out = validate::Decoded::default();
@@ -353,23 +356,33 @@ fn hj212_payload(
         frames.push(codec::Decoded::Bad(err, rest));
     }
     for d in frames {
-        match d {
-            codec::Decoded::Frame(p) => {
-                found += 1;
-                match hj212::check_source(sensor, &p) {
-                    Err(r) => out.rejections.push(r),
-                    Ok(()) => {
-                        let d = hj212::readings(sensor, &p, ctx);
-                        out.readings.extend(d.readings);
-                        out.rejections.extend(d.rejections);
-                    }
-                }
+        let frame = match d {
+            codec::Decoded::Frame(p) => codec::Frame::Plain(p),
+            codec::Decoded::Sealed(s) => codec::Frame::Sealed(s),
+            codec::Decoded::Bad(e, _) => {
+                out.rejections.push(Rejection::new(
+                    RejectReason::InvalidPayload,
+                    format!("HJ 212 frame refused: {e}"),
+                ));
+                continue;
             }
-            codec::Decoded::Bad(e, _) => out.rejections.push(Rejection::new(
-                RejectReason::InvalidPayload,
-                format!("HJ 212 frame refused: {e}"),
-            )),
-            codec::Decoded::Garbage(_) => {}
+            codec::Decoded::Garbage(_) => continue,
+        };
+        found += 1;
+        let opened = hj212::open_frame(sensor, frame, keys, false, ctx.now.timestamp_millis())
+            .and_then(|p| hj212::check_source(sensor, &p).map(|()| p));
+        match opened {
+            Err(r) => out.rejections.push(r),
+            Ok(p) => {
+                // Each part of a split packet carries whole CP items: decoded on its own.
+                let d = if matches!(p.st(), "44" | "45") {
+                    hj212::facility_values(sensor, &p, ctx).0
+                } else {
+                    hj212::readings(sensor, &p, ctx)
+                };
+                out.readings.extend(d.readings);
+                out.rejections.extend(d.rejections);
+            }
         }
     }
     if found == 0 && out.rejections.is_empty() {

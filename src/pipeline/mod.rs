@@ -38,10 +38,13 @@ pub enum RejectReason {
     OutOfRange,
     InvalidFlag,
     StoreRejected,
+    /// HJ 212-2025 SM4: no key, a frame that does not open or check, or plaintext from a logger
+    /// that must encrypt.
+    Encryption,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 17] = [
         RejectReason::EmptyPayload,
         RejectReason::PayloadTooLarge,
         RejectReason::NotJson,
@@ -58,6 +61,7 @@ impl RejectReason {
         RejectReason::OutOfRange,
         RejectReason::InvalidFlag,
         RejectReason::StoreRejected,
+        RejectReason::Encryption,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl RejectReason {
             RejectReason::OutOfRange => "out_of_range",
             RejectReason::InvalidFlag => "invalid_flag",
             RejectReason::StoreRejected => "store_rejected",
+            RejectReason::Encryption => "encryption",
         }
     }
 }

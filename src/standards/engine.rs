@@ -109,6 +109,7 @@ fn entity_of(reg: &Registry, sensor: &str) -> Option<(Kind, String)> {
         Domain::Cems => s.unit.clone().map(|u| (Kind::CemsHour, u)),
         Domain::Air => Some((Kind::AirHour, s.site.clone())),
         Domain::Water => Some((Kind::WaterHour, s.id.clone())),
+        Domain::Power | Domain::Production => None,
     }
 }
 
@@ -163,6 +164,11 @@ impl Engine {
         })
     }
 
+    /// How late a reading may be and still change its hour and day.
+    pub fn lateness_ms(&self) -> i64 {
+        self.settings.lateness_ms
+    }
+
     /// The AQI edition results are computed under.
     pub fn edition(&self) -> Edition {
         self.settings.edition
@@ -195,6 +201,11 @@ impl Engine {
                 "INSERT OR REPLACE INTO std_input (sensor, quantity, ts_ms, period, value, flag) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for r in readings {
+                // A CEMS logger's electricity and production-condition readings are not inputs
+                // of the emission standards.
+                if matches!(r.domain, Domain::Power | Domain::Production) {
+                    continue;
+                }
                 let Some((kind, entity)) = entity_of(&reg, &r.sensor) else {
                     continue;
                 };

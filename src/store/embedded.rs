@@ -133,6 +133,8 @@ fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reading> {
         domain: match domain.as_str() {
             "air" => Domain::Air,
             "water" => Domain::Water,
+            "power" => Domain::Power,
+            "production" => Domain::Production,
             _ => Domain::Cems,
         },
         quantity: r.get("quantity")?,

@@ -1,10 +1,19 @@
-//! HJ 212-2017 frames: parsing with length and CRC checks, the data segment and its CP items, split
-//! packets, a stream decoder for TCP, and an encoder (replies, simulators, tests).
+//! HJ 212 frames (2005, 2017 and 2025 editions): parsing with length and CRC checks, the data
+//! segment and its CP items, SM4-sealed frames, split packets, a stream decoder for TCP, and an
+//! encoder (replies, simulators, tests).
 //!
-//! Frame: `##` + 4-digit decimal length of the data segment + data segment + 4 hex CRC + `\r\n`
-//! (HJ 212-2017). The CRC is HJ 212's own (not CRC-16/MODBUS), computed over the data segment
-//! and accepted in either hex case. Field quirks are accepted only when a source allows them
-//! ([`Tolerance`]): a byte-swapped MODBUS CRC, frames longer than 1024, a missing QN.
+//! Frame: `##` + 4-digit decimal length of the data segment + data segment + 4 hex CRC + `\r\n`.
+//! The CRC is HJ 212's own (not CRC-16/MODBUS), computed over the data segment and accepted in
+//! either hex case. The edition is read per frame from the Flag's bits 7..2 ([`Edition`]).
+//!
+//! HJ 212-2025 §6.4 frames may carry an SM4-encrypted CP region (`CP=&&{0x..,…}tail&&`, see
+//! [`super::crypto`]). Their CRC is over the *plaintext* data segment, so they are returned as
+//! [`Sealed`] until the logger's key opens them. Their length field is the plaintext length in the
+//! standard's own examples although more characters are sent; the transmitted length is accepted
+//! too, and the frame's end is found at its `\r\n` (ciphertext never contains `#`, `&` or CR/LF).
+//!
+//! Field quirks are accepted only when a source allows them ([`Tolerance`]): a byte-swapped MODBUS
+//! CRC, frames longer than 1024, a missing QN.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +24,59 @@ use serde::Serialize;
 pub const MAX_DATA: usize = 1024;
 /// The longest accepted with `Tolerance::long_frames` (a guard against garbage lengths).
 pub const MAX_DATA_TOLERATED: usize = 9999;
+/// The most bytes a sealed frame may occupy on the wire (its ciphertext takes 5 characters a byte).
+pub const MAX_SEALED_WIRE: usize = 6 + 5 * MAX_DATA_TOLERATED + 6;
+
+/// The protocol edition of a frame: the Flag's bits 7..2 (HJ 212-2025 Table 3: 0 = HJ/T 212-2005,
+/// 1 = HJ 212-2017, 2 = HJ 212-2025). Any other value is kept as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Edition {
+    Hj212_2005,
+    Hj212_2017,
+    Hj212_2025,
+    Other(u32),
+}
+
+impl Edition {
+    pub fn from_flag(flag: u32) -> Edition {
+        match flag >> 2 {
+            0 => Edition::Hj212_2005,
+            1 => Edition::Hj212_2017,
+            2 => Edition::Hj212_2025,
+            n => Edition::Other(n),
+        }
+    }
+    /// The Flag bits of this edition (A and D bits clear).
+    pub fn flag_bits(self) -> u32 {
+        match self {
+            Edition::Hj212_2005 => 0,
+            Edition::Hj212_2017 => 4,
+            Edition::Hj212_2025 => 8,
+            Edition::Other(n) => n << 2,
+        }
+    }
+    /// `"2005"`, `"2017"`, `"2025"`, or `"unknown"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Edition::Hj212_2005 => "2005",
+            Edition::Hj212_2017 => "2017",
+            Edition::Hj212_2025 => "2025",
+            Edition::Other(_) => "unknown",
+        }
+    }
+}
+
+impl Serialize for Edition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Commands whose CP HJ 212-2025 §6.4 encrypts: every data upload (2000–2999), the key update
+/// (1014) and site-unit information (3020).
+pub fn cn_is_encrypted(cn: &str) -> bool {
+    matches!(cn.parse::<u32>(), Ok(2000..=2999 | 1014 | 3020))
+}
 
 /// Per-source acceptance of field quirks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -81,6 +143,12 @@ pub enum FrameError {
     NotText,
     #[error("data segment: {0}")]
     Segment(String),
+    #[error("CP is SM4-encrypted: the logger's key is needed to read it")]
+    Sealed,
+    #[error("SM4: {0}")]
+    Decrypt(String),
+    #[error("CRC mismatch after SM4 decryption (wrong key, or a damaged ciphertext): computed {expected}, frame says {found}")]
+    BadCrcAfterDecrypt { expected: String, found: String },
 }
 
 /// Which CRC the frame carried.
@@ -99,14 +167,43 @@ pub struct Packet {
     /// CP items in order: `;`-separated groups of `,`-separated `key=value` pairs.
     pub cp: Vec<Vec<(String, String)>>,
     pub crc: CrcKind,
+    /// The CP arrived SM4-encrypted (and was opened with the logger's key).
+    pub encrypted: bool,
+}
+
+fn field_of<'a>(header: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    header
+        .iter()
+        .find(|(key, _)| key == k)
+        .map(|(_, v)| v.as_str())
 }
 
 impl Packet {
+    /// A plain packet from its fields (HJ 212 CRC).
+    pub fn new(header: Vec<(String, String)>, cp: Vec<Vec<(String, String)>>) -> Packet {
+        Packet {
+            header,
+            cp,
+            crc: CrcKind::Hj212,
+            encrypted: false,
+        }
+    }
     pub fn field(&self, k: &str) -> Option<&str> {
-        self.header
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
+        field_of(&self.header, k)
+    }
+    /// The edition the Flag names.
+    pub fn edition(&self) -> Edition {
+        Edition::from_flag(self.flag())
+    }
+    /// Re-sent (补传) data: `RF=1` (HJ 212-2025), in the header or among the CP items.
+    pub fn resend(&self) -> bool {
+        self.field("RF").or_else(|| {
+            self.cp
+                .iter()
+                .flatten()
+                .find(|(k, _)| k == "RF")
+                .map(|(_, v)| v.as_str())
+        }) == Some("1")
     }
     pub fn qn(&self) -> Option<&str> {
         self.field("QN")
@@ -162,14 +259,15 @@ impl Packet {
         out
     }
 
-    /// The data segment text.
-    pub fn data_segment(&self) -> String {
-        let mut s: String = self
-            .header
+    fn header_text(&self) -> String {
+        self.header
             .iter()
             .map(|(k, v)| format!("{k}={v};"))
-            .collect();
-        s.push_str("CP=&&");
+            .collect()
+    }
+
+    /// The CP region's text (between `CP=&&` and `&&`).
+    pub fn cp_text(&self) -> String {
         let groups: Vec<String> = self
             .cp
             .iter()
@@ -180,14 +278,220 @@ impl Packet {
                     .join(",")
             })
             .collect();
-        s.push_str(&groups.join(";"));
-        s.push_str("&&");
-        s
+        groups.join(";")
     }
 
-    /// The whole frame, with HJ 212's CRC (upper-case hex).
+    /// The (plaintext) data segment text.
+    pub fn data_segment(&self) -> String {
+        format!("{}CP=&&{}&&", self.header_text(), self.cp_text())
+    }
+
+    /// The whole frame, with HJ 212's CRC (upper-case hex), CP in plaintext.
     pub fn encode(&self) -> String {
         frame(&self.data_segment())
+    }
+
+    /// The whole frame with its CP region SM4-encrypted (HJ 212-2025 §6.4): the CRC over the
+    /// plaintext data segment, the length field the plaintext length (as the standard's examples
+    /// print it), whole blocks as `{0x..,…}`, a tail under 16 bytes in plaintext.
+    pub fn encode_sealed(&self, key: &super::crypto::Key) -> Result<String, FrameError> {
+        let plain = self.data_segment();
+        let region = self.cp_text();
+        if !region.is_ascii() {
+            return Err(FrameError::Decrypt(
+                "only an ASCII CP region can be encrypted".into(),
+            ));
+        }
+        let (cipher, tail) = key
+            .seal(region.as_bytes())
+            .map_err(|e| FrameError::Decrypt(e.to_string()))?;
+        Ok(format!(
+            "##{:04}{}CP=&&{}{}&&{:04X}\r\n",
+            plain.len(),
+            self.header_text(),
+            super::crypto::write_braced(&cipher),
+            String::from_utf8_lossy(tail),
+            crc16(plain.as_bytes())
+        ))
+    }
+}
+
+/// A frame whose CP region is SM4-encrypted, before the logger's key opens it. The header (QN, ST,
+/// CN, MN, Flag…) is plaintext, so the logger is known before decrypting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sealed {
+    pub header: Vec<(String, String)>,
+    /// The data segment's text before `CP=&&`, byte for byte (the CRC covers it).
+    header_text: String,
+    /// The encrypted whole blocks.
+    pub cipher: Vec<u8>,
+    /// The plaintext tail (under 16 bytes).
+    pub tail: String,
+    crc_text: String,
+    declared: usize,
+    transmitted: usize,
+    /// The frame as it arrived (for the dead-letter file).
+    pub raw: Vec<u8>,
+}
+
+impl Sealed {
+    pub fn field(&self, k: &str) -> Option<&str> {
+        field_of(&self.header, k)
+    }
+    pub fn mn(&self) -> &str {
+        self.field("MN").unwrap_or("")
+    }
+    pub fn cn(&self) -> &str {
+        self.field("CN").unwrap_or("")
+    }
+
+    /// Decrypt with `key`, then check the length (plaintext or transmitted convention) and the CRC
+    /// over the plaintext data segment, and parse it.
+    pub fn open(&self, key: &super::crypto::Key, tol: Tolerance) -> Result<Packet, FrameError> {
+        let mut plain = key
+            .open(&self.cipher)
+            .map_err(|e| FrameError::Decrypt(e.to_string()))?;
+        plain.extend_from_slice(self.tail.as_bytes());
+        let region = String::from_utf8(plain)
+            .ok()
+            .filter(|t| !t.chars().any(|c| c.is_control()))
+            .ok_or_else(|| {
+                FrameError::Decrypt(
+                    "the CP does not decrypt to text with this key (wrong key?)".into(),
+                )
+            })?;
+        let data = format!("{}CP=&&{region}&&", self.header_text);
+        if self.declared != data.len() && self.declared != self.transmitted {
+            return Err(FrameError::LengthMismatch {
+                declared: self.declared,
+                detail: format!(
+                    "decrypted data segment has {} bytes, {} were sent",
+                    data.len(),
+                    self.transmitted
+                ),
+            });
+        }
+        let max = if tol.long_frames {
+            MAX_DATA_TOLERATED
+        } else {
+            MAX_DATA
+        };
+        if data.len() > max {
+            return Err(FrameError::TooLong {
+                len: data.len(),
+                max,
+            });
+        }
+        let crc = match check_crc(data.as_bytes(), &self.crc_text, tol) {
+            Err(FrameError::BadCrc { expected, found }) => {
+                return Err(FrameError::BadCrcAfterDecrypt { expected, found })
+            }
+            other => other?,
+        };
+        let mut p = parse_data(&data, tol)?;
+        p.crc = crc;
+        p.encrypted = true;
+        Ok(p)
+    }
+}
+
+/// A frame as it arrived: plain, or sealed until its key is known.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Plain(Packet),
+    Sealed(Sealed),
+}
+
+/// Parse a frame whose CP region is encrypted (`CP=&&{`). The frame ends at its `\r\n`.
+pub fn parse_sealed(bytes: &[u8]) -> Result<Sealed, FrameError> {
+    if !bytes.starts_with(b"##") {
+        return Err(FrameError::NoHeader);
+    }
+    if bytes.len() < 12 {
+        return Err(FrameError::Truncated {
+            needed: 12,
+            have: bytes.len(),
+        });
+    }
+    let len_field = String::from_utf8_lossy(&bytes[2..6]).to_string();
+    let declared: usize = len_field
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| len_field.parse().ok())
+        .flatten()
+        .ok_or_else(|| FrameError::BadLengthField(len_field.clone()))?;
+    if !bytes.ends_with(b"\r\n") {
+        return Err(FrameError::Truncated {
+            needed: bytes.len() + 2,
+            have: bytes.len(),
+        });
+    }
+    let n = bytes.len();
+    let data = &bytes[6..n - 6];
+    let crc_text = String::from_utf8_lossy(&bytes[n - 6..n - 2]).to_string();
+    let text = std::str::from_utf8(data).map_err(|_| FrameError::NotText)?;
+    let idx = text
+        .find("CP=&&")
+        .ok_or_else(|| FrameError::Segment("missing CP=&&…&&".into()))?;
+    let rest = &text[idx + 5..];
+    let end = rest
+        .rfind("&&")
+        .filter(|e| rest[e + 2..].is_empty())
+        .ok_or_else(|| FrameError::Segment("CP is not closed with && before the CRC".into()))?;
+    let (cipher, tail) =
+        super::crypto::read_braced(&rest[..end]).map_err(|e| FrameError::Decrypt(e.to_string()))?;
+    let header = parse_pairs(&text[..idx], ';')?;
+    let missing: Vec<&str> = ["ST", "CN", "MN"]
+        .into_iter()
+        .filter(|k| field_of(&header, k).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(FrameError::Segment(format!(
+            "missing {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(Sealed {
+        header,
+        header_text: text[..idx].to_string(),
+        cipher,
+        tail: tail.to_string(),
+        crc_text,
+        declared,
+        transmitted: data.len(),
+        raw: bytes.to_vec(),
+    })
+}
+
+/// Whether a frame's data segment (from byte 6) carries an encrypted CP.
+fn is_sealed(after_length: &[u8]) -> Option<bool> {
+    let at = after_length.windows(5).position(|w| w == b"CP=&&")?;
+    after_length.get(at + 5).map(|b| *b == b'{')
+}
+
+/// Parse one whole frame, plain or sealed.
+pub fn parse_any(bytes: &[u8], tol: Tolerance) -> Result<Frame, FrameError> {
+    if bytes.len() > 6 && is_sealed(&bytes[6..]) == Some(true) {
+        return parse_sealed(bytes).map(Frame::Sealed);
+    }
+    parse_frame(bytes, tol).map(Frame::Plain)
+}
+
+fn check_crc(data: &[u8], crc_text: &str, tol: Tolerance) -> Result<CrcKind, FrameError> {
+    let found = u16::from_str_radix(crc_text, 16)
+        .ok()
+        .filter(|_| crc_text.len() == 4 && crc_text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| FrameError::BadCrcField(crc_text.to_string()))?;
+    let expected = crc16(data);
+    if found == expected {
+        Ok(CrcKind::Hj212)
+    } else if tol.modbus_crc_swapped && found == crc16_modbus(data).swap_bytes() {
+        Ok(CrcKind::ModbusSwapped)
+    } else {
+        Err(FrameError::BadCrc {
+            expected: format!("{expected:04X}"),
+            found: crc_text.to_string(),
+        })
     }
 }
 
@@ -230,6 +534,9 @@ pub fn parse_frame(bytes: &[u8], tol: Tolerance) -> Result<Packet, FrameError> {
             have: bytes.len(),
         });
     }
+    if is_sealed(&bytes[6..]) == Some(true) {
+        return Err(FrameError::Sealed);
+    }
     let len_field = String::from_utf8_lossy(&bytes[2..6]).to_string();
     let declared: usize = if len_field.bytes().all(|b| b.is_ascii_digit()) {
         len_field
@@ -266,22 +573,7 @@ pub fn parse_frame(bytes: &[u8], tol: Tolerance) -> Result<Packet, FrameError> {
         });
     }
     let crc_text = String::from_utf8_lossy(crc_field).to_string();
-    let found = u16::from_str_radix(&crc_text, 16)
-        .map_err(|_| FrameError::BadCrcField(crc_text.clone()))?;
-    if crc_text.len() != 4 {
-        return Err(FrameError::BadCrcField(crc_text));
-    }
-    let expected = crc16(data);
-    let crc = if found == expected {
-        CrcKind::Hj212
-    } else if tol.modbus_crc_swapped && found == crc16_modbus(data).swap_bytes() {
-        CrcKind::ModbusSwapped
-    } else {
-        return Err(FrameError::BadCrc {
-            expected: format!("{expected:04X}"),
-            found: crc_text,
-        });
-    };
+    let crc = check_crc(data, &crc_text, tol)?;
     let text = std::str::from_utf8(data).map_err(|_| FrameError::NotText)?;
     let mut p = parse_data(text, tol)?;
     p.crc = crc;
@@ -305,11 +597,7 @@ pub fn parse_data(text: &str, tol: Tolerance) -> Result<Packet, FrameError> {
         )));
     }
     let cp = parse_cp(&rest[..end])?;
-    let p = Packet {
-        header,
-        cp,
-        crc: CrcKind::Hj212,
-    };
+    let p = Packet::new(header, cp);
     let mut missing = Vec::new();
     for k in ["ST", "CN", "MN"] {
         if p.field(k).is_none() {
@@ -337,6 +625,8 @@ pub fn parse_data(text: &str, tol: Tolerance) -> Result<Packet, FrameError> {
 #[derive(Debug, PartialEq)]
 pub enum Decoded {
     Frame(Packet),
+    /// A frame with an SM4-encrypted CP, waiting for its logger's key.
+    Sealed(Sealed),
     /// A refused frame, with its bytes (for the dead-letter file).
     Bad(FrameError, Vec<u8>),
     /// Bytes before a `##` that belong to no frame.
@@ -419,6 +709,46 @@ impl StreamDecoder {
                 continue;
             };
             let total = 6 + declared + 6;
+            let seen = self.buf.len().min(6 + declared);
+            if is_sealed(&self.buf[6..seen]) == Some(true) {
+                // Sealed: its length field may be the plaintext length; it ends at its CR LF.
+                let end = self.buf[6..].windows(2).position(|w| w == b"\r\n");
+                let next = self.buf[2..].windows(2).position(|w| w == b"##");
+                // A "##" before the CR LF means this frame was cut short and the next has begun.
+                let end = end.filter(|e| next.is_none_or(|n| n + 2 >= e + 8));
+                match (end, next) {
+                    (Some(e), _) => {
+                        let bytes: Vec<u8> = self.buf.drain(..e + 8).collect();
+                        match parse_sealed(&bytes) {
+                            Ok(f) => out.push(Decoded::Sealed(f)),
+                            Err(err) => out.push(Decoded::Bad(err, bytes)),
+                        }
+                    }
+                    (_, Some(n)) => {
+                        let bad: Vec<u8> = self.buf.drain(..n + 2).collect();
+                        let have = bad.len();
+                        out.push(Decoded::Bad(
+                            FrameError::Truncated {
+                                needed: have + 2,
+                                have,
+                            },
+                            bad,
+                        ));
+                    }
+                    (None, None) if self.buf.len() > MAX_SEALED_WIRE => {
+                        let bad: Vec<u8> = std::mem::take(&mut self.buf);
+                        out.push(Decoded::Bad(
+                            FrameError::TooLong {
+                                len: bad.len(),
+                                max: MAX_SEALED_WIRE,
+                            },
+                            bad,
+                        ));
+                    }
+                    (None, None) => return out,
+                }
+                continue;
+            }
             // A data segment never contains "##": one inside the declared length means this frame is
             // broken (wrong length, cut short) and the next frame has begun — refuse up to it.
             let horizon = total.min(self.buf.len());
@@ -447,25 +777,87 @@ impl StreamDecoder {
     }
 }
 
-/// Split packets (Flag bit 1, PNUM/PNO) put back together, per (MN, QN).
-#[derive(Debug, Default)]
+/// Split packets (Flag bit 1, PNUM/PNO) put back together, per (MN, QN). Bounded: past
+/// `max_groups` incomplete packets or `max_bytes` of parts, the oldest incomplete packet is dropped
+/// (counted in [`Reassembler::dropped`]); a part numbered outside 1..=PNUM is ignored.
+#[derive(Debug)]
 pub struct Reassembler {
     parts: BTreeMap<(String, String), BTreeMap<u32, Packet>>,
+    /// Keys in arrival order of their first part.
+    order: std::collections::VecDeque<(String, String)>,
+    bytes: usize,
+    max_groups: usize,
+    max_bytes: usize,
+    dropped: u64,
+}
+
+impl Default for Reassembler {
+    fn default() -> Self {
+        Reassembler::bounded(64, 4 << 20)
+    }
+}
+
+fn packet_bytes(p: &Packet) -> usize {
+    p.cp.iter()
+        .flatten()
+        .chain(p.header.iter())
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum()
 }
 
 impl Reassembler {
+    pub fn bounded(max_groups: usize, max_bytes: usize) -> Self {
+        Reassembler {
+            parts: BTreeMap::new(),
+            order: Default::default(),
+            bytes: 0,
+            max_groups: max_groups.max(1),
+            max_bytes,
+            dropped: 0,
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some(k) = self.order.pop_front() {
+            if let Some(g) = self.parts.remove(&k) {
+                self.bytes -= g.values().map(packet_bytes).sum::<usize>();
+                self.dropped += 1;
+            }
+        }
+    }
+
     /// Take a packet; returns the whole packet when it is complete (at once for unsplit ones).
     pub fn push(&mut self, p: Packet) -> Option<Packet> {
         let Some((pnum, pno)) = p.pnum_pno().filter(|_| p.is_split()) else {
             return Some(p);
         };
-        let key = (p.mn().to_string(), p.qn().unwrap_or("").to_string());
-        let parts = self.parts.entry(key.clone()).or_default();
-        parts.insert(pno, p);
-        if parts.len() < pnum as usize {
+        if pno == 0 || pno > pnum {
+            self.dropped += 1;
             return None;
         }
+        let key = (p.mn().to_string(), p.qn().unwrap_or("").to_string());
+        if !self.parts.contains_key(&key) {
+            while self.parts.len() >= self.max_groups {
+                self.evict_oldest();
+            }
+            self.order.push_back(key.clone());
+        }
+        let size = packet_bytes(&p);
+        let group = self.parts.entry(key.clone()).or_default();
+        if let Some(old) = group.insert(pno, p) {
+            self.bytes -= packet_bytes(&old);
+        }
+        self.bytes += size;
+        let complete = group.len() >= pnum as usize;
+        if !complete {
+            while self.bytes > self.max_bytes && self.order.len() > 1 {
+                self.evict_oldest();
+            }
+            return None;
+        }
+        self.order.retain(|k| k != &key);
         let parts = self.parts.remove(&key)?;
+        self.bytes -= parts.values().map(packet_bytes).sum::<usize>();
         let mut iter = parts.into_values();
         let mut whole = iter.next()?;
         for more in iter {
@@ -484,15 +876,22 @@ impl Reassembler {
     pub fn waiting(&self) -> usize {
         self.parts.len()
     }
+
+    /// Incomplete split packets dropped (over the bounds) and parts numbered out of range.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
 }
 
-/// A reply data segment (9011 request answered, 9012 execution result, 9014 data answer).
+/// A reply frame (9011 request answered, 9012 execution result, 9014 data answer).
+/// The reply is in the frame's own edition (its Flag's edition bits; no reply asked of the reply).
 pub fn reply(p: &Packet, cn: &str, cp: &str) -> String {
     let data = format!(
-        "QN={};ST=91;CN={cn};PW={};MN={};Flag=4;CP=&&{cp}&&",
+        "QN={};ST=91;CN={cn};PW={};MN={};Flag={};CP=&&{cp}&&",
         p.qn().unwrap_or(""),
         p.pw(),
-        p.mn()
+        p.mn(),
+        p.edition().flag_bits()
     );
     frame(&data)
 }
@@ -651,6 +1050,7 @@ mod tests {
             .iter()
             .map(|x| match x {
                 Decoded::Frame(_) => "frame",
+                Decoded::Sealed(_) => "sealed",
                 Decoded::Bad(..) => "bad",
                 Decoded::Garbage(_) => "garbage",
             })
@@ -698,5 +1098,253 @@ mod tests {
             (back.cn(), back.qn(), back.mn(), back.st()),
             ("9014", Some("20160801085857223"), p.mn(), "91")
         );
+    }
+
+    // HJ 212-2025 Appendix A.2: SM4 with the key of sixteen bytes 0x30, ECB, no padding. The
+    // ciphertexts are the standard's, transcribed byte for byte; the plaintexts are what it prints
+    // before encryption, and their CRCs (2200 and B541, Appendix A.2) are over the plaintext.
+    const A2_KEY: [u8; 16] = [0x30; 16];
+    const A2_HEADER: &str =
+        "QN=20240520210700000;ST=31;CN=2051;PW=123456;MN=010000A8900016F000169DC0;Flag=9;";
+    /// Example 2: 208 plaintext characters, 13 whole blocks, no plaintext tail.
+    const A2_EX2_PLAIN: &str = "DataTime=20240520210600;a01011-Min=1.35,a01011-Avg=1.35,a01011-Max=1.35,a01011-Flag=N;a01012-Min=9.3,a01012-Avg=9.3,a01012-Max=9.3,a01012-Flag=N;a01014-Min=3.20,a01014-Avg=3.211,a01014-Max=3.212,a01014-Flag=N";
+    const A2_EX2_CIPHER: &str = "E43E159ACFAB242CB53155FB8B9281A1A242577ABFAED881BE88B72D69FC55ED1A80119FAAC8B3CD33D285CC76F57F2CA7F88B9573C6647E0F07E24609BD6B63EB20C5B9784F28E71D2F4994FF61D9E1C2B3075592B4D1E09C4D8BB27BE97B559E3DA6643781A6F477769DEEB009B10DFFF3426922725D607DC4480F0CAC5F70DB2587B124BCB281592721D6E4BC180A97E5E111499CBE822E31C8D7761553543AA24207C290997BBDE64F9266BC5F529A172E381C1D898CA1A0D771A914A7B2D7467C70B94F1D4A7B0350A48DBF8B41";
+    /// Example 4: 147 plaintext characters, 9 whole blocks and the tail "g=N" left in plaintext.
+    const A2_EX4_PLAIN: &str = "DataTime=20240520210600;a01011-Min=1.35,a01011-Avg=1.35,a01011-Max=1.35,a01011-Flag=N;a01014-Min=3.20,a01014-Avg=3.20,a01014-Max=3.20,a01014-Flag=N";
+    const A2_EX4_CIPHER: &str = "E43E159ACFAB242CB53155FB8B9281A1A242577ABFAED881BE88B72D69FC55ED1A80119FAAC8B3CD33D285CC76F57F2CA7F88B9573C6647E0F07E24609BD6B63EB20C5B9784F28E71D2F4994FF61D9E13B391A1D2A454B65388D5D9435DBF021528C7BF9755EF16518710C0CAC0ADEF9C5156CD0A5A17674AC0ED2ABC40023E9EF70128554B82438E91ADCE98A0D03A4";
+
+    /// The standard's printed form of a ciphertext: `{0xE4,0x3E,…}` (written here independently
+    /// of the encoder).
+    fn braced(hex_text: &str) -> String {
+        let bytes: Vec<String> = (0..hex_text.len())
+            .step_by(2)
+            .map(|i| format!("0x{}", &hex_text[i..i + 2]))
+            .collect();
+        format!("{{{}}}", bytes.join(","))
+    }
+
+    /// The frame as Appendix A.2 prints it: the plaintext length in the length field.
+    fn a2_frame(cipher: &str, tail: &str, plain_len: usize, crc: &str) -> String {
+        format!(
+            "##{plain_len:04}{A2_HEADER}CP=&&{}{tail}&&{crc}\r\n",
+            braced(cipher)
+        )
+    }
+
+    #[test]
+    fn appendix_a1_crc_example() {
+        // HJ 212-2025 Appendix A.1: the data segment of 87 characters has CRC 2200.
+        let seg = "QN=20240601085857223;ST=32;CN=1011;PW=123456;MN=010000A8900016F000169DC0;Flag=9;CP=&&&&";
+        assert_eq!(seg.len(), 87);
+        assert_eq!(crc16(seg.as_bytes()), 0x2200);
+        let p = parse_frame(
+            format!("##0087{seg}2200\r\n").as_bytes(),
+            Tolerance::default(),
+        )
+        .unwrap();
+        assert_eq!(p.edition(), Edition::Hj212_2025);
+        assert!(p.ack_wanted() && !p.is_split() && !p.encrypted);
+    }
+
+    #[test]
+    fn appendix_a2_examples_decrypt_to_the_printed_plaintext_and_check() {
+        let key = crate::ingest::hj212::crypto::Key::new(A2_KEY);
+        for (cipher, tail, plain, crc) in [
+            (A2_EX2_CIPHER, "", A2_EX2_PLAIN, "2200"),
+            (A2_EX4_CIPHER, "g=N", A2_EX4_PLAIN, "B541"),
+        ] {
+            let plain_seg = format!("{A2_HEADER}CP=&&{plain}&&");
+            assert_eq!(format!("{:04X}", crc16(plain_seg.as_bytes())), crc);
+            let wire = a2_frame(cipher, tail, plain_seg.len(), crc);
+            // As it arrives over TCP: the stream decoder finds its end although the length field
+            // is the plaintext's, and holds it sealed until the key is known.
+            let mut d = StreamDecoder::new(Tolerance::default());
+            let (a, b) = wire.as_bytes().split_at(wire.len() / 3);
+            assert!(d.push(a).is_empty());
+            let out = d.push(b);
+            let [Decoded::Sealed(s)] = out.as_slice() else {
+                panic!("{out:?}")
+            };
+            assert_eq!((s.mn(), s.cn()), ("010000A8900016F000169DC0", "2051"));
+            let p = s.open(&key, Tolerance::default()).unwrap();
+            assert!(p.encrypted);
+            assert_eq!(p.edition(), Edition::Hj212_2025);
+            assert_eq!(p.cp_text(), plain);
+            assert_eq!(p.data_segment(), plain_seg);
+            // The encoder gives back the standard's frame byte for byte.
+            assert_eq!(p.encode_sealed(&key).unwrap(), wire);
+            // The transmitted-length convention is accepted too.
+            let sent_len = wire.len() - 12;
+            let other = format!("##{sent_len:04}{}", &wire[6..]);
+            let long = Tolerance {
+                long_frames: true,
+                ..Default::default()
+            };
+            let out = StreamDecoder::new(long).push(other.as_bytes());
+            let [Decoded::Sealed(s2)] = out.as_slice() else {
+                panic!("{out:?}")
+            };
+            assert_eq!(s2.open(&key, long).unwrap().cp, p.cp);
+            // Without its key a sealed frame is not a plain one.
+            assert_eq!(
+                parse_frame(wire.as_bytes(), Tolerance::default()),
+                Err(FrameError::Sealed)
+            );
+        }
+    }
+
+    #[test]
+    fn sealed_frames_that_do_not_open_say_why() {
+        let key = crate::ingest::hj212::crypto::Key::new(A2_KEY);
+        let wrong = crate::ingest::hj212::crypto::Key::new([0x31; 16]);
+        let t = Tolerance::default();
+        let plain_seg = format!("{A2_HEADER}CP=&&{A2_EX4_PLAIN}&&");
+        let wire = a2_frame(A2_EX4_CIPHER, "g=N", plain_seg.len(), "B541");
+        let s = parse_sealed(wire.as_bytes()).unwrap();
+        assert!(matches!(
+            s.open(&wrong, t),
+            Err(FrameError::Decrypt(_) | FrameError::BadCrcAfterDecrypt { .. })
+        ));
+        // One flipped ciphertext byte: the block decrypts to other bytes; the CRC (or the text
+        // check) refuses it.
+        let flipped = A2_EX4_CIPHER.replacen("E43E", "E53E", 1);
+        let s =
+            parse_sealed(a2_frame(&flipped, "g=N", plain_seg.len(), "B541").as_bytes()).unwrap();
+        assert!(matches!(
+            s.open(&key, t),
+            Err(FrameError::Decrypt(_) | FrameError::BadCrcAfterDecrypt { .. })
+        ));
+        // Truncated: 143 bytes is not whole blocks.
+        let s = parse_sealed(
+            a2_frame(&A2_EX4_CIPHER[..286], "g=N", plain_seg.len(), "B541").as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(s.open(&key, t), Err(FrameError::Decrypt(m)) if m.contains("16-byte")));
+        // A length that is neither the plaintext's nor the transmitted one.
+        let s = parse_sealed(a2_frame(A2_EX4_CIPHER, "g=N", 200, "B541").as_bytes()).unwrap();
+        assert!(matches!(
+            s.open(&key, t),
+            Err(FrameError::LengthMismatch { .. })
+        ));
+        // A frame cut short by the next one is refused and the next still decoded.
+        let mut d = StreamDecoder::new(t);
+        let cut = &wire[..wire.len() - 40];
+        let out = d.push(format!("{cut}{wire}").as_bytes());
+        assert!(
+            matches!(out.as_slice(), [Decoded::Bad(..), Decoded::Sealed(_)]),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn both_editions_round_trip_plain_encrypted_and_split() {
+        let key = crate::ingest::hj212::crypto::Key::new([0x5A; 16]);
+        for (flag, edition) in [(4u32, Edition::Hj212_2017), (8, Edition::Hj212_2025)] {
+            for encrypted in [false, true] {
+                if encrypted && edition != Edition::Hj212_2025 {
+                    continue;
+                }
+                let mut r = Reassembler::default();
+                let mut whole = None;
+                for pno in [2u32, 1] {
+                    let p = Packet::new(
+                        vec![
+                            ("QN".into(), "20260101000000000".into()),
+                            ("ST".into(), "31".into()),
+                            ("CN".into(), "2061".into()),
+                            ("PW".into(), "123456".into()),
+                            ("MN".into(), "MNX".into()),
+                            ("Flag".into(), (flag | 3).to_string()),
+                            ("PNUM".into(), "2".into()),
+                            ("PNO".into(), pno.to_string()),
+                        ],
+                        vec![
+                            vec![("DataTime".into(), "20260101000000".into())],
+                            vec![
+                                (format!("a2102{pno}-Avg"), format!("{pno}.5")),
+                                (format!("a2102{pno}-Flag"), "N".into()),
+                            ],
+                        ],
+                    );
+                    let wire = if encrypted {
+                        p.encode_sealed(&key).unwrap()
+                    } else {
+                        p.encode()
+                    };
+                    let out = StreamDecoder::new(Tolerance::default()).push(wire.as_bytes());
+                    let back = match out.into_iter().next() {
+                        Some(Decoded::Frame(b)) if !encrypted => b,
+                        Some(Decoded::Sealed(s)) if encrypted => {
+                            s.open(&key, Tolerance::default()).unwrap()
+                        }
+                        other => panic!("{other:?}"),
+                    };
+                    assert_eq!(
+                        (back.header.clone(), back.cp.clone()),
+                        (p.header.clone(), p.cp.clone())
+                    );
+                    assert_eq!((back.edition(), back.encrypted), (edition, encrypted));
+                    assert!(back.ack_wanted() && back.is_split());
+                    whole = r.push(back).or(whole);
+                }
+                let whole = whole.expect("both parts reassemble");
+                assert_eq!(whole.pollutants().len(), 2);
+                assert_eq!(whole.edition(), edition);
+                // The reply speaks the frame's edition and asks for no reply itself.
+                let reply = parse_frame(
+                    super::reply(&whole, "9014", "").as_bytes(),
+                    Tolerance::default(),
+                )
+                .unwrap();
+                assert_eq!(
+                    (reply.flag(), reply.edition()),
+                    (edition.flag_bits(), edition)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn resend_flag_and_editions_of_flag_values() {
+        // HJ 212-2025 Table 3: Flag 8/9/10/11 are the 2025 edition, 4/5/7 the 2017 one.
+        assert_eq!(Edition::from_flag(9), Edition::Hj212_2025);
+        assert_eq!(Edition::from_flag(11), Edition::Hj212_2025);
+        assert_eq!(Edition::from_flag(5), Edition::Hj212_2017);
+        assert_eq!(Edition::from_flag(1), Edition::Hj212_2005);
+        assert_eq!(Edition::from_flag(13).as_str(), "unknown");
+        let live = parse_frame(
+            frame("QN=1;ST=31;CN=2061;PW=1;MN=A;Flag=9;CP=&&DataTime=20260101000000&&").as_bytes(),
+            Tolerance::default(),
+        )
+        .unwrap();
+        let resent = parse_frame(
+            frame("QN=1;ST=31;CN=2061;PW=1;MN=A;Flag=9;RF=1;CP=&&DataTime=20260101000000&&")
+                .as_bytes(),
+            Tolerance::default(),
+        )
+        .unwrap();
+        assert!(!live.resend() && resent.resend());
+        assert!(cn_is_encrypted("2061") && cn_is_encrypted("1014") && cn_is_encrypted("3020"));
+        assert!(!cn_is_encrypted("9014") && !cn_is_encrypted("1011"));
+    }
+
+    #[test]
+    fn split_reassembly_is_bounded() {
+        let mut r = Reassembler::bounded(2, 1 << 20);
+        for qn in 0..5 {
+            let p = parse_frame(frame(&format!("QN={qn};ST=32;CN=2061;PW=1;MN=WW;Flag=7;PNUM=3;PNO=1;CP=&&DataTime=20260101000000&&")).as_bytes(), Tolerance::default()).unwrap();
+            assert!(r.push(p).is_none());
+        }
+        assert_eq!((r.waiting(), r.dropped()), (2, 3));
+        let bad = parse_frame(
+            frame(
+                "QN=9;ST=32;CN=2061;PW=1;MN=WW;Flag=7;PNUM=2;PNO=3;CP=&&DataTime=20260101000000&&",
+            )
+            .as_bytes(),
+            Tolerance::default(),
+        )
+        .unwrap();
+        assert!(r.push(bad).is_none());
+        assert_eq!((r.waiting(), r.dropped()), (2, 4));
     }
 }

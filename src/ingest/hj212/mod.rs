@@ -1,7 +1,11 @@
-//! HJ 212 — the protocol China's CEMS and water stations report in (HJ 212-2017; HJ 212-2025 is in
-//! force since 2026-01-01 and kept open for).
+//! HJ 212 — the protocol China's CEMS and water stations report in. HJ 212-2025 (in force since
+//! 2026-01-01) and HJ 212-2017 are both spoken, decided per frame by the Flag's edition bits.
 //!
-//! - [`codec`]: frames, CRC, data segment, CP items, split packets, a stream decoder, the encoder.
+//! - [`codec`]: frames, editions, CRC, data segment, CP items, sealed (SM4) frames, split packets, a
+//!   stream decoder, the encoder.
+//! - [`crypto`]: SM4 (ECB, no padding) of the CP region, HJ 212-2025 §6.4.
+//! - [`keys`]: the per-logger SM4 keys, a secrets file with rotation overlap.
+//! - [`site_info`]: CN 3020 site-unit information and ST 45 conditions, with history.
 //! - [`server`]: the TCP server data acquisition units report to.
 //!
 //! This module maps a packet's CP items to catalogue quantities with their time semantics:
@@ -10,7 +14,10 @@
 //! flags; `-ZsRtd`/`-ZsAvg` (折算, already corrected) values are kept apart from measured ones.
 
 pub mod codec;
+pub mod crypto;
+pub mod keys;
 pub mod server;
+pub mod site_info;
 
 use chrono::NaiveDateTime;
 use serde::Serialize;
@@ -118,6 +125,152 @@ use crate::pipeline::validate::{self, Context, Decoded};
 use crate::pipeline::{RejectReason, Rejection};
 use crate::reading::Reading;
 use crate::registry::Sensor;
+
+/// Open a frame for its sensor: a sealed one with the logger's key (the current one, then the one
+/// it replaced while the rotation overlap lasts); a plain one is refused when it carries what
+/// HJ 212-2025 §6.4 encrypts and the logger (or the listener: `require_encryption`) must encrypt.
+pub fn open_frame(
+    sensor: &Sensor,
+    frame: codec::Frame,
+    keys: &keys::Keystore,
+    listener_requires: bool,
+    now_ms: i64,
+) -> Result<Packet, Rejection> {
+    let settings = sensor.hj212.as_ref();
+    let tol = settings.map(|h| h.tolerance).unwrap_or_default();
+    match frame {
+        codec::Frame::Sealed(s) => {
+            let candidates = keys.keys_for(s.mn(), now_ms);
+            if candidates.is_empty() {
+                return Err(Rejection::new(
+                    RejectReason::Encryption,
+                    format!(
+                        "SM4: CN {} frame from MN {} is encrypted but no key is registered for it (enviromon sensors set-key {})",
+                        s.cn(),
+                        s.mn(),
+                        sensor.id
+                    ),
+                ));
+            }
+            let mut why = String::new();
+            for k in &candidates {
+                match s.open(k, tol) {
+                    Ok(p) => return Ok(p),
+                    Err(e) => why = e.to_string(),
+                }
+            }
+            let fps: Vec<String> = candidates.iter().map(|k| k.fingerprint()).collect();
+            Err(Rejection::new(
+                RejectReason::Encryption,
+                format!(
+                    "SM4: CN {} frame from MN {} does not open with its key (fingerprint {}): {why}",
+                    s.cn(),
+                    s.mn(),
+                    fps.join(", ")
+                ),
+            ))
+        }
+        codec::Frame::Plain(p) => {
+            let required = listener_requires
+                || settings
+                    .is_some_and(|h| h.encryption == crate::registry::Hj212Encryption::Required);
+            if required && codec::cn_is_encrypted(p.cn()) {
+                return Err(Rejection::new(
+                    RejectReason::Encryption,
+                    format!(
+                        "SM4: MN {} must encrypt CN {} (HJ 212-2025 §6.4); its plaintext frame is refused",
+                        p.mn(),
+                        p.cn()
+                    ),
+                ));
+            }
+            Ok(p)
+        }
+    }
+}
+
+/// What an ST 44 (electricity use) or ST 45 (production conditions) packet reports: numbers become
+/// readings in their own domain with the HJ 212 code as the quantity (`d20105`, `p99101`; `-Cou`
+/// totals as `{code}_cou`) and no unit conversion; other values (ST 45 states such as `St`) are
+/// conditions, kept with history in [`site_info`].
+pub fn facility_values(
+    sensor: &Sensor,
+    p: &Packet,
+    ctx: &Context,
+) -> (Decoded, Vec<site_info::InfoItem>) {
+    let mut out = Decoded::default();
+    let mut states = Vec::new();
+    let domain = if p.st() == "44" {
+        crate::reading::Domain::Power
+    } else {
+        crate::reading::Domain::Production
+    };
+    let Some(period) = period_of(p.cn()) else {
+        return (out, states);
+    };
+    let Some(ts_ms) = p.data_time().and_then(parse_data_time) else {
+        out.rejections.push(Rejection::new(
+            RejectReason::InvalidTimestamp,
+            format!(
+                "CP DataTime {:?} is not YYYYMMDDhhmmss",
+                p.data_time().unwrap_or("")
+            ),
+        ));
+        return (out, states);
+    };
+    let ts = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default();
+    if ts > ctx.now + ctx.max_future_skew {
+        out.rejections.push(Rejection::new(
+            RejectReason::FutureTimestamp,
+            format!("CP DataTime: {} is in the future", ts.to_rfc3339()),
+        ));
+        return (out, states);
+    }
+    for (code, fields) in p.pollutants() {
+        let flag = match fields.get("Flag").map(|f| f.parse::<DataFlag>()) {
+            None => DataFlag::N,
+            Some(Ok(f)) => f,
+            Some(Err(_)) => {
+                out.rejections.push(Rejection::new(
+                    RejectReason::InvalidFlag,
+                    format!("CP {code}-Flag: {:?} is not an HJ 212 flag", fields["Flag"]),
+                ));
+                continue;
+            }
+        };
+        for (kind, suffix) in [("Rtd", ""), ("Avg", ""), ("Cou", "_cou")] {
+            let Some(text) = fields.get(kind) else {
+                continue;
+            };
+            match text.parse::<f64>() {
+                Ok(v) if v.is_finite() => out.readings.push(Reading {
+                    sensor: sensor.id.clone(),
+                    site: sensor.site.clone(),
+                    domain,
+                    quantity: format!("{code}{suffix}"),
+                    value: v,
+                    unit: String::new(),
+                    ts,
+                    flag,
+                    source: ctx.source,
+                    ts_assumed: false,
+                    period,
+                }),
+                _ if domain == crate::reading::Domain::Production && !text.is_empty() => states
+                    .push(site_info::InfoItem {
+                        pol: String::new(),
+                        code: format!("{code}-{kind}"),
+                        value: text.clone(),
+                    }),
+                _ => out.rejections.push(Rejection::new(
+                    RejectReason::NonNumeric,
+                    format!("CP {code}-{kind}: {text:?} is not a number"),
+                )),
+            }
+        }
+    }
+    (out, states)
+}
 
 /// Check a packet against the sensor's identity: password and the quirks it may use.
 pub fn check_source(sensor: &Sensor, p: &Packet) -> Result<(), Rejection> {
