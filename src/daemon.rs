@@ -82,6 +82,8 @@ pub enum DaemonError {
 pub struct Running {
     /// Where the HTTP API actually listens (useful with port 0).
     pub http_addr: SocketAddr,
+    /// The HJ 212 loggers' SM4 keys.
+    pub keys: Arc<crate::ingest::hj212::keys::Keystore>,
     /// Where the HJ 212 server listens, when enabled.
     pub hj212_addr: Option<SocketAddr>,
     pub metrics: Metrics,
@@ -484,6 +486,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
 
     Ok(Running {
         http_addr,
+        keys,
         hj212_addr,
         metrics,
         registry,

@@ -105,9 +105,10 @@ enum Hj212Command {
     /// 默认 HJ 212-2025；给出 --sm4-key 则加密 CP / Build a frame from JSON on stdin, HJ 212-2025 by
     /// default; its CP is SM4-encrypted when a key is given.
     Encode {
-        /// 版本 / Edition: 2025 (Flag 8/9) or 2017 (Flag 4/5).
-        #[arg(long, default_value = "2025")]
-        edition: String,
+        /// 版本 / Edition: 2025 (Flag 8/9) or 2017 (Flag 4/5). Default: the header's own Flag, or
+        /// 2025 when it has none.
+        #[arg(long)]
+        edition: Option<String>,
         /// SM4 密钥（32位十六进制）/ SM4 key (32 hex digits): encrypt the CP region.
         #[arg(long, env = "ENVIROMON_SM4_KEY", hide_env_values = true)]
         sm4_key: Option<String>,
@@ -320,33 +321,39 @@ fn hj212_command(c: Hj212Command) -> ExitCode {
                 Ok(k) => k,
                 Err(code) => return code,
             };
-            let bits = match edition.as_str() {
-                "2025" => codec::Edition::Hj212_2025.flag_bits(),
-                "2017" => codec::Edition::Hj212_2017.flag_bits(),
-                other => {
+            let bits = match edition.as_deref() {
+                None => None,
+                Some("2025") => Some(codec::Edition::Hj212_2025.flag_bits()),
+                Some("2017") => Some(codec::Edition::Hj212_2017.flag_bits()),
+                Some(other) => {
                     eprintln!("--edition: {other:?} is not 2025 or 2017");
                     return ExitCode::from(2);
                 }
             };
-            if key.is_some() && bits != codec::Edition::Hj212_2025.flag_bits() {
-                eprintln!("--sm4-key: only HJ 212-2025 frames are encrypted");
-                return ExitCode::from(2);
-            }
             match serde_json::from_slice::<In>(&input) {
                 Ok(i) => {
                     let mut p = codec::Packet::new(i.header, i.cp);
                     // The edition bits are the chosen edition's; A and D bits are kept.
                     let ad = p.flag() & 3;
                     match p.header.iter_mut().find(|(k, _)| k == "Flag") {
-                        Some((_, v)) => *v = (bits | ad).to_string(),
+                        Some((_, v)) => {
+                            if let Some(b) = bits {
+                                *v = (b | ad).to_string();
+                            }
+                        }
                         None => {
+                            let b = bits.unwrap_or(codec::Edition::Hj212_2025.flag_bits());
                             let at = p
                                 .header
                                 .iter()
                                 .position(|(k, _)| k == "MN")
                                 .map_or(p.header.len(), |i| i + 1);
-                            p.header.insert(at, ("Flag".into(), bits.to_string()));
+                            p.header.insert(at, ("Flag".into(), b.to_string()));
                         }
+                    }
+                    if key.is_some() && p.edition() != codec::Edition::Hj212_2025 {
+                        eprintln!("--sm4-key: only HJ 212-2025 frames (Flag 8–11) are encrypted");
+                        return ExitCode::from(2);
                     }
                     match key {
                         None => print!("{}", p.encode()),
@@ -799,11 +806,32 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<ShutdownOutcome> {
     let running = daemon::start(cfg).await?;
     let addr = running.http_addr;
     if let Some(hj) = running.hj212_addr {
-        tokio::spawn(simulator::run_hj212(
-            hj,
-            running.registry.snapshot(),
-            stop_sim.clone(),
-        ));
+        // 双源 #1's logger speaks HJ 212-2025 with SM4: a fresh key for this demo, registered as a
+        // technician would (only its fingerprint is shown).
+        let mut keys = std::collections::BTreeMap::new();
+        let reg = running.registry.snapshot();
+        if let Some(mn) = reg
+            .sensors
+            .get("sy-1-cems")
+            .and_then(|s| s.hj212.as_ref())
+            .map(|h| h.mn.clone())
+        {
+            let key = enviromon::ingest::hj212::crypto::Key::new(rand::random());
+            let (store, k, m) = (running.keys.clone(), key.clone(), mn.clone());
+            let set = tokio::task::spawn_blocking(move || {
+                store.set(&m, Some(&k), "demo", chrono::Utc::now().timestamp_millis())
+            })
+            .await;
+            match set {
+                Ok(Ok(_)) => {
+                    tracing::info!(%mn, fingerprint = %key.fingerprint(), "demo: SM4 key set for 双源 #1's HJ 212-2025 logger");
+                    keys.insert(mn, key);
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "demo: cannot set the SM4 key; 双源 #1's logger will be refused"),
+                Err(e) => tracing::warn!(error = %e, "demo: SM4 key task failed"),
+            }
+        }
+        tokio::spawn(simulator::run_hj212(hj, reg, keys, stop_sim.clone()));
     }
     let profiles = enviromon::ingest::modbus::profile::embedded()?;
     tokio::spawn(simulator::feed_modbus(
@@ -831,7 +859,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<ShutdownOutcome> {
     println!("  Modbus 设备 / devices:      http://{addr}/api/v1/modbus/devices  (simulated gateway 127.0.0.1:5020)");
     println!("  合规 / compliance:          http://{addr}/api/v1/compliance");
     if let Some(hj) = running.hj212_addr {
-        println!("  HJ 212 服务 / server:       {hj}  (simulated 数采仪 for 双源 #1, MN LYSY0001CEMS0001)");
+        println!("  HJ 212 服务 / server:       {hj}  (simulated 数采仪: 双源 #1 HJ 212-2025 + SM4, 双源 #2 HJ 212-2017)");
     }
     println!("  指标 / metrics:             http://{addr}/metrics");
     println!("  数据目录 / data dir:        {}", data_dir.display());

@@ -121,9 +121,12 @@ async fn a_cems_hourly_exceedance_fires_in_alertmanager_and_resolves_there() {
     assert_eq!(a["labels"]["site"], "datang");
     assert_eq!(a["labels"]["severity"], "critical");
     assert_eq!(a["status"]["state"], "active");
+    // One alert per exceeded hour: its label names the hour's end (Beijing time).
+    let hour_label = time::cst_rfc3339(hour);
+    assert_eq!(a["labels"]["hour"], hour_label.as_str());
     assert_eq!(
         a["annotations"]["summary_zh"],
-        "dt-1 机组 SO2 小时折算浓度 40 mg/m³，超过超低排放限值 35"
+        format!("dt-1 机组 SO2 截至 {hour_label} 的小时折算浓度 40 mg/m³，超过超低排放限值 35")
     );
     assert!(a["generatorURL"]
         .as_str()

@@ -45,7 +45,7 @@ impl Severity {
 pub enum SeriesKind {
     /// Stored readings, one series per (sensor, quantity).
     Reading,
-    /// CEMS hourly mean corrected to reference O2, per (unit, pollutant, hour), with its limit:
+    /// CEMS hourly mean corrected to reference O2, per (unit, pollutant, hour: its end), with its limit:
     /// every hour of the lateness window, so a late or re-sent hour is judged as it arrives. An
     /// event: one alert per hour (label `hour`), announced once.
     CemsHourly,

@@ -20,7 +20,7 @@ use crate::reading::Domain;
 use crate::registry::{Protocol, Registry};
 
 /// The unit that stops for a while in every cycle.
-pub const STOPPING_UNIT: &str = "sy-2";
+pub const STOPPING_UNIT: &str = "dt-2";
 /// Seconds running, then seconds stopped, in the stopping unit's cycle.
 const RUN_SECS: u64 = 150;
 const STOP_SECS: u64 = 45;
@@ -335,25 +335,54 @@ fn cst(ms: i64) -> String {
         .to_string()
 }
 
-/// A simulated data acquisition unit (数采仪) for every CEMS sensor that has an HJ 212 identity:
-/// connects to the daemon's HJ 212 server, sends the last six hours as hourly packets (2061), then
-/// real-time data (2011) every 30 s, minute data (2051) every minute and hourly data (2061) every
-/// hour, asking for replies. Reconnects if the connection drops.
+/// Simulated data acquisition units (数采仪), one for every CEMS sensor with an HJ 212 identity.
+/// A logger whose MN has a key in `keys` speaks HJ 212-2025 with its CP SM4-encrypted (Flag 9);
+/// the others speak HJ 212-2017 (Flag 5). Each connects to the daemon's HJ 212 server, sends the
+/// last six hours as hourly packets (2061), then real-time data (2011) every 30 s, minute data
+/// (2051) every minute and hourly data (2061) every hour, asking for replies; it reconnects if the
+/// connection drops.
+///
+/// The 2025 logger also shows what re-sent data is: the hour that ended three hours ago is "lost"
+/// at first (an FGD upset, SO2 above the limit); about a minute in, its link goes down for 20 s,
+/// and when it comes back it re-sends (RF=1) the minutes it buffered and that lost hour, which the
+/// daemon then judges late and alerts on.
 pub async fn run_hj212(
     addr: std::net::SocketAddr,
     registry: Arc<Registry>,
+    keys: std::collections::BTreeMap<String, crate::ingest::hj212::crypto::Key>,
     stop: CancellationToken,
 ) {
-    use crate::ingest::hj212::codec::frame;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Some(sensor) = registry
+    let loggers: Vec<_> = registry
         .sensors
         .values()
-        .find(|s| s.domain == Domain::Cems && s.hj212.is_some())
+        .filter(|s| s.domain == Domain::Cems && s.hj212.is_some())
         .cloned()
-    else {
-        return;
-    };
+        .collect();
+    let mut tasks = Vec::new();
+    for s in loggers {
+        let key = s.hj212.as_ref().and_then(|h| keys.get(&h.mn)).cloned();
+        tasks.push(tokio::spawn(logger(
+            addr,
+            registry.clone(),
+            s,
+            key,
+            stop.clone(),
+        )));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn logger(
+    addr: std::net::SocketAddr,
+    registry: Arc<Registry>,
+    sensor: crate::registry::Sensor,
+    key: Option<crate::ingest::hj212::crypto::Key>,
+    stop: CancellationToken,
+) {
+    use crate::ingest::hj212::codec::{parse_cp, Packet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (Some(h), Some(unit)) = (
         sensor.hj212.clone(),
         sensor
@@ -372,15 +401,37 @@ pub async fn run_hj212(
         excursion_pollutant: "SO2",
         stops: false,
     };
-    let packet = |cn: &str, ts_ms: i64, cp: &str| {
+    let flag = if key.is_some() { "9" } else { "5" };
+    // One frame: plaintext (2017) or sealed (2025); `resend` adds RF=1.
+    let packet = |cn: &str, ts_ms: i64, cp: &str, resend: bool| -> String {
         let qn = format!("{}000", cst(chrono::Utc::now().timestamp_millis()));
-        frame(&format!(
-            "QN={qn};ST=31;CN={cn};PW={pw};MN={};Flag=5;CP=&&DataTime={};{cp}&&",
-            h.mn,
-            cst(ts_ms)
-        ))
+        let mut header: Vec<(String, String)> = [
+            ("QN", qn),
+            ("ST", "31".into()),
+            ("CN", cn.into()),
+            ("PW", pw.clone()),
+            ("MN", h.mn.clone()),
+            ("Flag", flag.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if resend {
+            header.push(("RF".into(), "1".into()));
+        }
+        let body = format!("DataTime={};{cp}", cst(ts_ms));
+        let p = Packet::new(header, parse_cp(&body).unwrap_or_default());
+        match &key {
+            Some(k) => p.encode_sealed(k).unwrap_or_else(|_| p.encode()),
+            None => p.encode(),
+        }
     };
+    let hour = 3_600_000i64;
+    let started = chrono::Utc::now().timestamp_millis();
+    let lost_hour = started - started.rem_euclid(hour) - 3 * hour;
     let mut first = true;
+    let mut outage_done = key.is_none();
+    let mut buffered: Vec<String> = Vec::new();
     loop {
         let mut sock = tokio::select! {
             _ = stop.cancelled() => return,
@@ -393,27 +444,38 @@ pub async fn run_hj212(
             },
         };
         let now = chrono::Utc::now().timestamp_millis();
-        let hour = 3_600_000i64;
         let this_hour = now - now.rem_euclid(hour);
+        let mut out = String::new();
         if first {
             first = false;
             for back in (1..=6).rev() {
                 let start = this_hour - back * hour;
+                if start == lost_hour && key.is_some() {
+                    continue;
+                }
                 let cst_hour = ((start / hour + 8).rem_euclid(24)) as f64;
                 let (v, f) = sim.values(&mut rng, 0, cst_hour);
-                if sock
-                    .write_all(packet("2061", start, &hj212_cp(&v, "Avg", f)).as_bytes())
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+                out.push_str(&packet("2061", start, &hj212_cp(&v, "Avg", f), false));
             }
+        } else if !buffered.is_empty() {
+            // Back after the outage: what was buffered, then the hour lost before, re-sent.
+            for f in buffered.drain(..) {
+                out.push_str(&f);
+            }
+            let cst_hour = ((lost_hour / hour + 8).rem_euclid(24)) as f64;
+            let (mut v, f) = sim.values(&mut rng, 0, cst_hour);
+            let o2 = v.get("O2").and_then(Value::as_f64).unwrap_or(6.0);
+            v.insert("SO2".into(), json!(round2(42.0 * (21.0 - o2) / 15.0)));
+            out.push_str(&packet("2061", lost_hour, &hj212_cp(&v, "Avg", f), true));
+        }
+        if !out.is_empty() && sock.write_all(out.as_bytes()).await.is_err() {
+            continue;
         }
         let mut last_minute = now - now.rem_euclid(60_000);
         let mut last_hour = this_hour;
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         let mut buf = [0u8; 1024];
+        let connected_at = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -422,22 +484,52 @@ pub async fn run_hj212(
                     let now = chrono::Utc::now().timestamp_millis();
                     let cst_hour = (((now / 60_000) as f64 / 60.0) + 8.0).rem_euclid(24.0);
                     let (v, f) = sim.values(&mut rng, 0, cst_hour);
-                    let mut out = packet("2011", now - now.rem_euclid(1000), &hj212_cp(&v, "Rtd", f));
+                    let mut out = packet("2011", now - now.rem_euclid(1000), &hj212_cp(&v, "Rtd", f), false);
                     let minute = now - now.rem_euclid(60_000);
                     if minute > last_minute {
-                        out.push_str(&packet("2051", last_minute, &hj212_cp(&v, "Avg", f)));
+                        out.push_str(&packet("2051", last_minute, &hj212_cp(&v, "Avg", f), false));
                         last_minute = minute;
                     }
                     let hr = now - now.rem_euclid(hour);
                     if hr > last_hour {
-                        out.push_str(&packet("2061", last_hour, &hj212_cp(&v, "Avg", f)));
+                        out.push_str(&packet("2061", last_hour, &hj212_cp(&v, "Avg", f), false));
                         last_hour = hr;
                     }
                     if sock.write_all(out.as_bytes()).await.is_err() {
                         break;
                     }
+                    if !outage_done && connected_at.elapsed() >= Duration::from_secs(60) {
+                        break;
+                    }
                 }
             }
+        }
+        if !outage_done {
+            // The link is down for 20 s; the logger keeps measuring and buffers its minutes.
+            outage_done = true;
+            drop(sock);
+            tracing::info!(mn = %h.mn, "demo: simulated HJ 212 link outage (20 s); the logger buffers and re-sends");
+            let down_from = chrono::Utc::now().timestamp_millis();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(20)) => {}
+            }
+            let m0 = down_from - down_from.rem_euclid(60_000);
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut m = m0;
+            while m < now - now.rem_euclid(60_000) {
+                let cst_hour = (((m / 60_000) as f64 / 60.0) + 8.0).rem_euclid(24.0);
+                let (v, f) = sim.values(&mut rng, 0, cst_hour);
+                buffered.push(packet("2051", m, &hj212_cp(&v, "Avg", f), true));
+                m += 60_000;
+            }
+            if buffered.is_empty() {
+                // Still the minute it went down in: re-send at least that one.
+                let cst_hour = (((m0 / 60_000) as f64 / 60.0) + 8.0).rem_euclid(24.0);
+                let (v, f) = sim.values(&mut rng, 0, cst_hour);
+                buffered.push(packet("2051", m0, &hj212_cp(&v, "Avg", f), true));
+            }
+            continue;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

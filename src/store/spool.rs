@@ -193,7 +193,14 @@ pub fn encode_readings(readings: &[Reading], out: &mut Vec<u8>) -> Result<(), Sp
     Ok(())
 }
 
-const DOMAINS: [Domain; 3] = [Domain::Cems, Domain::Air, Domain::Water];
+/// Indexes are the record format: append new domains, never reorder.
+const DOMAINS: [Domain; 5] = [
+    Domain::Cems,
+    Domain::Air,
+    Domain::Water,
+    Domain::Power,
+    Domain::Production,
+];
 const SOURCES: [Source; 4] = [Source::Mqtt, Source::Modbus, Source::Hj212, Source::Api];
 const PERIODS: [Period; 4] = [Period::Instant, Period::Minute, Period::Hour, Period::Day];
 
@@ -687,7 +694,7 @@ mod tests {
         for (i, flag) in DataFlag::ALL.into_iter().enumerate() {
             let mut r = reading(i as i64);
             r.flag = flag;
-            r.domain = DOMAINS[i % 3];
+            r.domain = DOMAINS[i % DOMAINS.len()];
             r.source = SOURCES[i % 4];
             r.period = PERIODS[(i + 1) % 4];
             r.ts_assumed = i % 2 == 0;
