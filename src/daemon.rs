@@ -387,6 +387,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         )
     };
     let mut hj212_addr = None;
+    let mut site_info = None;
     if cfg.hj212.enabled {
         let listener = tokio::net::TcpListener::bind(&cfg.hj212.listen)
             .await
@@ -397,7 +398,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         hj212_addr = listener.local_addr().ok();
         tracing::info!(addr = ?hj212_addr, "HJ 212 server listening");
         let path = db_path.clone();
-        let site_info = Arc::new(
+        let si = Arc::new(
             tokio::task::spawn_blocking(move || {
                 crate::ingest::hj212::site_info::SiteInfo::open(&path)
             })
@@ -405,8 +406,9 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??,
         );
         if let Some(a) = &alerting {
-            a.attach_site_info(site_info.clone());
+            a.attach_site_info(si.clone());
         }
+        site_info = Some(si.clone());
         sources.push(tokio::spawn(
             crate::ingest::hj212::server::Server {
                 listener,
@@ -420,7 +422,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
                 stop: stop_sources.clone(),
                 keys: keys.clone(),
                 require_encryption: cfg.hj212.require_encryption,
-                site_info: Some(site_info),
+                site_info: Some(si),
                 registration: Some(registration.clone()),
             }
             .run(),
@@ -448,6 +450,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
     drop(tx);
 
     let state = AppState {
+        site_info,
         registration: Some(registration),
         tokens: crate::api::auth::Tokens::from_config(&cfg.api),
         alerting: alerting.clone(),

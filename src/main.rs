@@ -827,7 +827,9 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<ShutdownOutcome> {
                     tracing::info!(%mn, fingerprint = %key.fingerprint(), "demo: SM4 key set for 双源 #1's HJ 212-2025 logger");
                     keys.insert(mn, key);
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "demo: cannot set the SM4 key; 双源 #1's logger will be refused"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "demo: cannot set the SM4 key; 双源 #1's logger will be refused")
+                }
                 Err(e) => tracing::warn!(error = %e, "demo: SM4 key task failed"),
             }
         }

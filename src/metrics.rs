@@ -76,7 +76,8 @@ pub struct Metrics {
     pub hj212_connections: IntGauge,
     pub hj212_frames: IntCounterVec,
     pub hj212_frames_by_edition: IntCounterVec,
-    /// Readings of re-sent (RF=1, 补传) HJ 212 data, counted once per stored reading.
+    /// Readings of re-sent (RF=1, 补传) HJ 212 frames, counted when the spool holds them (once per
+    /// acknowledged frame: a frame the logger sends again counts again).
     pub hj212_resent_readings: IntCounter,
     /// CN 3020 site parameters that changed.
     pub hj212_site_parameter_changes: IntCounter,
@@ -284,7 +285,7 @@ impl Metrics {
             )?,
             hj212_resent_readings: counter(
                 "enviromon_hj212_resent_readings_total",
-                "Readings of re-sent (RF=1) HJ 212 data, counted once each when the spool holds them.",
+                "Readings of re-sent (RF=1) HJ 212 frames, counted when the spool holds them (a frame the logger sends again counts again).",
             )?,
             hj212_site_parameter_changes: counter(
                 "enviromon_hj212_site_parameter_changes_total",

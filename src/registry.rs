@@ -575,10 +575,24 @@ impl Registry {
                 );
             }
         }
+        // An MN names one data logger: two sensors claiming it would make its frames ambiguous.
+        let mut mns: BTreeMap<String, String> = BTreeMap::new();
         for s in sensors {
             if reg.sensors.contains_key(&s.id) {
                 errs.push(format!("sensor {}: duplicate id", s.id));
                 continue;
+            }
+            if let Some(h) = s
+                .hj212
+                .as_ref()
+                .filter(|_| s.status != SensorStatus::Retired)
+            {
+                if let Some(other) = mns.insert(h.mn.clone(), s.id.clone()) {
+                    errs.push(format!(
+                        "sensor {}: hj212.mn: {:?} is already used by sensor {other}",
+                        s.id, h.mn
+                    ));
+                }
             }
             if let Some(t) = &s.topic {
                 if s.status != SensorStatus::Retired {

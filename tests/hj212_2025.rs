@@ -26,7 +26,7 @@ const OPERATOR: &str = "operator-token-2025";
 const CHANNELS: &str = r#"channels = [{ quantity = "SO2" }, { quantity = "NOx" }, { quantity = "PM" }, { quantity = "O2" }]"#;
 /// The 2025 logger on 双源 #1 (must encrypt) and the 2017 logger on 双源 #2.
 const MN_2025: &str = "010000A8900016F000169DC1";
-const MN_2017: &str = "LYSY0002CEMS0001";
+const MN_2017: &str = "LYSY0002DAL00001";
 
 fn seeds(dir: &Path) -> std::path::PathBuf {
     let d = dir.join("seeds");
@@ -446,6 +446,45 @@ async fn frames_that_do_not_open_or_must_be_encrypted_are_refused_and_the_connec
     )
     .await;
     assert_eq!(replies(&mut s2, 1).await[0].cn(), "9014");
+    // A technician sets 双源 #2's key from the CLI, reading it from a file: the output shows its
+    // fingerprint, never the key; from then on its sealed frames open too.
+    let k2 = Key::new([0x6B; 16]);
+    let key_file = dir.path().join("sy2.key");
+    std::fs::write(&key_file, format!("{}\n", k2.to_hex())).unwrap();
+    let server = format!("http://{}", running.http_addr);
+    let cli = move |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_enviromon"))
+            .arg("sensors")
+            .args(args)
+            .args(["--server", &server])
+            .env("ENVIROMON_TOKEN", TECH)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let key_path = key_file.display().to_string();
+    let (code, out) =
+        tokio::task::spawn_blocking(move || cli(&["set-key", "sy-2-dal", "--key-file", &key_path]))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&k2.fingerprint()) && !out.contains(&k2.to_hex()),
+        "{out}"
+    );
+    let sealed = minute(MN_2017, 9, false, t0 + MINUTE_MS, 20.0, 6.0)
+        .encode_sealed(&k2)
+        .unwrap();
+    send(&mut s2, &[sealed]).await;
+    assert_eq!(replies(&mut s2, 1).await[0].cn(), "9014");
+    eventually(10, "both of 双源 #2's frames stored", || async {
+        (count(dir.path(), "sy-2-dal") == 8).then_some(())
+    })
+    .await;
     running.shutdown().await;
 }
 
@@ -624,6 +663,10 @@ async fn a_resent_exceedance_hour_raises_its_alert_in_alertmanager() {
     assert_eq!(replies(&mut s, 60).await.len(), 60);
     send(&mut s, &resent).await;
     assert_eq!(replies(&mut s, 60).await.len(), 60);
+    eventually(10, "live and re-sent hours stored", || async {
+        (count(dir.path(), "sy-1-dal") == 480).then_some(())
+    })
+    .await;
     let hour = format!("/api/v1/cems/hourly?unit=sy-1&from={late_end}&to={late_end}");
     let so2 = &wait_results(running.http_addr, &hour, 1).await[0]["pollutants"]["SO2"];
     assert_eq!(
@@ -663,6 +706,10 @@ async fn a_resent_exceedance_hour_raises_its_alert_in_alertmanager() {
             .contains(&format!("截至 {label}")),
         "{a}"
     );
+    // Re-sent once more (the logger missed the replies): stored once, no new alert.
+    send(&mut s, &resent).await;
+    assert_eq!(replies(&mut s, 60).await.len(), 60);
+    assert_eq!(count(dir.path(), "sy-1-dal"), 480, "idempotent");
     // The live hour under the limit has no alert of its own.
     let alerts = get_json(running.http_addr, "/api/v1/alerts").await;
     let firing: Vec<&Value> = alerts["alerts"]

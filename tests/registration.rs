@@ -343,7 +343,7 @@ async fn invalid_registrations_are_refused_with_their_field_paths_and_nothing_is
         (
             with("hj212", json!({"mn": "41030500000000000000A001"})),
             "hj212.mn",
-            "\"LYSY0001CEMS0001\" is already used by sensor sy-1-cems",
+            "\"41030500000000000000A001\" is already used by sensor sy-1-cems",
         ),
         (
             with("protocol", json!("hj212")),

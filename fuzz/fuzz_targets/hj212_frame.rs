@@ -3,7 +3,7 @@
 //! the same packet, and sealed with a key it opens to the same packet again.
 #![no_main]
 
-use enviromon::ingest::hj212::codec::{parse_any, parse_frame, parse_sealed, Decoded, Frame, StreamDecoder, Tolerance};
+use enviromon::ingest::hj212::codec::{parse_any, parse_frame, Decoded, Frame, StreamDecoder, Tolerance};
 use enviromon::ingest::hj212::crypto::Key;
 use libfuzzer_sys::fuzz_target;
 
@@ -19,8 +19,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(again.cp, p.cp);
                 let _ = enviromon::ingest::hj212::items(&p);
                 if let Ok(sealed) = p.encode_sealed(&keys[0]) {
-                    let s = parse_sealed(sealed.as_bytes()).expect("a sealed packet parses");
-                    let opened = s.open(&keys[0], all).expect("it opens with its key");
+                    // Under one block the CP stays plaintext and the frame is a plain one.
+                    let opened = match parse_any(sealed.as_bytes(), all).expect("a sealed packet parses") {
+                        Frame::Sealed(s) => s.open(&keys[0], all).expect("it opens with its key"),
+                        Frame::Plain(q) => q,
+                    };
                     assert_eq!((opened.header, opened.cp), (p.header.clone(), p.cp.clone()));
                 }
             }

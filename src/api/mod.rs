@@ -52,6 +52,8 @@ pub struct AppState {
     pub modbus: Option<crate::ingest::modbus::poller::States>,
     /// The standards engine's results, when enabled.
     pub standards: Option<Arc<crate::standards::engine::Engine>>,
+    /// What HJ 212 loggers declared (CN 3020, ST 45), when the HJ 212 server runs.
+    pub site_info: Option<Arc<crate::ingest::hj212::site_info::SiteInfo>>,
 }
 
 /// A JSON error with its status code.
@@ -121,6 +123,10 @@ pub fn app(state: AppState) -> Router {
             tech(post(sensors::maintenance)),
         )
         .route("/api/v1/sensors/{id}/test", tech(post(sensors::test)))
+        .route(
+            "/api/v1/sensors/{id}/hj212-site-info",
+            view(get(sensors::site_info)),
+        )
         .route(
             "/api/v1/sensors/{id}/hj212-key",
             tech(get(sensors::key_status))

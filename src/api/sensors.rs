@@ -421,3 +421,48 @@ pub async fn key_status(State(s): State<AppState>, Path(id): Path<String>) -> Re
         Err(resp) => resp,
     }
 }
+
+/// `GET /api/v1/sensors/{id}/hj212-site-info`: everything the sensor's logger declared (CN 3020 site
+/// parameters, ST 45 conditions), each value with when it was declared, what it replaced and when
+/// it was replaced, oldest first.
+pub async fn site_info(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(si) = s.site_info.clone() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the HJ 212 server is not enabled",
+        )
+        .into_response();
+    };
+    let reg = s.registry.snapshot();
+    let Some(mn) = reg
+        .sensors
+        .get(&id)
+        .map(|x| x.hj212.as_ref().map(|h| h.mn.clone()))
+    else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("sensor {id:?} does not exist"),
+        )
+        .into_response();
+    };
+    let Some(mn) = mn else {
+        return Json(json!({"sensor": id, "declared": []})).into_response();
+    };
+    match tokio::task::spawn_blocking(move || si.history(&mn)).await {
+        Ok(Ok(rows)) => {
+            let declared: Vec<Value> = rows
+                .into_iter()
+                .map(|d| {
+                    json!({"kind": d.kind, "pollutant": d.pol, "parameter": d.code, "value": d.value,
+                        "before": d.before, "since": crate::standards::time::cst_rfc3339(d.since_ms),
+                        "until": d.until_ms.map(crate::standards::time::cst_rfc3339)})
+                })
+                .collect();
+            Json(json!({"sensor": id, "declared": declared})).into_response()
+        }
+        Ok(Err(e)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

@@ -293,7 +293,8 @@ impl Packet {
 
     /// The whole frame with its CP region SM4-encrypted (HJ 212-2025 §6.4): the CRC over the
     /// plaintext data segment, the length field the plaintext length (as the standard's examples
-    /// print it), whole blocks as `{0x..,…}`, a tail under 16 bytes in plaintext.
+    /// print it), whole blocks as `{0x..,…}`, a tail under 16 bytes in plaintext (so a CP region
+    /// shorter than one block gives a plain frame).
     pub fn encode_sealed(&self, key: &super::crypto::Key) -> Result<String, FrameError> {
         let plain = self.data_segment();
         let region = self.cp_text();
@@ -305,6 +306,10 @@ impl Packet {
         let (cipher, tail) = key
             .seal(region.as_bytes())
             .map_err(|e| FrameError::Decrypt(e.to_string()))?;
+        if cipher.is_empty() {
+            // Under one block: all of it is the plaintext tail, and the frame is a plain one.
+            return Ok(self.encode());
+        }
         Ok(format!(
             "##{:04}{}CP=&&{}{}&&{:04X}\r\n",
             plain.len(),

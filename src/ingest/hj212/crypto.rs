@@ -117,6 +117,9 @@ pub fn read_braced(region: &str) -> Result<(Vec<u8>, &str), CryptoError> {
         .find('}')
         .ok_or_else(|| CryptoError::Syntax("no closing }".into()))?;
     let mut out = Vec::with_capacity(close / 5 + 1);
+    if body[..close].trim().is_empty() {
+        return Ok((out, &body[close + 1..]));
+    }
     for (i, item) in body[..close].split(',').enumerate() {
         let t = item.trim();
         let hex = t
@@ -161,6 +164,11 @@ mod tests {
         assert_eq!(k.open(&back).unwrap(), &text[..32]);
         assert_eq!(k.open(&back[..31]), Err(CryptoError::Partial(31)));
         assert!(matches!(read_braced("{0xZZ}"), Err(CryptoError::Syntax(_))));
+        assert_eq!(read_braced("{}abc").unwrap(), (vec![], "abc"));
+        assert!(matches!(
+            read_braced("{0x01,}"),
+            Err(CryptoError::Syntax(_))
+        ));
         assert!(matches!(read_braced("{0x01"), Err(CryptoError::Syntax(_))));
     }
 

@@ -424,4 +424,102 @@ mod tests {
         );
         assert_eq!(flow.ts_ms, 1_767_232_830_000);
     }
+
+    fn logger(encryption: crate::registry::Hj212Encryption) -> Sensor {
+        let toml = format!(
+            "id = \"l\"\nsite = \"s\"\nunit = \"u\"\nname_zh = \"z\"\nname_en = \"e\"\ndomain = \"cems\"\nprotocol = \"hj212\"\nhj212 = {{ mn = \"MN1\", encryption = \"{}\" }}\nchannels = [{{ quantity = \"SO2\" }}]\n",
+            match encryption {
+                crate::registry::Hj212Encryption::Required => "required",
+                crate::registry::Hj212Encryption::Optional => "optional",
+            }
+        );
+        toml::from_str(&toml).unwrap()
+    }
+
+    #[test]
+    fn plaintext_is_refused_where_the_logger_or_the_listener_requires_encryption() {
+        use crate::registry::Hj212Encryption::{Optional, Required};
+        let keys = keys::Keystore::memory(std::time::Duration::from_secs(60));
+        let data = frame(
+            "QN=1;ST=31;CN=2051;PW=1;MN=MN1;Flag=9;CP=&&DataTime=20260101000000;a21026-Avg=1&&",
+        );
+        let heartbeat = frame("QN=1;ST=31;CN=9015;PW=1;MN=MN1;Flag=9;CP=&&&&");
+        let plain = |f: &str| codec::parse_any(f.as_bytes(), Tolerance::default()).unwrap();
+        // (logger, listener) → data refused?
+        for (enc, listener, refused) in [
+            (Optional, false, false),
+            (Required, false, true),
+            (Optional, true, true),
+        ] {
+            let r = open_frame(&logger(enc), plain(&data), &keys, listener, 0);
+            assert_eq!(r.is_err(), refused, "{enc:?} {listener}");
+            if let Err(rej) = r {
+                assert_eq!(rej.reason, RejectReason::Encryption);
+            }
+            // What §6.4 does not encrypt (a heartbeat) is never refused for being plain.
+            assert!(open_frame(&logger(enc), plain(&heartbeat), &keys, listener, 0).is_ok());
+        }
+        // A sealed frame from a logger with no key: refused, saying how to set one.
+        let sealed = parse_frame(data.as_bytes(), Tolerance::default())
+            .unwrap()
+            .encode_sealed(&crypto::Key::new([7; 16]))
+            .unwrap();
+        let r = open_frame(&logger(Optional), plain(&sealed), &keys, false, 0).unwrap_err();
+        assert!(
+            r.detail.contains("no key is registered") && r.detail.contains("set-key"),
+            "{}",
+            r.detail
+        );
+        keys.set("MN1", Some(&crypto::Key::new([7; 16])), "t", 0)
+            .unwrap();
+        let p = open_frame(&logger(Required), plain(&sealed), &keys, true, 1).unwrap();
+        assert!(p.encrypted);
+    }
+
+    #[test]
+    fn electricity_and_conditions_have_their_own_domains() {
+        let f = frame("QN=1;ST=45;CN=2011;PW=1;MN=MN1;Flag=9;CP=&&DataTime=20260101000000;p99101-Rtd=St,p99101-Flag=N;p99104-Rtd=81.5,p99104-Flag=N&&");
+        let p = parse_frame(f.as_bytes(), Tolerance::default()).unwrap();
+        let ctx = Context {
+            now: chrono::Utc::now(),
+            max_future_skew: chrono::Duration::minutes(5),
+            source: crate::reading::Source::Hj212,
+        };
+        let (d, states) = facility_values(
+            &logger(crate::registry::Hj212Encryption::Optional),
+            &p,
+            &ctx,
+        );
+        assert_eq!(d.readings.len(), 1);
+        assert_eq!(
+            (
+                d.readings[0].domain,
+                d.readings[0].quantity.as_str(),
+                d.readings[0].value
+            ),
+            (crate::reading::Domain::Production, "p99104", 81.5)
+        );
+        assert_eq!(states.len(), 1);
+        assert_eq!(
+            (states[0].code.as_str(), states[0].value.as_str()),
+            ("p99101-Rtd", "St")
+        );
+        assert!(d.rejections.is_empty());
+        // In ST 44 every value is a number: a word is refused, with its item named.
+        let f = frame(
+            "QN=1;ST=44;CN=2011;PW=1;MN=MN1;Flag=9;CP=&&DataTime=20260101000000;d20105-Rtd=abc&&",
+        );
+        let p = parse_frame(f.as_bytes(), Tolerance::default()).unwrap();
+        let (d, states) = facility_values(
+            &logger(crate::registry::Hj212Encryption::Optional),
+            &p,
+            &ctx,
+        );
+        assert!(d.readings.is_empty() && states.is_empty());
+        assert!(
+            d.rejections[0].detail.contains("d20105-Rtd"),
+            "{:?}",
+            d.rejections
+        );
+    }
 }

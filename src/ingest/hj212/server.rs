@@ -319,6 +319,20 @@ impl Shared {
             _ => {}
         }
         if super::period_of(p.cn()).is_none() {
+            if codec::cn_is_encrypted(p.cn()) {
+                // Data enviromon does not decode (e.g. CN 2013 VOC spectra): acknowledged only once
+                // it is kept in the dead-letter file, so nothing a logger deletes is lost.
+                let kept = Rejection::new(
+                    RejectReason::InvalidPayload,
+                    format!(
+                        "CN {} data is not decoded by enviromon (kept here, not stored)",
+                        p.cn()
+                    ),
+                );
+                if !self.dead_letter(topic, raw, &[kept]) {
+                    return Ok(());
+                }
+            }
             // Not monitoring data (parameter answers and the like): acknowledged, nothing stored.
             if p.ack_wanted() {
                 let _ = reply_tx.send(codec::reply(&p, "9014", ""));
