@@ -179,6 +179,10 @@ async fn call(
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+async fn get_as(addr: std::net::SocketAddr, path: &str, token: &str) -> (u16, Value) {
+    call(reqwest::Method::GET, addr, path, token, None).await
+}
+
 async fn set_key(addr: std::net::SocketAddr, id: &str, key: &Key) -> Value {
     let (code, v) = call(
         reqwest::Method::PUT,
@@ -190,6 +194,21 @@ async fn set_key(addr: std::net::SocketAddr, id: &str, key: &Key) -> Value {
     .await;
     assert_eq!(code, 200, "{v}");
     v
+}
+
+/// A broker, a data directory and the daemon; with `key`, 双源 #1's logger key already set.
+async fn fixture(
+    id: &str,
+    am: Option<u16>,
+    key: Option<&Key>,
+) -> (Server, tempfile::TempDir, daemon::Running) {
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), broker.port, id, am).await;
+    if let Some(k) = key {
+        set_key(running.http_addr, "sy-1-dal", k).await;
+    }
+    (broker, dir, running)
 }
 
 fn deadletters(dir: &Path) -> Vec<Value> {
@@ -212,50 +231,27 @@ fn count(dir: &Path, sensor: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2025_sm4_logger_and_a_2017_logger_report_into_the_same_hourly_compliance() {
-    let broker = mosquitto();
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), broker.port, "enviromon-2025-fleet", None).await;
+    let (_broker, dir, running) = fixture("enviromon-2025-fleet", None, None).await;
     let addr = running.http_addr;
     let key = Key::new(*b"jianxi-sy1-2026!");
     // A technician sets the logger's key: the answer and the audit log name it by fingerprint.
     let v = set_key(addr, "sy-1-dal", &key).await;
     assert_eq!(v["after"], key.fingerprint().as_str());
     assert_eq!(v["mn"], MN_2025);
-    let (code, st) = call(
-        reqwest::Method::GET,
-        addr,
-        "/api/v1/sensors/sy-1-dal/hj212-key",
-        TECH,
-        None,
-    )
-    .await;
+    let (code, st) = get_as(addr, "/api/v1/sensors/sy-1-dal/hj212-key", TECH).await;
     assert_eq!(
         (code, st["fingerprint"].as_str()),
         (200, Some(key.fingerprint().as_str()))
     );
-    let (_, audit) = call(reqwest::Method::GET, addr, "/api/v1/audit", OPERATOR, None).await;
+    let (_, audit) = get_as(addr, "/api/v1/audit", OPERATOR).await;
     let audit_text = audit.to_string();
     assert!(
         audit_text.contains("hj212_key") && audit_text.contains(&key.fingerprint()),
         "{audit_text}"
     );
     // The key is in its own owner-only file and nowhere the API or the registry export shows.
-    let (_, export) = call(
-        reqwest::Method::GET,
-        addr,
-        "/api/v1/registry/export",
-        OPERATOR,
-        None,
-    )
-    .await;
-    let (_, sensor) = call(
-        reqwest::Method::GET,
-        addr,
-        "/api/v1/sensors/sy-1-dal",
-        TECH,
-        None,
-    )
-    .await;
+    let (_, export) = get_as(addr, "/api/v1/registry/export", OPERATOR).await;
+    let (_, sensor) = get_as(addr, "/api/v1/sensors/sy-1-dal", TECH).await;
     for text in [
         audit_text,
         export.to_string(),
@@ -371,11 +367,8 @@ async fn a_2025_sm4_logger_and_a_2017_logger_report_into_the_same_hourly_complia
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_that_do_not_open_or_must_be_encrypted_are_refused_and_the_connection_goes_on() {
-    let broker = mosquitto();
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), broker.port, "enviromon-2025-refusals", None).await;
     let key = Key::new([0x30; 16]);
-    set_key(running.http_addr, "sy-1-dal", &key).await;
+    let (_broker, dir, running) = fixture("enviromon-2025-refusals", None, Some(&key)).await;
     let t0 = time::label(now_ms(), MINUTE_MS) - 30 * MINUTE_MS;
     let good = |i: i64| minute(MN_2025, 9, false, t0 + i * MINUTE_MS, 20.0, 6.0);
     let wrong_key = good(1).encode_sealed(&Key::new([0x31; 16])).unwrap();
@@ -490,11 +483,8 @@ async fn frames_that_do_not_open_or_must_be_encrypted_are_refused_and_the_connec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_keeps_frames_in_flight_and_the_loggers_cn_1014_rotates_it_again() {
-    let broker = mosquitto();
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), broker.port, "enviromon-2025-rotation", None).await;
     let (k1, k2, k3) = (Key::new([1; 16]), Key::new([2; 16]), Key::new([3; 16]));
-    set_key(running.http_addr, "sy-1-dal", &k1).await;
+    let (_broker, dir, running) = fixture("enviromon-2025-rotation", None, Some(&k1)).await;
     let t0 = time::label(now_ms(), MINUTE_MS) - 40 * MINUTE_MS;
     let f = |i: i64| minute(MN_2025, 9, false, t0 + i * MINUTE_MS, 20.0, 6.0);
     // Frames the logger sealed under k1 before it learnt of the rotation arrive after it.
@@ -530,12 +520,10 @@ async fn key_rotation_keeps_frames_in_flight_and_the_loggers_cn_1014_rotates_it_
     send(&mut s, &[update.encode_sealed(&k2).unwrap()]).await;
     let r = replies(&mut s, 1).await;
     assert_eq!((r[0].cn(), r[0].edition()), ("9013", Edition::Hj212_2025));
-    let (_, st) = call(
-        reqwest::Method::GET,
+    let (_, st) = get_as(
         running.http_addr,
         "/api/v1/sensors/sy-1-dal/hj212-key",
         TECH,
-        None,
     )
     .await;
     assert_eq!(st["fingerprint"], k3.fingerprint().as_str());
@@ -584,23 +572,14 @@ async fn key_rotation_keeps_frames_in_flight_and_the_loggers_cn_1014_rotates_it_
         (deadletters(dir.path()).len() == 2).then_some(())
     })
     .await;
-    let (_, st) = call(
-        reqwest::Method::GET,
+    let (_, st) = get_as(
         running.http_addr,
         "/api/v1/sensors/sy-1-dal/hj212-key",
         TECH,
-        None,
     )
     .await;
     assert_eq!(st["fingerprint"], k3.fingerprint().as_str(), "unchanged");
-    let (_, audit) = call(
-        reqwest::Method::GET,
-        running.http_addr,
-        "/api/v1/audit",
-        OPERATOR,
-        None,
-    )
-    .await;
+    let (_, audit) = get_as(running.http_addr, "/api/v1/audit", OPERATOR).await;
     assert!(
         audit.to_string().contains("(CN 1014)"),
         "the logger's rotation is audited"
@@ -610,18 +589,9 @@ async fn key_rotation_keeps_frames_in_flight_and_the_loggers_cn_1014_rotates_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_exceedance_hour_raises_its_alert_in_alertmanager() {
-    let broker = mosquitto();
     let am = alertmanager();
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(
-        dir.path(),
-        broker.port,
-        "enviromon-2025-resend",
-        Some(am.port),
-    )
-    .await;
     let key = Key::new([0x42; 16]);
-    set_key(running.http_addr, "sy-1-dal", &key).await;
+    let (_broker, dir, running) = fixture("enviromon-2025-resend", Some(am.port), Some(&key)).await;
     let mut s = TcpStream::connect(running.hj212_addr.unwrap())
         .await
         .unwrap();
@@ -724,11 +694,8 @@ async fn a_resent_exceedance_hour_raises_its_alert_in_alertmanager() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn electricity_heartbeats_and_site_parameters_with_history() {
-    let broker = mosquitto();
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), broker.port, "enviromon-2025-site", None).await;
     let key = Key::new([0x55; 16]);
-    set_key(running.http_addr, "sy-1-dal", &key).await;
+    let (_broker, _dir, running) = fixture("enviromon-2025-site", None, Some(&key)).await;
     let mut s = TcpStream::connect(running.hj212_addr.unwrap())
         .await
         .unwrap();
@@ -829,14 +796,7 @@ async fn electricity_heartbeats_and_site_parameters_with_history() {
         metric(&metrics, "enviromon_hj212_site_parameter_changes_total"),
         1.0
     );
-    let (_, audit) = call(
-        reqwest::Method::GET,
-        running.http_addr,
-        "/api/v1/audit",
-        OPERATOR,
-        None,
-    )
-    .await;
+    let (_, audit) = get_as(running.http_addr, "/api/v1/audit", OPERATOR).await;
     assert!(
         audit.to_string().contains("hj212_site_parameter") && audit.to_string().contains("3.5"),
         "{audit}"

@@ -409,22 +409,7 @@ pub enum Frame {
 
 /// Parse a frame whose CP region is encrypted (`CP=&&{`). The frame ends at its `\r\n`.
 pub fn parse_sealed(bytes: &[u8]) -> Result<Sealed, FrameError> {
-    if !bytes.starts_with(b"##") {
-        return Err(FrameError::NoHeader);
-    }
-    if bytes.len() < 12 {
-        return Err(FrameError::Truncated {
-            needed: 12,
-            have: bytes.len(),
-        });
-    }
-    let len_field = String::from_utf8_lossy(&bytes[2..6]).to_string();
-    let declared: usize = len_field
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| len_field.parse().ok())
-        .flatten()
-        .ok_or_else(|| FrameError::BadLengthField(len_field.clone()))?;
+    let declared = length_field(bytes, 12)?;
     if !bytes.ends_with(b"\r\n") {
         return Err(FrameError::Truncated {
             needed: bytes.len() + 2,
@@ -528,28 +513,32 @@ pub fn parse_cp(body: &str) -> Result<Vec<Vec<(String, String)>>, FrameError> {
         .collect()
 }
 
-/// Parse one whole frame.
-pub fn parse_frame(bytes: &[u8], tol: Tolerance) -> Result<Packet, FrameError> {
+/// `##` and the 4-digit length field of a frame at least `min_len` bytes long.
+fn length_field(bytes: &[u8], min_len: usize) -> Result<usize, FrameError> {
     if !bytes.starts_with(b"##") {
         return Err(FrameError::NoHeader);
     }
-    if bytes.len() < 6 {
+    if bytes.len() < min_len {
         return Err(FrameError::Truncated {
-            needed: 6,
+            needed: min_len,
             have: bytes.len(),
         });
     }
-    if is_sealed(&bytes[6..]) == Some(true) {
+    let len_field = String::from_utf8_lossy(&bytes[2..6]).to_string();
+    len_field
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| len_field.parse().ok())
+        .flatten()
+        .ok_or(FrameError::BadLengthField(len_field))
+}
+
+/// Parse one whole frame.
+pub fn parse_frame(bytes: &[u8], tol: Tolerance) -> Result<Packet, FrameError> {
+    if bytes.len() > 6 && bytes.starts_with(b"##") && is_sealed(&bytes[6..]) == Some(true) {
         return Err(FrameError::Sealed);
     }
-    let len_field = String::from_utf8_lossy(&bytes[2..6]).to_string();
-    let declared: usize = if len_field.bytes().all(|b| b.is_ascii_digit()) {
-        len_field
-            .parse()
-            .map_err(|_| FrameError::BadLengthField(len_field.clone()))?
-    } else {
-        return Err(FrameError::BadLengthField(len_field));
-    };
+    let declared = length_field(bytes, 6)?;
     let max = if tol.long_frames {
         MAX_DATA_TOLERATED
     } else {
