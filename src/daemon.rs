@@ -281,7 +281,9 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
                 .await
                 .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??;
         let a = Arc::new(a);
-        let queues = crate::alerts::receivers(&cfg.alerts)?
+        let receivers = crate::alerts::receivers(&cfg.alerts)?;
+        a.attach_receivers(receivers.clone());
+        let queues = receivers
             .into_iter()
             .map(|r| {
                 let q = crate::alerts::notify::spawn(

@@ -124,9 +124,24 @@ async fn a_cems_hourly_exceedance_fires_in_alertmanager_and_resolves_there() {
     // One alert per exceeded hour: its label names the hour's end (Beijing time).
     let hour_label = time::cst_rfc3339(hour);
     assert_eq!(a["labels"]["hour"], hour_label.as_str());
+    // The plant and unit by name, the hour, the value against the limit (seeds: dt-1 is
+    // "大唐洛热 #1 机组"; 40 at O2 6 % corrected to 6 % is 40).
     assert_eq!(
         a["annotations"]["summary_zh"],
-        format!("dt-1 机组 SO2 截至 {hour_label} 的小时折算浓度 40 mg/m³，超过超低排放限值 35")
+        format!("大唐洛热 #1 机组 SO2 截至 {hour_label} 的小时折算浓度 40 mg/m³，超过超低排放限值 35 mg/m³")
+    );
+    // Alertmanager's own fields: summary (Chinese / English) and description (with what to do).
+    let summary = a["annotations"]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("大唐洛热 #1 机组 SO2")
+            && summary.contains(" / Datang Luoyang unit 1 SO2"),
+        "{summary}"
+    );
+    let description = a["annotations"]["description"].as_str().unwrap();
+    assert!(
+        description.contains("处置：联系电厂值班")
+            && description.contains("What to do: call the plant"),
+        "{description}"
     );
     assert!(a["generatorURL"]
         .as_str()
@@ -164,6 +179,182 @@ async fn a_cems_hourly_exceedance_fires_in_alertmanager_and_resolves_there() {
             .then_some(())
     })
     .await;
+    // The resolved notification says what is true now, not the firing text again.
+    let resolved_body = hook
+        .bodies()
+        .into_iter()
+        .find(|b| b["status"] == "resolved" && b["alert"]["rule"] == "cems_ultra_low_exceedance")
+        .unwrap();
+    let text = resolved_body["alert"]["annotations"]["summary_zh"]
+        .as_str()
+        .unwrap();
+    assert!(
+        text.contains("超标小时已结束") && !text.contains("超过超低排放限值"),
+        "{text}"
+    );
+    running.shutdown().await;
+}
+
+/// A local silence must never read as "resolved" downstream: Alertmanager keeps the alert firing,
+/// silenced by the same silence there, for longer than its endsAt horizon; expiring it here
+/// expires it there. And a test notification reaches a receiver on request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_keeps_the_alert_firing_in_alertmanager_and_a_test_notification_arrives() {
+    let broker = mosquitto();
+    let am = alertmanager();
+    let (hook, hook_port) = hook().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = alert_config(
+        dir.path(),
+        broker.port,
+        "enviromon-alerts-silence-am",
+        None,
+        hook_port,
+    );
+    cfg.alerts.alertmanager.push(AlertmanagerReceiver {
+        url: format!("http://127.0.0.1:{}", am.port),
+    });
+    let running = daemon::start(cfg).await.unwrap();
+    let addr = running.http_addr;
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    let hour = time::label(now_ms(), HOUR_MS) - HOUR_MS;
+    let mut p = Publisher::connect(broker.port, "pub-alerts-silence-am").await;
+    for i in 0..60 {
+        p.publish(
+            "enviromon/datang/dt-1-cems",
+            json!({"ts": ts(hour - HOUR_MS + i * MINUTE_MS), "period": "1min", "values": {"SO2": 40.0, "O2": 6.0, "NOx": 30.0, "PM": 2.0}}).to_string(),
+        )
+        .await;
+    }
+    p.wait_acked().await;
+    eventually(30, "the alert in Alertmanager", || async {
+        am_alerts(am.port)
+            .await
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "cems_ultra_low_exceedance")
+    })
+    .await;
+    let post = |body: Value, q: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/api/v1/silences{q}"))
+            .bearer_auth(OPERATOR)
+            .json(&body)
+            .send()
+    };
+    // A silence without a comment is refused; a preview lists what it would match.
+    let r = post(json!({"matchers": {"alertname": "cems_ultra_low_exceedance", "unit": "dt-1"}, "duration": "1h"}), "").await.unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = post(json!({"matchers": {"alertname": "cems_ultra_low_exceedance", "unit": "dt-1"}, "duration": "1h", "comment": "FGD repair, ticket 42"}), "?dry_run=true").await.unwrap().json().await.unwrap();
+    assert_eq!(v["matches"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["warning"].is_null());
+    let v: Value = post(
+        json!({"matchers": {"alertname": "no_such_rule"}, "duration": "1h", "comment": "x"}),
+        "?dry_run=true",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(v["warning"].as_str().unwrap().contains("matches no"), "{v}");
+    let r = post(json!({"matchers": {"alertname": "cems_ultra_low_exceedance", "unit": "dt-1"}, "duration": "1h", "comment": "FGD repair, ticket 42"}), "").await.unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(
+        created["silence"]["created_by"], "duty-operator",
+        "the author is the token's name"
+    );
+    let silenced_at = now_ms();
+    // Mirrored into Alertmanager, by the same author …
+    let am_silence = eventually(20, "the silence in Alertmanager", || async {
+        reqwest::get(format!("http://127.0.0.1:{}/api/v2/silences", am.port))
+            .await
+            .ok()?
+            .json::<Vec<Value>>()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|s| s["status"]["state"] == "active")
+    })
+    .await;
+    assert_eq!(am_silence["createdBy"], "duty-operator");
+    // … and the alert stays there, suppressed, well past the endsAt it had when silenced (4 ×
+    // resend_interval = 4 s): enviromon keeps re-posting it.
+    eventually(
+        30,
+        "the silenced alert still active in Alertmanager past its horizon",
+        || async {
+            am_alerts(am.port).await.into_iter().find(|a| {
+                a["labels"]["alertname"] == "cems_ultra_low_exceedance"
+                    && a["status"]["state"] == "suppressed"
+                    && a["endsAt"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .is_some_and(|t| t.timestamp_millis() > silenced_at + 8_000)
+            })
+        },
+    )
+    .await;
+    assert!(
+        !hook.events().iter().any(|(s, _)| s == "resolved"),
+        "nothing said resolved: {:?}",
+        hook.events()
+    );
+    // Expired here: expired there, and the alert is active (unsilenced) again.
+    let id = created["silence"]["id"].as_str().unwrap();
+    let r = reqwest::Client::new()
+        .delete(format!("http://{addr}/api/v1/silences/{id}"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(20, "active again in Alertmanager", || async {
+        am_alerts(am.port).await.into_iter().find(|a| {
+            a["labels"]["alertname"] == "cems_ultra_low_exceedance"
+                && a["status"]["state"] == "active"
+        })
+    })
+    .await;
+    // A test notification, on request, to the webhook and to Alertmanager.
+    let receivers: Value = get_json(addr, "/api/v1/receivers").await;
+    let names: Vec<&str> = receivers["receivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"alertmanager-0"), "{names:?}");
+    for name in &names {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/api/v1/receivers/{name}/test"))
+            .bearer_auth(OPERATOR)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+    }
+    assert!(hook
+        .bodies()
+        .iter()
+        .any(|b| b["alert"]["rule"] == "enviromon_test_notification"));
+    eventually(10, "the test alert in Alertmanager", || async {
+        am_alerts(am.port)
+            .await
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "enviromon_test_notification")
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/receivers/nobody/test"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     running.shutdown().await;
 }
 
@@ -395,7 +586,7 @@ async fn maintenance_suppresses_and_a_silence_expires_on_time() {
     let r = reqwest::Client::new()
         .post(format!("http://{addr}/api/v1/silences"))
         .bearer_auth(OPERATOR)
-        .json(&json!({"matchers": {"alertname": "so2_high_sy2"}, "duration": "2s", "comment": "FGD work", "created_by": "test"}))
+        .json(&json!({"matchers": {"alertname": "so2_high_sy2"}, "duration": "2s", "comment": "FGD work"}))
         .send()
         .await
         .unwrap();
@@ -441,7 +632,7 @@ async fn maintenance_suppresses_and_a_silence_expires_on_time() {
         .await
         .iter()
         .any(|a| a["rule"] == "so2_high_dt1"));
-    // Bad silences are refused with every reason.
+    // Bad silences are refused with every reason: no matcher, no comment, an end in the past.
     let r = reqwest::Client::new()
         .post(format!("http://{addr}/api/v1/silences"))
         .bearer_auth(OPERATOR)
@@ -451,7 +642,7 @@ async fn maintenance_suppresses_and_a_silence_expires_on_time() {
         .unwrap();
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["errors"].as_array().unwrap().len(), 2);
+    assert_eq!(body["error"]["errors"].as_array().unwrap().len(), 3, "{body}");
     running.shutdown().await;
 }
 

@@ -465,7 +465,7 @@ async fn roles_are_enforced_and_changes_are_audited() {
             addr,
             "/api/v1/silences",
             Some(TECH),
-            json!({"matchers": {"alertname": "x"}, "duration": "1h"})
+            json!({"matchers": {"alertname": "x"}, "duration": "1h", "comment": "test"})
         )
         .await
         .0,
@@ -476,7 +476,7 @@ async fn roles_are_enforced_and_changes_are_audited() {
             addr,
             "/api/v1/silences",
             Some(OPERATOR),
-            json!({"matchers": {"alertname": "x"}, "duration": "1h"})
+            json!({"matchers": {"alertname": "x"}, "duration": "1h", "comment": "test"})
         )
         .await
         .0,

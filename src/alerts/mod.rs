@@ -67,6 +67,10 @@ pub struct Silence {
     pub ends_at_ms: i64,
     pub comment: String,
     pub created_by: String,
+    /// The same silence in each Alertmanager (its URL → Alertmanager's silence id), so that
+    /// Alertmanager keeps the alert firing, silenced, instead of resolving it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alertmanager: BTreeMap<String, String>,
 }
 
 impl Silence {
@@ -74,7 +78,7 @@ impl Silence {
         self.starts_at_ms <= now_ms && now_ms < self.ends_at_ms
     }
 
-    fn matches(&self, a: &Alert) -> bool {
+    pub fn matches(&self, a: &Alert) -> bool {
         self.matchers.iter().all(|(k, v)| {
             if k == "alertname" {
                 &a.rule == v
@@ -132,6 +136,8 @@ pub struct Alerting {
     am_ends_ms: i64,
     /// CN 3020 site parameters, for the `site_parameters` series.
     site_info: std::sync::RwLock<Option<Arc<crate::ingest::hj212::site_info::SiteInfo>>>,
+    /// The configured receivers (for test notifications).
+    receivers: std::sync::RwLock<Vec<Receiver>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -205,6 +211,7 @@ impl Alerting {
             repeat_ms: cfg.repeat_interval.as_millis() as i64,
             am_ends_ms: (cfg.resend_interval * 4).as_millis() as i64,
             site_info: std::sync::RwLock::new(None),
+            receivers: std::sync::RwLock::new(Vec::new()),
         })
     }
 
@@ -223,6 +230,66 @@ impl Alerting {
         tracing::info!(rules = rules.len(), path = %path.display(), "alert rules reloaded");
         *lock(&self.rules) = rules;
         Ok(true)
+    }
+
+    pub fn attach_receivers(&self, r: Vec<Receiver>) {
+        *self.receivers.write().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    pub fn receiver_list(&self) -> Vec<Receiver> {
+        self.receivers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Send a test notification to receiver `name` now (not queued): its answer, or why it failed.
+    /// `None` when there is no such receiver.
+    pub async fn test_receiver(&self, name: &str, by: &str) -> Option<Result<(), String>> {
+        let r = self.receiver_list().into_iter().find(|r| r.name == name)?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let labels: BTreeMap<String, String> = [
+            ("test".to_string(), "true".to_string()),
+            ("receiver".to_string(), name.to_string()),
+        ]
+        .into();
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "summary_zh".into(),
+            format!(
+                "测试通知：{by} 于 {} 发送，无需处理",
+                crate::standards::time::cst_rfc3339(now)
+            ),
+        );
+        annotations.insert(
+            "summary_en".into(),
+            format!("Test notification sent by {by}; nothing to do"),
+        );
+        let alert = Alert {
+            fingerprint: rules::fingerprint("enviromon_test_notification", &labels),
+            rule: "enviromon_test_notification".into(),
+            severity: rules::Severity::Info,
+            labels,
+            annotations: with_conventional_annotations(annotations),
+            phase: Phase::Firing,
+            active_since_ms: now,
+            fired_at_ms: Some(now),
+            resolved_at_ms: None,
+            value: None,
+            last_notified_ms: None,
+        };
+        let n = Notification {
+            generator_url: self.generator_url(&alert),
+            alert,
+            reason: "test",
+            // Alertmanager shows it for five minutes, then resolves it by itself.
+            ends_at_ms: now + 300_000,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Some(notify::send(&http, &r, &n).await)
     }
 
     /// Where the `site_parameters` series reads the loggers' declared parameters.
@@ -607,6 +674,22 @@ impl Alerting {
                     clear |= held;
                 }
                 let mut vars = series_labels.clone();
+                // Names people know (大唐 #1 机组, not dt-1), Chinese and English.
+                for (k, v) in &series_labels {
+                    let names = match k.as_str() {
+                        "unit" => reg.units.get(v).map(|u| (&u.name_zh, &u.name_en)),
+                        "site" | "station" => reg.sites.get(v).map(|x| (&x.name_zh, &x.name_en)),
+                        "sensor" => reg.sensors.get(v).map(|x| (&x.name_zh, &x.name_en)),
+                        _ => None,
+                    };
+                    if let Some((zh, en)) = names {
+                        vars.insert(format!("{k}_zh"), zh.clone());
+                        vars.insert(format!("{k}_en"), en.clone());
+                    } else if matches!(k.as_str(), "unit" | "site" | "station" | "sensor") {
+                        vars.insert(format!("{k}_zh"), v.clone());
+                        vars.insert(format!("{k}_en"), v.clone());
+                    }
+                }
                 vars.insert(
                     "value".into(),
                     sample
@@ -629,11 +712,13 @@ impl Alerting {
                         rule: rule.name.clone(),
                         severity: rule.severity,
                         labels,
-                        annotations: rule
-                            .annotations
-                            .iter()
-                            .map(|(k, t)| (k.clone(), rules::render(t, &vars)))
-                            .collect(),
+                        annotations: with_conventional_annotations(
+                            rule.annotations
+                                .iter()
+                                .filter(|(k, _)| !k.starts_with("resolved_"))
+                                .map(|(k, t)| (k.clone(), rules::render(t, &vars)))
+                                .collect(),
+                        ),
                         phase: Phase::Pending,
                         active_since_ms: now_ms,
                         fired_at_ms: None,
@@ -654,6 +739,10 @@ impl Alerting {
                     Some(mut a) => {
                         if a.phase != Phase::Resolved {
                             a.value = sample.value;
+                        }
+                        if transition == Transition::Resolved {
+                            // Say what is true now, not the firing text again.
+                            a.annotations = resolved_annotations(rule, &a.annotations, &vars);
                         }
                         let silenced = silences.iter().any(|s| s.matches(&a));
                         let event = match transition {
@@ -800,20 +889,14 @@ impl Alerting {
     }
 
     /// Alerts for Alertmanager's keep-alive: every firing alert that is not silenced.
+    ///
+    /// Silenced and maintenance-held alerts are refreshed too: they are still firing, and an alert
+    /// Alertmanager stops hearing of reads as "resolved" downstream. A local silence is mirrored
+    /// into Alertmanager instead ([`Runner`]), so its receivers stay quiet.
     pub fn firing_for_refresh(&self, now_ms: i64, ends_in_ms: i64) -> Vec<Notification> {
-        let silences: Vec<Silence> = lock(&self.silences)
-            .iter()
-            .filter(|s| s.active(now_ms))
-            .cloned()
-            .collect();
-        let suppressed = lock(&self.suppressed).clone();
         lock(&self.alerts)
             .values()
-            .filter(|a| {
-                a.phase == Phase::Firing
-                    && !silences.iter().any(|s| s.matches(a))
-                    && !suppressed.contains(&a.fingerprint)
-            })
+            .filter(|a| a.phase == Phase::Firing)
             .map(|a| Notification {
                 alert: a.clone(),
                 reason: "refresh",
@@ -878,6 +961,41 @@ impl Alerting {
         lock(&self.silences).clone()
     }
 
+    /// Record (or with `None` forget) the Alertmanager silence that mirrors silence `id`.
+    pub fn set_mirror(&self, id: &str, url: &str, am_id: Option<String>) -> Result<(), AlertError> {
+        let mut ss = lock(&self.silences);
+        let Some(s) = ss.iter_mut().find(|s| s.id == id) else {
+            return Ok(());
+        };
+        match am_id {
+            Some(a) => s.alertmanager.insert(url.to_string(), a),
+            None => s.alertmanager.remove(url),
+        };
+        lock(&self.conn).execute(
+            "INSERT OR REPLACE INTO silences (id, doc) VALUES (?1, ?2)",
+            params![s.id, serde_json::to_string(&*s)?],
+        )?;
+        Ok(())
+    }
+
+    /// Alerts (pending or firing) a silence with these matchers would match now.
+    pub fn matching(&self, matchers: &BTreeMap<String, String>) -> Vec<Alert> {
+        let probe = Silence {
+            id: String::new(),
+            matchers: matchers.clone(),
+            starts_at_ms: 0,
+            ends_at_ms: 0,
+            comment: String::new(),
+            created_by: String::new(),
+            alertmanager: BTreeMap::new(),
+        };
+        lock(&self.alerts)
+            .values()
+            .filter(|a| a.phase != Phase::Resolved && probe.matches(a))
+            .cloned()
+            .collect()
+    }
+
     /// End a silence now; false if there is none with that id.
     pub fn expire_silence(&self, id: &str, now_ms: i64) -> Result<bool, AlertError> {
         let mut ss = lock(&self.silences);
@@ -891,6 +1009,78 @@ impl Alerting {
         )?;
         Ok(true)
     }
+}
+
+/// Alertmanager's conventional annotations from the bilingual ones: `summary` ("中文 / English")
+/// and `description` (what happened and what to do, Chinese first, then English), unless the rule
+/// sets them itself.
+pub fn with_conventional_annotations(mut a: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let get = |k: &str| a.get(k).cloned().unwrap_or_default();
+    let (zh, en) = (get("summary_zh"), get("summary_en"));
+    let (act_zh, act_en) = (get("action_zh"), get("action_en"));
+    if !a.contains_key("summary") && !(zh.is_empty() && en.is_empty()) {
+        a.insert("summary".into(), format!("{zh} / {en}"));
+    }
+    if !a.contains_key("description") && !(zh.is_empty() && en.is_empty()) {
+        let mut d = zh;
+        if !act_zh.is_empty() {
+            d.push_str(&format!("。处置：{act_zh}"));
+        }
+        d.push('\n');
+        d.push_str(&en);
+        if !act_en.is_empty() {
+            d.push_str(&format!(". What to do: {act_en}"));
+        }
+        a.insert("description".into(), d);
+    }
+    a
+}
+
+/// The texts of a resolved alert: the rule's `resolved_zh`/`resolved_en` templates, or a plain
+/// "已恢复 / resolved" line naming what it was about; never the firing text again.
+fn resolved_annotations(
+    rule: &Rule,
+    firing: &BTreeMap<String, String>,
+    vars: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let about: Vec<String> = [
+        "unit_zh",
+        "site_zh",
+        "sensor_zh",
+        "pollutant",
+        "quantity",
+        "hour",
+    ]
+    .iter()
+    .filter_map(|k| vars.get(*k).cloned())
+    .collect();
+    let zh = rule
+        .annotations
+        .get("resolved_zh")
+        .map(|t| rules::render(t, vars))
+        .unwrap_or_else(|| format!("已恢复：{} {}", rule.name, about.join(" ")));
+    let en = rule
+        .annotations
+        .get("resolved_en")
+        .map(|t| rules::render(t, vars))
+        .unwrap_or_else(|| format!("Resolved: {} {}", rule.name, about.join(" ")));
+    let mut a: BTreeMap<String, String> = firing
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "summary" | "description" | "action_zh" | "action_en"
+            )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    a.insert(
+        "firing_summary_zh".into(),
+        firing.get("summary_zh").cloned().unwrap_or_default(),
+    );
+    a.insert("summary_zh".into(), zh);
+    a.insert("summary_en".into(), en);
+    with_conventional_annotations(a)
 }
 
 /// Build the receivers of the configuration.
@@ -945,10 +1135,103 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// Mirror local silences into every Alertmanager (created while active, expired there once
+    /// they end here). A failure is logged and retried on the next tick.
+    async fn mirror_silences(&self, http: &reqwest::Client, now_ms: i64) {
+        let urls: Vec<&str> = self
+            .queues
+            .iter()
+            .filter_map(|(r, _)| match &r.kind {
+                ReceiverKind::Alertmanager { url } => Some(url.as_str()),
+                _ => None,
+            })
+            .collect();
+        if urls.is_empty() {
+            return;
+        }
+        for s in self.alerting.silences() {
+            for url in &urls {
+                let base = url.trim_end_matches('/');
+                let mirrored = s.alertmanager.get(*url);
+                let next = match (s.active(now_ms), mirrored) {
+                    (true, None) => {
+                        let matchers: Vec<serde_json::Value> = s
+                            .matchers
+                            .iter()
+                            .map(|(k, v)| serde_json::json!({"name": k, "value": v, "isRegex": false, "isEqual": true}))
+                            .collect();
+                        let body = serde_json::json!({
+                            "matchers": matchers,
+                            "startsAt": notify::rfc3339(s.starts_at_ms),
+                            "endsAt": notify::rfc3339(s.ends_at_ms),
+                            "createdBy": s.created_by,
+                            "comment": format!("{} (enviromon silence {})", s.comment, s.id),
+                        });
+                        let r = http
+                            .post(format!("{base}/api/v2/silences"))
+                            .json(&body)
+                            .send()
+                            .await;
+                        match r {
+                            Ok(resp) if resp.status().is_success() => resp
+                                .json::<serde_json::Value>()
+                                .await
+                                .ok()
+                                .and_then(|v| v["silenceID"].as_str().map(String::from))
+                                .map(Some),
+                            Ok(resp) => {
+                                tracing::warn!(silence = %s.id, %url, status = resp.status().as_u16(), "cannot mirror the silence into Alertmanager; retrying");
+                                None
+                            }
+                            Err(e) => {
+                                tracing::warn!(silence = %s.id, %url, error = %e.without_url(), "cannot mirror the silence into Alertmanager; retrying");
+                                None
+                            }
+                        }
+                    }
+                    (false, Some(am_id)) => {
+                        let r = http
+                            .delete(format!("{base}/api/v2/silence/{am_id}"))
+                            .send()
+                            .await;
+                        match r {
+                            Ok(resp)
+                                if resp.status().is_success() || resp.status().as_u16() == 404 =>
+                            {
+                                Some(None)
+                            }
+                            Ok(resp) => {
+                                tracing::warn!(silence = %s.id, %url, status = resp.status().as_u16(), "cannot expire the silence in Alertmanager; retrying");
+                                None
+                            }
+                            Err(e) => {
+                                tracing::warn!(silence = %s.id, %url, error = %e.without_url(), "cannot expire the silence in Alertmanager; retrying");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                if let Some(am_id) = next {
+                    let (a, id, u) = (self.alerting.clone(), s.id.clone(), url.to_string());
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || a.set_mirror(&id, &u, am_id)).await
+                    {
+                        tracing::error!(error = %e, "cannot record the Alertmanager silence");
+                    }
+                }
+            }
+        }
+    }
+
     pub async fn run(self) {
         let mut tick = tokio::time::interval(self.evaluation_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_resend = std::time::Instant::now() - self.resend_interval;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -990,6 +1273,8 @@ impl Runner {
                     }
                 }
             }
+            // Silences first, so Alertmanager never hears of a silenced alert unsilenced.
+            self.mirror_silences(&http, now).await;
             if last_resend.elapsed() >= self.resend_interval {
                 last_resend = std::time::Instant::now();
                 // Alertmanager resolves an alert it has not heard of by endsAt: keep it a few

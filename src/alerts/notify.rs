@@ -87,7 +87,7 @@ impl Queue {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -139,20 +139,23 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Text for people (group robots): Chinese first, English beside.
+/// Text for people (group robots): what happened, where, when and by how much, and what to do,
+/// Chinese first, English beside; then the labels and the link.
 fn text(n: &Notification) -> (String, String) {
     let a = &n.alert;
-    let status = if a.phase == Phase::Resolved {
-        "已恢复 / RESOLVED"
-    } else {
-        "告警 / FIRING"
+    let status = match (a.phase, n.reason) {
+        (Phase::Resolved, _) => "已恢复 / RESOLVED",
+        (_, "test") => "测试 / TEST",
+        _ => "告警 / FIRING",
     };
-    let zh = a.annotations.get("summary_zh").cloned().unwrap_or_default();
-    let en = a.annotations.get("summary_en").cloned().unwrap_or_default();
-    let title = format!("[{status}] {} ({})", a.rule, a.severity.as_str());
+    let get = |k: &str| a.annotations.get(k).cloned().unwrap_or_default();
+    let title = format!("[{status}] {}", get("summary_zh"));
     let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let body = format!(
-        "### {title}\n\n{zh}\n\n{en}\n\n{}\n\n{}",
+        "### [{status}] {} ({})\n\n{}\n\n{}\n\n{}",
+        a.rule,
+        a.severity.as_str(),
+        get("description").replace('\n', "\n\n"),
         labels.join(", "),
         n.generator_url
     );
@@ -175,7 +178,11 @@ fn dingtalk_url(url: &str, secret: Option<&Secret>) -> String {
     format!("{url}{sep}timestamp={ts}&sign={sign}")
 }
 
-async fn send(http: &reqwest::Client, r: &Receiver, n: &Notification) -> Result<(), String> {
+pub(crate) async fn send(
+    http: &reqwest::Client,
+    r: &Receiver,
+    n: &Notification,
+) -> Result<(), String> {
     let req = match &r.kind {
         ReceiverKind::Alertmanager { url } => http
             .post(format!("{}/api/v2/alerts", url.trim_end_matches('/')))

@@ -3,11 +3,12 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Actor;
 use super::{ApiError, AppState};
 use crate::alerts::rules::Phase;
 use crate::alerts::{Alerting, Silence};
@@ -97,16 +98,28 @@ pub struct NewSilence {
     ends_at: Option<String>,
     /// … or a duration from now, e.g. "2h".
     duration: Option<String>,
+    /// Why (required): what on-call staff read when they wonder why nothing pages.
     #[serde(default)]
     comment: String,
-    #[serde(default)]
-    created_by: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceParams {
+    /// `true`: only say which alerts it would match; nothing is created.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/silences` (operator): every mistake at once; the author is the token's name; the
+/// answer lists the alerts it matches now, and warns when there are none.
 pub async fn create_silence(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    q: Result<Query<SilenceParams>, axum::extract::rejection::QueryRejection>,
     body: Result<Json<NewSilence>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let Json(n) =
         body.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
     let a = alerting(&s)?.clone();
@@ -117,6 +130,9 @@ pub async fn create_silence(
             "matchers: at least one label is needed (a silence of everything is refused)"
                 .to_string(),
         );
+    }
+    if n.comment.trim().is_empty() {
+        errors.push("comment: say why (说明原因), e.g. the maintenance ticket".to_string());
     }
     let ends = match (&n.ends_at, &n.duration) {
         (Some(t), None) => DateTime::parse_from_rfc3339(t)
@@ -139,21 +155,37 @@ pub async fn create_silence(
         )
             .into_response());
     }
+    let matched: Vec<serde_json::Value> = a
+        .matching(&n.matchers)
+        .into_iter()
+        .map(|x| json!({"fingerprint": x.fingerprint, "rule": x.rule, "labels": x.labels, "phase": x.phase}))
+        .collect();
+    let warning = matched.is_empty().then_some(
+        "此静默当前不匹配任何告警 / this silence matches no pending or firing alert now",
+    );
+    if q.dry_run {
+        return Ok(Json(json!({"matches": matched, "warning": warning})).into_response());
+    }
     let silence = Silence {
         id: format!("{:016x}", rand::random::<u64>()),
         matchers: n.matchers,
         starts_at_ms: now,
         ends_at_ms: ends.unwrap_or(now),
         comment: n.comment,
-        created_by: n.created_by,
+        created_by: actor.name.clone(),
+        alertmanager: Default::default(),
     };
     let s2 = silence.clone();
     tokio::task::spawn_blocking(move || a.add_silence(s2))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    tracing::info!(id = %silence.id, matchers = ?silence.matchers, "silence created");
-    Ok((StatusCode::CREATED, Json(json!({"silence": silence}))).into_response())
+    tracing::info!(id = %silence.id, matchers = ?silence.matchers, by = %silence.created_by, matched = matched.len(), "silence created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"silence": silence, "matches": matched, "warning": warning})),
+    )
+        .into_response())
 }
 
 pub async fn expire_silence(
@@ -174,5 +206,49 @@ pub async fn expire_silence(
             StatusCode::NOT_FOUND,
             format!("silence {id:?} does not exist"),
         ))
+    }
+}
+
+/// `GET /api/v1/receivers`: the configured receivers' names and kinds (no URLs: they may hold
+/// tokens).
+pub async fn receivers(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let list: Vec<serde_json::Value> = alerting(&s)?
+        .receiver_list()
+        .into_iter()
+        .map(|r| {
+            let kind = match r.kind {
+                crate::alerts::notify::ReceiverKind::Alertmanager { .. } => "alertmanager",
+                crate::alerts::notify::ReceiverKind::Webhook { .. } => "webhook",
+                crate::alerts::notify::ReceiverKind::DingTalk { .. } => "dingtalk",
+                crate::alerts::notify::ReceiverKind::WeCom { .. } => "wecom",
+            };
+            json!({"name": r.name, "kind": kind})
+        })
+        .collect();
+    Ok(Json(json!({"receivers": list})).into_response())
+}
+
+/// `POST /api/v1/receivers/{name}/test` (operator): send a test notification to that receiver now
+/// and say whether it took it.
+pub async fn test_receiver(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = alerting(&s)?.clone();
+    match a.test_receiver(&name, &actor.name).await {
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("receiver {name:?} does not exist (GET /api/v1/receivers lists them)"),
+        )),
+        Some(Ok(())) => {
+            tracing::info!(receiver = %name, by = %actor.name, "test notification sent");
+            Ok(Json(json!({"receiver": name, "sent": true})).into_response())
+        }
+        Some(Err(e)) => Ok((
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"receiver": name, "sent": false, "error": {"status": 502, "message": format!("the receiver did not take it: {e}")}})),
+        )
+            .into_response()),
     }
 }

@@ -154,6 +154,11 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/silences/{id}",
             oper(delete(alerts::expire_silence)),
         )
+        .route("/api/v1/receivers", view(get(alerts::receivers)))
+        .route(
+            "/api/v1/receivers/{name}/test",
+            oper(post(alerts::test_receiver)),
+        )
         .route("/api/v1/cems/hourly", view(get(standards::cems_hourly)))
         .route("/api/v1/cems/daily", view(get(standards::cems_daily)))
         .route("/api/v1/cems/monthly", view(get(standards::cems_monthly)))
