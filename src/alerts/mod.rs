@@ -1018,10 +1018,11 @@ pub fn with_conventional_annotations(mut a: BTreeMap<String, String>) -> BTreeMa
     let get = |k: &str| a.get(k).cloned().unwrap_or_default();
     let (zh, en) = (get("summary_zh"), get("summary_en"));
     let (act_zh, act_en) = (get("action_zh"), get("action_en"));
-    if !a.contains_key("summary") && !(zh.is_empty() && en.is_empty()) {
+    let has_text = !(zh.is_empty() && en.is_empty());
+    if has_text && !a.contains_key("summary") {
         a.insert("summary".into(), format!("{zh} / {en}"));
     }
-    if !a.contains_key("description") && !(zh.is_empty() && en.is_empty()) {
+    if has_text && !a.contains_key("description") {
         let mut d = zh;
         if !act_zh.is_empty() {
             d.push_str(&format!("。处置：{act_zh}"));
