@@ -64,6 +64,230 @@ impl ConfigError {
     }
 }
 
+/// Deserialize `T` from `tree`, reporting **every** field that does not fit, not just the first:
+/// serde stops at the first error, so each error's field is reported with its exact path and then
+/// taken out of the tree (an unknown key removed; a field of the wrong type, or a table missing a
+/// required field, left to its default), and the rest is tried again. Returns what finally parsed
+/// (None if even the repaired tree does not) and the errors in the order found.
+pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
+    mut tree: serde_json::Value,
+) -> (Option<T>, Vec<FieldError>) {
+    let mut errs = Vec::new();
+    // Array elements taken out so far, by the array's original path: later errors in the same
+    // array are reported with their original index.
+    let mut removed: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    // Missing fields stood in for, by path → which of `PLACEHOLDERS` stands there now. Errors
+    // inside a placeholder are its own, not the file's: never reported.
+    let mut placeholders: std::collections::BTreeMap<String, usize> = Default::default();
+    for _ in 0..200 {
+        let e = match serde_path_to_error::deserialize::<_, T>(tree.clone()) {
+            Ok(v) => return (Some(v), errs),
+            Err(e) => e,
+        };
+        let at: Vec<PathStep> = e.path().iter().filter_map(step).collect();
+        let message = e.into_inner().to_string();
+        // The path as the file wrote it.
+        let mut orig: Vec<PathStep> = Vec::new();
+        for st in &at {
+            orig.push(match st {
+                PathStep::Index(i) => {
+                    let mut o = *i;
+                    let mut gone = removed.get(&display(&orig)).cloned().unwrap_or_default();
+                    gone.sort_unstable();
+                    for r in gone {
+                        if r <= o {
+                            o += 1;
+                        }
+                    }
+                    PathStep::Index(o)
+                }
+                k => k.clone(),
+            });
+        }
+        let quoted = |m: &str, prefix: &str| {
+            m.strip_prefix(prefix)
+                .and_then(|r| r.split('`').next())
+                .map(str::to_string)
+        };
+        let with = |field: &str| {
+            let mut p = orig.clone();
+            p.push(PathStep::Key(field.to_string()));
+            display(&p)
+        };
+        let (path, message, target) = if let Some(f) = quoted(&message, "unknown field `") {
+            let expected = message
+                .split_once(", expected ")
+                .map(|(_, x)| format!("; expected {}", x.replace('`', "")))
+                .unwrap_or_default();
+            // The path may already end at the unknown key, or at the table holding it.
+            let ends_at_key = matches!(at.last(), Some(PathStep::Key(k)) if *k == f);
+            let mut key = at.clone();
+            if !ends_at_key {
+                key.push(PathStep::Key(f.clone()));
+            }
+            let shown = if ends_at_key {
+                display(&orig)
+            } else {
+                with(&f)
+            };
+            (shown, format!("unknown field {f:?}{expected}"), key)
+        } else if let Some(f) = quoted(&message, "missing field `") {
+            // Stand a placeholder in for it, so the fields after it are still checked.
+            let shown = with(&f);
+            let under = placeholders.keys().any(|p| within(&shown, p));
+            if !under {
+                errs.push(FieldError {
+                    path: shown.clone(),
+                    message: "required, but missing".into(),
+                });
+            }
+            let mut key = at.clone();
+            key.push(PathStep::Key(f));
+            placeholders.insert(shown, 0);
+            if !put(&mut tree, &key, PLACEHOLDERS[0].clone()) {
+                return (None, errs);
+            }
+            continue;
+        } else {
+            (display(&orig), message, at.clone())
+        };
+        // A placeholder of the wrong type: try the next one (nothing new to report).
+        if let Some(n) = placeholders.get_mut(&path) {
+            *n += 1;
+            match PLACEHOLDERS.get(*n) {
+                Some(v) if put(&mut tree, &target, v.clone()) => continue,
+                _ => return (None, errs),
+            }
+        }
+        if !placeholders.keys().any(|p| within(&path, p)) {
+            errs.push(FieldError { path, message });
+        }
+        if let (Some(PathStep::Index(_)), Some(PathStep::Index(o))) = (target.last(), orig.last()) {
+            if target.len() == at.len() {
+                removed
+                    .entry(display(&orig[..orig.len() - 1]))
+                    .or_default()
+                    .push(*o);
+            }
+        }
+        if !remove(&mut tree, &target) {
+            return (None, errs);
+        }
+    }
+    (None, errs)
+}
+
+static PLACEHOLDERS: std::sync::LazyLock<[serde_json::Value; 6]> = std::sync::LazyLock::new(|| {
+    [
+        serde_json::json!(""),
+        serde_json::json!(0),
+        serde_json::json!(false),
+        serde_json::json!([]),
+        serde_json::json!({}),
+        serde_json::Value::Null,
+    ]
+});
+
+/// `path` is `prefix` or inside it.
+fn within(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+}
+
+/// Set the node at `path` (its parent must exist and be a table or an array).
+fn put(tree: &mut serde_json::Value, path: &[PathStep], v: serde_json::Value) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for p in parents {
+        node = match (p, node) {
+            (PathStep::Key(k), serde_json::Value::Object(m)) => match m.get_mut(k) {
+                Some(n) => n,
+                None => return false,
+            },
+            (PathStep::Index(i), serde_json::Value::Array(a)) => match a.get_mut(*i) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (PathStep::Key(k), serde_json::Value::Object(m)) => {
+            m.insert(k.clone(), v);
+            true
+        }
+        (PathStep::Index(i), serde_json::Value::Array(a)) if *i < a.len() => {
+            a[*i] = v;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `alerts.webhook[0].name`
+fn display(path: &[PathStep]) -> String {
+    let mut s = String::new();
+    for p in path {
+        match p {
+            PathStep::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            PathStep::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+#[derive(Debug, Clone)]
+enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+fn step(s: &serde_path_to_error::Segment) -> Option<PathStep> {
+    match s {
+        serde_path_to_error::Segment::Map { key } => Some(PathStep::Key(key.clone())),
+        serde_path_to_error::Segment::Seq { index } => Some(PathStep::Index(*index)),
+        serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => None,
+    }
+}
+
+/// Take the node at `path` out of `tree`; false when there is nothing there to take (the root).
+fn remove(tree: &mut serde_json::Value, path: &[PathStep]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for p in parents {
+        node = match (p, node) {
+            (PathStep::Key(k), serde_json::Value::Object(m)) => match m.get_mut(k) {
+                Some(n) => n,
+                None => return false,
+            },
+            (PathStep::Index(i), serde_json::Value::Array(a)) => match a.get_mut(*i) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (PathStep::Key(k), serde_json::Value::Object(m)) => m.remove(k).is_some(),
+        (PathStep::Index(i), serde_json::Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// A secret (password, token). Its `Debug` never shows the value, so it cannot reach a log line.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
@@ -746,15 +970,23 @@ impl Config {
             );
         }
         let layered = b.build()?;
-        let cfg: Config = serde_path_to_error::deserialize(layered).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError::Parse {
-                path,
-                message: e.into_inner().to_string(),
+        let tree: serde_json::Value = layered.try_deserialize()?;
+        let (cfg, mut errs) = deserialize_collecting::<Config>(tree);
+        // Semantic checks on what did parse (a field that did not parse is already reported).
+        if let Some(c) = &cfg {
+            if let Err(more) = c.validate() {
+                // Not again for what stood in for a field already reported.
+                let reported: Vec<String> = errs.iter().map(|e| e.path.clone()).collect();
+                errs.extend(
+                    more.into_iter()
+                        .filter(|e| !reported.iter().any(|r| within(&e.path, r))),
+                );
             }
-        })?;
-        cfg.validate().map_err(ConfigError::Invalid)?;
-        Ok(cfg)
+        }
+        match cfg {
+            Some(c) if errs.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid(errs)),
+        }
     }
 
     /// Check every value; return all problems, each with its field path.
@@ -922,6 +1154,12 @@ impl Config {
                 err(
                     "store.influxdb.token_file",
                     "give the token or token_file, not both".into(),
+                );
+            }
+            if i.token.is_none() && i.token_file.is_none() {
+                err(
+                    "store.influxdb.token",
+                    "InfluxDB 2 needs an API token: set ENVIROMON__STORE__INFLUXDB__TOKEN or store.influxdb.token_file".into(),
                 );
             }
             if let Some(f) = &i.token_file {
@@ -1207,5 +1445,71 @@ mod tests {
         assert!(check_topic_filter("a/#/b").is_err());
         assert!(check_topic_filter("a/b+").is_err());
         assert!(check_topic_filter("").is_err());
+    }
+
+    #[test]
+    fn every_mistake_of_a_file_is_reported_at_once_with_its_path() {
+        // Eight mistakes, of every kind serde and the semantic checks find.
+        let file = r#"
+[http]
+listen = "nowhere"
+[mqtt]
+port = "eighteen"
+hots = "x"
+[store]
+kind = "influxdb"
+[store.influxdb]
+url = "http://127.0.0.1:8086"
+[alerts]
+[[alerts.webhook]]
+url = "http://a"
+[[alerts.webhook]]
+name = "b"
+url = "http://b"
+colour = "red"
+[hj212]
+max_connections = -1
+[bogus]
+x = 1
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, file).unwrap();
+        let e = Config::load_layers(Some(&path), &[], false).unwrap_err();
+        let got: Vec<(String, String)> = e
+            .field_errors()
+            .into_iter()
+            .map(|f| (f.path, f.message))
+            .collect();
+        let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+        for want in [
+            "mqtt.port",
+            "mqtt.hots",
+            "alerts.webhook[0].name",
+            "alerts.webhook[1].colour",
+            "hj212.max_connections",
+            "bogus",
+            "http.listen",
+            "store.influxdb.token",
+        ] {
+            assert_eq!(
+                paths.iter().filter(|p| **p == want).count(),
+                1,
+                "{want} once in {got:?}"
+            );
+        }
+        assert_eq!(got.len(), 8, "{got:?}");
+        let msg = |p: &str| {
+            got.iter()
+                .find(|(x, _)| x == p)
+                .map(|(_, m)| m.clone())
+                .unwrap()
+        };
+        assert_eq!(msg("alerts.webhook[0].name"), "required, but missing");
+        assert!(
+            msg("mqtt.hots").starts_with("unknown field \"hots\"; expected"),
+            "{}",
+            msg("mqtt.hots")
+        );
     }
 }

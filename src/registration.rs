@@ -43,15 +43,12 @@ fn fe(path: impl Into<String>, message: impl Into<String>) -> FieldError {
     }
 }
 
-/// Deserialize with the path of the first type error.
-fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(v.clone()).map_err(|e| {
-        let path = e.path().to_string();
-        fe(
-            if path == "." { String::new() } else { path },
-            e.into_inner().to_string(),
-        )
-    })
+/// Deserialize, with every field that does not fit and its path (not just the first).
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Vec<FieldError>> {
+    match crate::config::deserialize_collecting(v.clone()) {
+        (Some(t), errs) if errs.is_empty() => Ok(t),
+        (_, errs) => Err(errs),
+    }
 }
 
 /// Mutations of the registry.
@@ -400,7 +397,7 @@ impl Registration {
 
     /// Register a sensor from its JSON; returns it as stored.
     pub fn register(&self, actor: &str, body: &Value) -> Result<Sensor, RegError> {
-        let mut s: Sensor = typed(body).map_err(|e| RegError::Invalid(vec![e]))?;
+        let mut s: Sensor = typed(body).map_err(RegError::Invalid)?;
         if s.protocol == Protocol::Mqtt && s.topic.is_none() {
             s.topic = Some(
                 self.topic_pattern
@@ -457,7 +454,7 @@ impl Registration {
                 }
             }
         }
-        let after: Sensor = typed(&doc).map_err(|e| RegError::Invalid(vec![e]))?;
+        let after: Sensor = typed(&doc).map_err(RegError::Invalid)?;
         let errs = self.check(&after, Some(id));
         if !errs.is_empty() {
             return Err(RegError::Invalid(errs));
@@ -509,7 +506,7 @@ impl Registration {
         if !errs.is_empty() {
             return Err(RegError::Invalid(errs));
         }
-        let p: Profile = typed(body).map_err(|e| RegError::Invalid(vec![e]))?;
+        let p: Profile = typed(body).map_err(RegError::Invalid)?;
         if let Err(profile::ProfileError::Invalid { message, .. }) = p.validate() {
             let errs = message.split("; ").map(|m| match m.split_once(": ") {
                 Some((path, msg)) => fe(path, msg),
@@ -633,7 +630,11 @@ impl Registration {
                     }
                     parsed.push(s);
                 }
-                Err(e) => errs.push(fe(format!("sensor[{i}].{}", e.path), e.message)),
+                Err(es) => {
+                    for e in es {
+                        errs.push(fe(format!("sensor[{i}].{}", e.path), e.message));
+                    }
+                }
             }
         }
         if !errs.is_empty() {

@@ -642,7 +642,11 @@ async fn maintenance_suppresses_and_a_silence_expires_on_time() {
         .unwrap();
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["errors"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(
+        body["error"]["errors"].as_array().unwrap().len(),
+        3,
+        "{body}"
+    );
     running.shutdown().await;
 }
 

@@ -370,6 +370,28 @@ async fn invalid_registrations_are_refused_with_their_field_paths_and_nothing_is
         (status, v["error"]["errors"].as_array().unwrap().len()),
         (422, 2)
     );
+    // Mistakes serde finds are all reported too, each with its path: two missing fields, an
+    // unknown one and a wrong type, in one answer.
+    let mut shape = base();
+    let obj = shape.as_object_mut().unwrap();
+    obj.remove("name_zh");
+    obj.remove("name_en");
+    obj.insert("colour".into(), json!("red"));
+    obj.insert("illustrative".into(), json!("yes"));
+    let (status, v) = post(addr, "/api/v1/sensors", Some(TECH), shape).await;
+    assert_eq!(status, 422);
+    let mut paths: Vec<&str> = v["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        ["colour", "illustrative", "name_en", "name_zh"],
+        "{v}"
+    );
     // A profile with an impossible address.
     let profile = json!({"id": "hach-cod-x", "name_zh": "x", "name_en": "x", "values": [
         {"quantity": "COD", "register": "input", "address": 0, "type": "f32"},

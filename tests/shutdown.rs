@@ -95,4 +95,39 @@ fn check_config_reports_three_mistakes_with_their_paths_and_exits_2() {
         .output()
         .unwrap();
     assert_eq!(ok.status.code(), Some(0), "the built-in defaults are valid");
+    // Eight mistakes of every kind (wrong type, unknown key, missing field in an array element,
+    // unknown table, bad value, missing credentials): all eight, once each, in one run.
+    std::fs::write(
+        &f,
+        "[http]\nlisten = \"nowhere\"\n[mqtt]\nport = \"eighteen\"\nhots = \"x\"\n[store]\nkind = \"influxdb\"\n\
+         [store.influxdb]\nurl = \"http://127.0.0.1:8086\"\n[[alerts.webhook]]\nurl = \"http://a\"\n\
+         [[alerts.webhook]]\nname = \"b\"\nurl = \"http://b\"\ncolour = \"red\"\n[hj212]\nmax_connections = -1\n[bogus]\nx = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_enviromon"))
+        .args(["check-config", "--config"])
+        .arg(&f)
+        .env_remove("ENVIROMON__STORE__INFLUXDB__TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("  - ")).collect();
+    assert_eq!(lines.len(), 8, "{err}");
+    for path in [
+        "http.listen:",
+        "mqtt.port:",
+        "mqtt.hots:",
+        "store.influxdb.token:",
+        "alerts.webhook[0].name:",
+        "alerts.webhook[1].colour:",
+        "hj212.max_connections:",
+        "bogus:",
+    ] {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(path)).count(),
+            1,
+            "{path} once in:\n{err}"
+        );
+    }
 }

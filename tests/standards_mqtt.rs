@@ -374,6 +374,7 @@ async fn results_are_exported_to_an_influxdb_store_as_their_own_measurements() {
     let mut cfg = daemon_config(dir.path(), broker.port, "enviromon-results-export");
     cfg.store.kind = enviromon::config::StoreKind::Influxdb;
     cfg.store.influxdb.url = format!("http://127.0.0.1:{}", vm.port);
+    cfg.store.influxdb.token = Some(enviromon::config::Secret::new("test-token"));
     cfg.standards.interval = Duration::from_millis(300);
     let running = daemon::start(cfg).await.unwrap();
     eventually(10, "connected", || async {
