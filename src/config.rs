@@ -648,6 +648,9 @@ pub struct Influx1Config {
     pub password_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// `CREATE DATABASE` at start (idempotent) and when a write finds it missing; false: only
+    /// check it exists and report "not ready" until it does. Default true.
+    pub create_database: bool,
 }
 
 impl Default for Influx1Config {
@@ -660,6 +663,7 @@ impl Default for Influx1Config {
             password: None,
             password_file: None,
             timeout: Duration::from_secs(10),
+            create_database: true,
         }
     }
 }

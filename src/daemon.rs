@@ -180,8 +180,38 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             None,
         ),
     };
-    tracing::info!(store = store.name(), "store ready");
     metrics.store_writable.set(1);
+    let health = Arc::new(Health::default());
+    if let Store::Influx1(s1) = &store {
+        // The database must exist before anything is written: created when permitted; otherwise
+        // "not ready" with the reason, checked again every 30 s.
+        if let Err(why) = s1.prepare().await {
+            tracing::error!(reason = %why, "store not ready");
+            metrics.store_writable.set(0);
+            Health::set(&health.store_error, Some(why));
+            let (s1, h, m) = (s1.clone(), health.clone(), metrics.clone());
+            background.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    match s1.prepare().await {
+                        Ok(()) => {
+                            tracing::info!("store ready: the InfluxDB 1.x database is there now");
+                            Health::set(&h.store_error, None);
+                            m.store_writable.set(1);
+                            break;
+                        }
+                        Err(why) => {
+                            tracing::warn!(reason = %why, "store still not ready");
+                            Health::set(&h.store_error, Some(why));
+                        }
+                    }
+                }
+            }));
+        } else {
+            tracing::info!("InfluxDB 1.x database ready");
+        }
+    }
+    tracing::info!(store = store.name(), "store configured");
 
     // Spool: recovery (torn tail, ledger) happens here, before any new data; the writer then
     // replays what an earlier run left, ahead of new readings (FIFO).
@@ -338,7 +368,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         .dir
         .clone()
         .unwrap_or_else(|| data_dir.join("spool"));
-    let health = Arc::new(Health::default());
+
     let keys = {
         let path = cfg
             .hj212
@@ -367,6 +397,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             max_future_skew: cfg.pipeline.max_future_skew,
             stop: stop_sources.clone(),
             keys: keys.clone(),
+            health: health.clone(),
         };
         sources.push(tokio::spawn(source.run(opts)));
     }

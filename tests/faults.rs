@@ -345,6 +345,61 @@ async fn a_corrupted_spool_record_is_detected_reported_and_skipped_alone() {
     running.shutdown().await;
 }
 
+/// InfluxDB 1.x: the daemon creates its database when it may (and says "store ready" only once it
+/// exists); when it may not, `/readyz` says not ready and why, until someone creates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_influxdb1_database_is_created_or_named_in_readyz() {
+    let broker = mosquitto();
+    let influx = influxdb1();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = daemon_config(dir.path(), broker.port, "enviromon-influx1-create");
+    cfg.store.kind = StoreKind::Influxdb1;
+    cfg.store.influxdb1.url = format!("http://127.0.0.1:{}", influx.port);
+    cfg.store.influxdb1.database = "fresh".into();
+    let running = daemon::start(cfg).await.unwrap();
+    let shown = influxql(influx.port, "", "SHOW DATABASES")
+        .await
+        .to_string();
+    assert!(shown.contains("\"fresh\""), "created at start: {shown}");
+    let mut p = Publisher::connect(broker.port, "pub-influx1-create").await;
+    p.publish(
+        TOPIC,
+        format!(
+            r#"{{"ts":{},"quantity":"SO2","value":12.5}}"#,
+            Utc::now().timestamp_millis()
+        ),
+    )
+    .await;
+    p.wait_acked().await;
+    eventually(30, "the reading in the new database", || async {
+        let v = influxql(influx.port, "fresh", "SELECT so2 FROM cems").await;
+        v["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|a| a.len())
+            .filter(|n| *n == 1)
+    })
+    .await;
+    running.shutdown().await;
+
+    // Not permitted to create: not ready, with the reason, until the database appears.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = daemon_config(dir.path(), broker.port, "enviromon-influx1-missing");
+    cfg.store.kind = StoreKind::Influxdb1;
+    cfg.store.influxdb1.url = format!("http://127.0.0.1:{}", influx.port);
+    cfg.store.influxdb1.database = "absent".into();
+    cfg.store.influxdb1.create_database = false;
+    let running = daemon::start(cfg).await.unwrap();
+    let r = reqwest::get(format!("http://{}/readyz", running.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["checks"]["store_writable"], false);
+    let reason = v["reasons"][0].as_str().unwrap_or_default();
+    assert!(reason.contains("\"absent\" does not exist"), "{v}");
+    running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxdb_rejecting_some_lines_dead_letters_exactly_those() {
     let broker = mosquitto();

@@ -160,6 +160,13 @@ async fn a_wrong_password_keeps_retrying_and_shows_disconnected() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
+    // Why, in words: the broker's address and what it said.
+    let v: serde_json::Value = r.json().await.unwrap();
+    let reason = v["reasons"][0].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.starts_with("MQTT broker: ") && reason.contains(&format!(":{}", broker.port)),
+        "{v}"
+    );
     running.shutdown().await;
 }
 

@@ -31,6 +31,19 @@ pub mod standards;
 pub struct Health {
     /// Whether an MQTT source is configured at all.
     pub mqtt_enabled: AtomicBool,
+    /// Why the broker cannot be reached, while it cannot.
+    pub broker_error: std::sync::Mutex<Option<String>>,
+    /// Why the store cannot work (e.g. its database is missing), while it cannot.
+    pub store_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn set(slot: &std::sync::Mutex<Option<String>>, why: Option<String>) {
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+    fn get(slot: &std::sync::Mutex<Option<String>>) -> Option<String> {
+        slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Shared state of every handler.
@@ -179,12 +192,28 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let broker = !mqtt_enabled || s.metrics.mqtt_connected.get() == 1;
     // Writable until a write has failed; the gauge is set by every write.
     let store = s.metrics.store_writable.get() == 1;
+    let store_error = Health::get(&s.health.store_error);
+    let store = store && store_error.is_none();
+    let mut reasons = Vec::new();
+    if !broker {
+        reasons.push(format!(
+            "MQTT broker: {}",
+            Health::get(&s.health.broker_error).unwrap_or_else(|| "not connected".into())
+        ));
+    }
+    if !store {
+        reasons.push(format!(
+            "store: {}",
+            store_error.unwrap_or_else(|| "the last write failed (see the log)".into())
+        ));
+    }
     let body = json!({
         "ready": broker && store,
         "checks": {
             "broker_connected": if mqtt_enabled { json!(broker) } else { json!("disabled") },
             "store_writable": store,
-        }
+        },
+        "reasons": reasons,
     });
     let status = if broker && store {
         StatusCode::OK

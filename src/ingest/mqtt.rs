@@ -110,6 +110,8 @@ pub struct MqttSource {
     pub stop: CancellationToken,
     /// SM4 keys for HJ 212-2025 frames carried over MQTT.
     pub keys: Arc<crate::ingest::hj212::keys::Keystore>,
+    /// Where `/readyz` reads why the broker cannot be reached.
+    pub health: Arc<crate::api::Health>,
 }
 
 impl MqttSource {
@@ -131,6 +133,8 @@ impl MqttSource {
         };
         let mut backoff = self.config.reconnect_min;
         let mut connected = false;
+        let mut unreachable_since: Option<std::time::Instant> = None;
+        let mut last_warned: Option<std::time::Instant> = None;
         let mut changes = self.registry.changes();
         // Topics of registered sensors that the configured filters do not cover, subscribed one by one.
         let mut extra: std::collections::BTreeSet<String> = self.extra_topics();
@@ -158,6 +162,14 @@ impl MqttSource {
                     connected = true;
                     backoff = self.config.reconnect_min;
                     self.metrics.mqtt_connected.set(1);
+                    crate::api::Health::set(&self.health.broker_error, None);
+                    last_warned = None;
+                    if let Some(since) = unreachable_since.take() {
+                        tracing::info!(
+                            down_for_s = since.elapsed().as_secs(),
+                            "MQTT broker reachable again"
+                        );
+                    }
                     tracing::info!(host = %self.config.host, port = self.config.port, session_present = ack.session_present, connection = e, "MQTT connected");
                     for filter in self.config.subscriptions.iter().chain(extra.iter()) {
                         if let Err(err) = client.try_subscribe(filter.clone(), qos) {
@@ -185,12 +197,23 @@ impl MqttSource {
                 Err(err) => {
                     self.metrics.mqtt_connection_errors.inc();
                     self.metrics.mqtt_connected.set(0);
+                    crate::api::Health::set(
+                        &self.health.broker_error,
+                        Some(format!("{}:{}: {err}", self.config.host, self.config.port)),
+                    );
                     if connected {
                         tracing::warn!(error = %err, "MQTT connection lost; reconnecting");
                     } else {
                         tracing::debug!(error = %err, retry_in_ms = backoff.as_millis() as u64, "MQTT connect failed");
-                        if backoff >= self.config.reconnect_max {
-                            tracing::warn!(error = %err, host = %self.config.host, port = self.config.port, "MQTT broker unreachable; still retrying");
+                    }
+                    // WARN from the first failure, then every 30 s while it lasts.
+                    let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                    if last_warned
+                        .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(30))
+                    {
+                        last_warned = Some(std::time::Instant::now());
+                        if !connected {
+                            tracing::warn!(error = %err, host = %self.config.host, port = self.config.port, down_for_s = since.elapsed().as_secs(), retry_in_ms = backoff.as_millis() as u64, "MQTT broker unreachable; retrying");
                         }
                     }
                     connected = false;
