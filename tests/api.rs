@@ -67,6 +67,71 @@ async fn sensors_and_sites_are_listed_and_unknown_ids_are_json_404s() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
+/// `limit` gives the newest readings (newest first) unless `order=asc`; times are RFC 3339 at
+/// +08:00 (Beijing time, as every result) unless `tz=utc`; values carry no float noise.
+#[tokio::test]
+async fn readings_newest_first_in_beijing_time_without_float_noise() {
+    use enviromon::reading::{DataFlag, Domain, Period, Reading, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("db")).unwrap();
+    // 2026-01-01T00:00:00Z + i minutes; pH 7.31 computed so that it carries binary noise.
+    let t0 = 1_767_225_600_000i64;
+    let batch: Vec<Reading> = (0..20)
+        .map(|i| Reading {
+            sensor: "dt-1-cems".into(),
+            site: "datang".into(),
+            domain: Domain::Cems,
+            quantity: "SO2".into(),
+            value: if i == 19 {
+                7.3100000000000005
+            } else {
+                i as f64
+            },
+            unit: "mg/m3".into(),
+            ts: chrono::DateTime::from_timestamp_millis(t0 + i * 60_000).unwrap(),
+            flag: DataFlag::N,
+            source: Source::Mqtt,
+            ts_assumed: false,
+            period: Period::Instant,
+        })
+        .collect();
+    store.write(&batch).await.unwrap();
+    let st = state(Some(store.reader().unwrap()));
+    let (s, v) = call(st.clone(), "/api/v1/readings?sensor=dt-1-cems&limit=3").await;
+    assert_eq!(s, StatusCode::OK);
+    let ts: Vec<&str> = v["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ts"].as_str().unwrap())
+        .collect();
+    // The newest three: minutes 19, 18, 17 → 00:19, 00:18, 00:17 UTC = 08:19… at +08:00.
+    assert_eq!(
+        ts,
+        [
+            "2026-01-01T08:19:00.000+08:00",
+            "2026-01-01T08:18:00.000+08:00",
+            "2026-01-01T08:17:00.000+08:00"
+        ]
+    );
+    assert_eq!(v["readings"][0]["value"], 7.31);
+    assert_eq!(v["order"], "desc");
+    let (_, v) = call(
+        st.clone(),
+        "/api/v1/readings?sensor=dt-1-cems&limit=2&order=asc&tz=utc",
+    )
+    .await;
+    let ts: Vec<&str> = v["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ts"].as_str().unwrap())
+        .collect();
+    assert_eq!(ts, ["2026-01-01T00:00:00.000Z", "2026-01-01T00:01:00.000Z"]);
+    let (s, _) = call(st, "/api/v1/readings?sensor=dt-1-cems&order=sideways").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn readings_queries_are_checked_and_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();

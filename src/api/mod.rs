@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::metrics::Metrics;
@@ -274,13 +274,8 @@ async fn get_sensor(
 struct LatestParams {
     site: Option<String>,
     sensor: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct LatestReading {
-    #[serde(flatten)]
-    reading: Reading,
-    age_seconds: f64,
+    /// `cst` (default) or `utc`.
+    tz: Option<String>,
 }
 
 async fn latest(
@@ -288,16 +283,18 @@ async fn latest(
     q: Result<Query<LatestParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let tz = tz_param(q.tz.as_deref())?;
     let now = Utc::now();
-    let items: Vec<LatestReading> = s
+    let items: Vec<serde_json::Value> = s
         .latest
         .snapshot()
         .into_iter()
         .filter(|r| q.site.as_ref().is_none_or(|x| *x == r.site))
         .filter(|r| q.sensor.as_ref().is_none_or(|x| *x == r.sensor))
-        .map(|r| LatestReading {
-            age_seconds: (now - r.ts).num_milliseconds() as f64 / 1000.0,
-            reading: r,
+        .map(|r| {
+            let mut v = reading_view(&r, tz);
+            v["age_seconds"] = json!((now - r.ts).num_milliseconds() as f64 / 1000.0);
+            v
         })
         .collect();
     Ok(Json(json!({"readings": items})).into_response())
@@ -311,6 +308,44 @@ struct ReadingsParams {
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
+    /// `asc` or `desc`; default `desc` (the newest) when `limit` is given, else `asc`.
+    order: Option<String>,
+    /// `cst` (default: RFC 3339 at +08:00, as every result) or `utc`.
+    tz: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tz {
+    Cst,
+    Utc,
+}
+
+fn tz_param(v: Option<&str>) -> Result<Tz, ApiError> {
+    match v {
+        None | Some("cst") | Some("+08:00") => Ok(Tz::Cst),
+        Some("utc") | Some("UTC") | Some("Z") => Ok(Tz::Utc),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("tz: {other:?} is not cst or utc"),
+        )),
+    }
+}
+
+/// A reading as the API shows it: its time in the chosen zone (RFC 3339 with the offset, ms) and
+/// its value without binary floating-point noise (rounded to 6 decimal places: no analyser
+/// reports finer; `7.3100000000000005` is shown as `7.31`).
+fn reading_view(r: &Reading, tz: Tz) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    let ts = match tz {
+        Tz::Cst => {
+            r.ts.with_timezone(&crate::standards::time::cst())
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+        }
+        Tz::Utc => r.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    v["ts"] = json!(ts);
+    v["value"] = json!((r.value * 1e6).round() / 1e6);
+    v
 }
 
 /// RFC 3339 or epoch milliseconds.
@@ -374,6 +409,18 @@ async fn readings(
             format!("limit: {limit} is outside 1..={MAX_LIMIT}"),
         ));
     }
+    let newest_first = match q.order.as_deref() {
+        None => q.limit.is_some(),
+        Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("order: {other:?} is not asc or desc"),
+            ))
+        }
+    };
+    let tz = tz_param(q.tz.as_deref())?;
     let rows = reader
         .history(embedded::Query {
             sensor: q.sensor.clone(),
@@ -381,6 +428,7 @@ async fn readings(
             from_ms,
             to_ms,
             limit,
+            newest_first,
         })
         .await
         .map_err(|e| {
@@ -390,5 +438,6 @@ async fn readings(
                 "readings query failed; see the daemon's log",
             )
         })?;
-    Ok(Json(json!({"sensor": q.sensor, "count": rows.len(), "readings": rows})).into_response())
+    let rows: Vec<serde_json::Value> = rows.iter().map(|r| reading_view(r, tz)).collect();
+    Ok(Json(json!({"sensor": q.sensor, "count": rows.len(), "order": if newest_first { "desc" } else { "asc" }, "readings": rows})).into_response())
 }

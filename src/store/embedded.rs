@@ -114,6 +114,8 @@ pub struct Query {
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     pub limit: usize,
+    /// Newest first (the `limit` newest), else oldest first.
+    pub newest_first: bool,
 }
 
 /// Read side, for the API and start-up.
@@ -163,12 +165,17 @@ impl EmbeddedReader {
         Ok(
             tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<Reading>> {
                 let c = lock(&conn);
-                let mut stmt = c.prepare_cached(
+                let mut stmt = c.prepare_cached(if q.newest_first {
                     "SELECT * FROM readings
                  WHERE sensor = ?1 AND (?2 IS NULL OR quantity = ?2)
                    AND ts_ms >= ?3 AND ts_ms <= ?4
-                 ORDER BY ts_ms, quantity LIMIT ?5",
-                )?;
+                 ORDER BY ts_ms DESC, quantity LIMIT ?5"
+                } else {
+                    "SELECT * FROM readings
+                 WHERE sensor = ?1 AND (?2 IS NULL OR quantity = ?2)
+                   AND ts_ms >= ?3 AND ts_ms <= ?4
+                 ORDER BY ts_ms, quantity LIMIT ?5"
+                })?;
                 let rows = stmt.query_map(
                     params![
                         q.sensor,
@@ -246,6 +253,7 @@ mod tests {
             .history(Query {
                 sensor: "dt-1-cems".into(),
                 limit: 10,
+                newest_first: false,
                 ..Default::default()
             })
             .await
@@ -281,6 +289,7 @@ mod tests {
             .history(Query {
                 sensor: "dt-1-cems".into(),
                 limit: 10,
+                newest_first: false,
                 ..Default::default()
             })
             .await
