@@ -41,6 +41,39 @@ impl Client {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// GET a file from the API (report tables), its bytes as they are.
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CliError> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(90))
+            .build()
+            .map_err(|e| CliError::Http {
+                server: self.server.clone(),
+                message: e.to_string(),
+            })?;
+        let mut req = http.get(self.url(path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| CliError::Http {
+            server: self.server.clone(),
+            message: e.without_url().to_string(),
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| CliError::Http {
+            server: self.server.clone(),
+            message: e.without_url().to_string(),
+        })?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Err(CliError::Refused(format!(
+            "{} {}",
+            status.as_u16(),
+            v["error"]["message"].as_str().unwrap_or("")
+        )))
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,

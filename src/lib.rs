@@ -19,6 +19,7 @@
 //! - [`demo`]: embedded broker and simulators for `enviromon demo`.
 //! - [`metrics`]: the daemon's Prometheus metrics.
 //! - [`report`]: `enviromon report`, the daily briefing as text and a PNG.
+//! - [`tables`]: the report tables operators hand in (CEMS, air, water) as CSV and XLSX.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -38,3 +39,4 @@ pub mod registry;
 pub mod report;
 pub mod standards;
 pub mod store;
+pub mod tables;

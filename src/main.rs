@@ -79,6 +79,32 @@ struct ReportArgs {
     /// fonts-wqy-microhei, fonts-noto-cjk, … if installed).
     #[arg(long)]
     font: Option<PathBuf>,
+    /// 报表：cems-hourly（某日逐时）、cems-daily（某月逐日）、cems-monthly（某年逐月）、air-daily、
+    /// water-daily / A report table instead of the briefing: cems-hourly (a day's hours),
+    /// cems-daily (a month's days), cems-monthly (a year's months), air-daily, water-daily.
+    #[arg(long)]
+    table: Option<String>,
+    /// 机组 / The unit (CEMS tables).
+    #[arg(long)]
+    unit: Option<String>,
+    /// 站点（或 district）/ The station, or `district` (air-daily).
+    #[arg(long)]
+    station: Option<String>,
+    /// 传感器 / The sensor (water-daily).
+    #[arg(long)]
+    sensor: Option<String>,
+    /// 月份 YYYY-MM / The month (daily tables).
+    #[arg(long)]
+    month: Option<String>,
+    /// 年份 / The year (cems-monthly).
+    #[arg(long)]
+    year: Option<i32>,
+    /// csv（默认）或 xlsx / csv (default) or xlsx.
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// 输出文件（csv 默认输出到标准输出）/ Output file (CSV goes to stdout by default).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -462,8 +488,58 @@ fn report_command(a: ReportArgs) -> ExitCode {
     }
 }
 
+/// `enviromon report --table …`: fetch the table from the daemon and write it.
+fn report_table(a: &ReportArgs, table: &str) -> anyhow::Result<()> {
+    let client = enviromon::cli::Client {
+        server: a.server.clone(),
+        token: enviromon::cli::token(a.token_file.as_ref())?,
+        json: false,
+    };
+    let mut q = vec![format!("format={}", a.format)];
+    for (k, v) in [
+        ("unit", &a.unit),
+        ("station", &a.station),
+        ("sensor", &a.sensor),
+        ("month", &a.month),
+    ] {
+        if let Some(v) = v {
+            q.push(format!("{k}={v}"));
+        }
+    }
+    if let Some(d) = a.day {
+        q.push(format!("day={d}"));
+    }
+    if let Some(y) = a.year {
+        q.push(format!("year={y}"));
+    }
+    let path = format!("/api/v1/reports/{table}?{}", q.join("&"));
+    let bytes = runtime()?.block_on(client.get_bytes(&path))?;
+    match &a.out {
+        Some(f) => {
+            std::fs::write(f, &bytes).with_context(|| format!("cannot write {}", f.display()))?;
+            eprintln!("报表已写入 / table written to {}", f.display());
+        }
+        None if a.format == "csv" => write_stdout(&bytes)?,
+        None => anyhow::bail!("--out FILE is needed for {}", a.format),
+    }
+    Ok(())
+}
+
+/// Write to stdout; a closed pipe (`enviromon report | head`) ends quietly instead of panicking.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 fn report(a: ReportArgs) -> anyhow::Result<()> {
     use enviromon::report::{self, ReportData};
+    if let Some(t) = a.table.clone() {
+        return report_table(&a, &t);
+    }
     let day = a.day.unwrap_or_else(|| {
         enviromon::standards::time::cst_date(chrono::Utc::now().timestamp_millis())
     });
@@ -499,7 +575,7 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         &serde_json::from_value(cems).context("cems/hourly answer")?,
         &serde_json::from_value(compliance).context("compliance answer")?,
     );
-    print!("{}", data.briefing());
+    write_stdout(data.briefing().as_bytes())?;
     if let Some(png) = &a.png {
         report::render_png(&data, png)?;
         println!("图已写入 / chart written to {}", png.display());

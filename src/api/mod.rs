@@ -179,6 +179,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/air/daily", view(get(standards::air_daily)))
         .route("/api/v1/water/daily", view(get(standards::water_daily)))
         .route("/api/v1/compliance", view(get(standards::compliance)))
+        .route("/api/v1/reports/{table}", view(get(standards::table)))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }

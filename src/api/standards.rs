@@ -259,3 +259,116 @@ pub async fn cems_monthly(
     .await?;
     Ok(Json(Page::new(docs)).into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableParams {
+    /// The unit (CEMS tables), station (`air-daily`, `district` too) or sensor (`water-daily`).
+    unit: Option<String>,
+    station: Option<String>,
+    sensor: Option<String>,
+    /// `YYYY-MM-DD` (cems-hourly), `YYYY-MM` (the daily tables), `YYYY` (cems-monthly).
+    day: Option<String>,
+    month: Option<String>,
+    year: Option<i32>,
+    /// `csv` (default) or `xlsx`.
+    format: Option<String>,
+}
+
+/// `GET /api/v1/reports/{table}`: a report table as CSV or XLSX (see `crate::tables`).
+pub async fn table(
+    State(s): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    q: Result<Query<TableParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    use crate::tables::{self, Kind};
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let kind = Kind::parse(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no table {name:?}; tables: {}", Kind::NAMES),
+        )
+    })?;
+    let entity = q.unit.or(q.station).or(q.sensor).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unit, station or sensor is required",
+        )
+    })?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let day = q
+        .day
+        .as_deref()
+        .map(|d| {
+            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| bad(format!("day: {d:?} is not YYYY-MM-DD")))
+        })
+        .transpose()?;
+    let month = q
+        .month
+        .as_deref()
+        .map(|m| {
+            chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d")
+                .map(|d| (chrono::Datelike::year(&d), chrono::Datelike::month(&d)))
+                .map_err(|_| bad(format!("month: {m:?} is not YYYY-MM")))
+        })
+        .transpose()?;
+    let csv = match q.format.as_deref() {
+        None | Some("csv") => true,
+        Some("xlsx") => false,
+        Some(other) => return Err(bad(format!("format: {other:?} is not csv or xlsx"))),
+    };
+    let args = tables::Args {
+        entity: entity.clone(),
+        day,
+        month,
+        year: q.year,
+    };
+    let e = engine(&s)?.clone();
+    let built =
+        tokio::task::spawn_blocking(move || -> Result<(String, Vec<u8>), tables::TableError> {
+            let t = tables::build(&e, kind, &args)?;
+            Ok(if csv {
+                (
+                    "text/csv; charset=utf-8".into(),
+                    tables::to_csv(&t).into_bytes(),
+                )
+            } else {
+                (
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".into(),
+                    tables::to_xlsx(&t)?,
+                )
+            })
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (content_type, body) = match built {
+        Ok(x) => x,
+        Err(tables::TableError::Args(m)) => return Err(bad(m)),
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            ))
+        }
+    };
+    let period = q
+        .day
+        .or(q.month)
+        .unwrap_or_else(|| q.year.map(|y| y.to_string()).unwrap_or_default());
+    let file = format!(
+        "{name}-{entity}-{period}.{}",
+        if csv { "csv" } else { "xlsx" }
+    );
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
