@@ -150,7 +150,7 @@ async fn cems_tables_in_csv_and_xlsx_carry_the_apis_numbers() {
     };
     let r = cells
         .iter()
-        .find(|r| r[0].to_string() == daily["day"].as_str().unwrap())
+        .find(|r| matches!(&r[0], Data::String(d) if d == daily["day"].as_str().unwrap()))
         .expect("the day's row");
     let n = |d: &Data| match d {
         Data::Float(f) => *f,
