@@ -143,10 +143,22 @@ async fn a_cems_hourly_exceedance_fires_in_alertmanager_and_resolves_there() {
             && description.contains("What to do: call the plant"),
         "{description}"
     );
-    assert!(a["generatorURL"]
-        .as_str()
-        .unwrap()
-        .contains("/api/v1/alerts?fingerprint="));
+    // The link opens that unit's hour.
+    let link = a["generatorURL"].as_str().unwrap();
+    assert!(
+        link.contains("/api/v1/cems/hourly?unit=dt-1&from="),
+        "{link}"
+    );
+    let path = link
+        .split_once("127.0.0.1")
+        .map(|(_, p)| {
+            p.split_once('/')
+                .map(|(_, p)| format!("/{p}"))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let hourly = get_json(running.http_addr, &path).await;
+    assert_eq!(hourly["count"], 1, "{link}: {hourly}");
     // The correction: the same hour re-sent at 20 (≤ 35 × 0.95): resolved, and gone from Alertmanager.
     for m in publish_hour(20.0) {
         p.publish("enviromon/datang/dt-1-cems", m).await;

@@ -854,11 +854,33 @@ impl Alerting {
         Ok(notes)
     }
 
+    /// Where the notification's link leads: the data behind the alert (that unit's hour, that
+    /// sensor's recent readings, that logger's declared parameters), else the alert itself.
     fn generator_url(&self, a: &Alert) -> String {
-        format!(
-            "{}/api/v1/alerts?fingerprint={}",
-            self.external_url, a.fingerprint
-        )
+        let base = self.external_url.trim_end_matches('/');
+        let l = |k: &str| {
+            a.labels
+                .get(k)
+                .map(|v| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>())
+        };
+        match (
+            a.rule.as_str(),
+            l("unit"),
+            l("hour"),
+            l("sensor"),
+            l("quantity"),
+        ) {
+            (_, Some(unit), Some(hour), _, _) => {
+                format!("{base}/api/v1/cems/hourly?unit={unit}&from={hour}&to={hour}")
+            }
+            ("site_parameters_changed", _, _, Some(sensor), _) => {
+                format!("{base}/api/v1/sensors/{sensor}/hj212-site-info")
+            }
+            (_, _, _, Some(sensor), Some(q)) => {
+                format!("{base}/api/v1/readings?sensor={sensor}&quantity={q}&limit=60")
+            }
+            _ => format!("{base}/api/v1/alerts?fingerprint={}", a.fingerprint),
+        }
     }
 
     fn persist(&self, changed: &[(Alert, &'static str)], now_ms: i64) -> Result<(), AlertError> {
