@@ -127,7 +127,9 @@ impl SiteInfo {
         ts_ms: i64,
     ) -> Result<Vec<Declared>, SiteInfoError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock before reading the current values, so a writer on
+        // another connection (the store, the engine) makes this wait, never fail on its snapshot.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut changed = Vec::new();
         for it in items {
             let current: Option<(i64, String)> = tx
