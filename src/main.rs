@@ -558,6 +558,7 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         format!("/api/v1/air/hourly?station=district&from={from}&to={to}"),
         format!("/api/v1/cems/hourly?from={from}&to={to}"),
         format!("/api/v1/compliance?year={}", chrono::Datelike::year(&day)),
+        "/api/v1/units".to_string(),
     ];
     let docs = runtime()?.block_on(async {
         let mut docs = Vec::new();
@@ -566,19 +567,31 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         }
         Ok::<_, enviromon::cli::CliError>(docs)
     })?;
-    let [air, hourly, cems, compliance] = <[serde_json::Value; 4]>::try_from(docs)
-        .map_err(|_| anyhow::anyhow!("expected four answers from the daemon"))?;
+    let [air, hourly, cems, compliance, units] = <[serde_json::Value; 5]>::try_from(docs)
+        .map_err(|_| anyhow::anyhow!("expected five answers from the daemon"))?;
+    let unit_names: std::collections::BTreeMap<String, String> = units["units"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| {
+            Some((
+                u["id"].as_str()?.to_string(),
+                u["name_zh"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
     let data = ReportData::from_api(
         day,
         &serde_json::from_value(air).context("air/daily answer")?,
         &serde_json::from_value(hourly).context("air/hourly answer")?,
         &serde_json::from_value(cems).context("cems/hourly answer")?,
         &serde_json::from_value(compliance).context("compliance answer")?,
-    );
+    )
+    .with_unit_names(unit_names);
     write_stdout(data.briefing().as_bytes())?;
     if let Some(png) = &a.png {
         report::render_png(&data, png)?;
-        println!("图已写入 / chart written to {}", png.display());
+        write_stdout(format!("图已写入 / chart written to {}\n", png.display()).as_bytes())?;
     }
     Ok(())
 }

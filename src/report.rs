@@ -109,6 +109,8 @@ pub struct ReportData {
     /// The day's latest district hour with an AQI (hour 1–24, its AQI): shown while the day's
     /// daily result does not exist yet (the day is not over, or too few hours are valid).
     pub latest_hour: Option<(u32, DayAqi)>,
+    /// Unit id → the name people use (大唐洛热 #1 机组), for the legends.
+    pub unit_names: BTreeMap<String, String>,
 }
 
 /// Columns right of the last day that hold the grade names.
@@ -233,7 +235,14 @@ impl ReportData {
             indicators,
             affordable_non_good_days: affordable,
             latest_hour,
+            unit_names: BTreeMap::new(),
         }
+    }
+
+    /// Name the units in the legends (from `GET /api/v1/units`).
+    pub fn with_unit_names(mut self, names: BTreeMap<String, String>) -> Self {
+        self.unit_names = names;
+        self
     }
 
     /// The chosen day's district AQI, if its daily result exists.
@@ -506,6 +515,12 @@ fn draw_aqi(
     Ok(())
 }
 
+/// The colour of "no data" messages.
+const EMPTY_GREY: RGBColor = RGBColor(110, 110, 110);
+
+/// Width of the legend column right of each CEMS plot: legends never cover the data.
+pub const LEGEND_WIDTH: u32 = 240;
+
 fn draw_cems(
     data: &ReportData,
     pollutant: &str,
@@ -513,6 +528,21 @@ fn draw_cems(
 ) -> DrawResult {
     let empty = BTreeMap::new();
     let units = data.cems.get(pollutant).unwrap_or(&empty);
+    let title =
+        format!("{pollutant} 小时折算浓度 / hourly corrected, mg/m³ (虚线: 限值 / dashed: limit)");
+    if units.is_empty() {
+        // An explicit empty state, not an empty axis.
+        area.draw(&Text::new(title, (16, 12), (FAMILY, 20).into_font()))?;
+        let (_, h) = area.dim_in_pixel();
+        area.draw(&Text::new(
+            format!("{pollutant}：当日无机组小时数据 / no unit reported an hour this day"),
+            (24, (h / 2) as i32),
+            (FAMILY, 22).into_font().color(&EMPTY_GREY),
+        ))?;
+        return Ok(());
+    }
+    let (w, _) = area.dim_in_pixel();
+    let (plot, legend) = area.split_horizontally(w.saturating_sub(LEGEND_WIDTH));
     let limit = units.values().flatten().find_map(|p| p.limit);
     let max = units
         .values()
@@ -521,13 +551,8 @@ fn draw_cems(
         .chain(limit)
         .fold(1.0_f64, f64::max)
         * 1.2;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "{pollutant} 小时折算浓度 / hourly corrected, mg/m³ (虚线: 限值 / dashed: limit)"
-            ),
-            (FAMILY, 20),
-        )
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(title, (FAMILY, 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
@@ -549,13 +574,10 @@ fn draw_cems(
     }
     for (i, (unit, points)) in units.iter().enumerate() {
         let colour = UNIT_COLOURS[i % UNIT_COLOURS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|p| (p.hour, p.corrected)),
-                colour.stroke_width(2),
-            ))?
-            .label(unit.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(LineSeries::new(
+            points.iter().map(|p| (p.hour, p.corrected)),
+            colour.stroke_width(2),
+        ))?;
         // Filled: a valid hour (HJ 75); hollow: too few valid minutes.
         chart.draw_series(points.iter().map(|p| {
             let style = if p.valid {
@@ -565,14 +587,23 @@ fn draw_cems(
             };
             Circle::new((p.hour, p.corrected), 4, style)
         }))?;
-    }
-    if !units.is_empty() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font((FAMILY, 14))
-            .draw()?;
+        // The legend, in its own column: the unit's name, and how many hours exceeded.
+        let y = 48 + 26 * i as i32;
+        legend.draw(&PathElement::new([(8, y), (36, y)], colour.stroke_width(3)))?;
+        let over = points
+            .iter()
+            .filter(|p| p.valid && p.limit.is_some_and(|l| p.corrected > l))
+            .count();
+        let name = data
+            .unit_names
+            .get(unit)
+            .cloned()
+            .unwrap_or_else(|| unit.clone());
+        legend.draw(&Text::new(
+            format!("{name}  超限 {over} h"),
+            (42, y - 8),
+            (FAMILY, 15).into_font(),
+        ))?;
     }
     Ok(())
 }
@@ -698,5 +729,68 @@ mod tests {
         assert_eq!(grade_colour(51.0), GRADES[1].1);
         assert_eq!(grade_colour(301.0), GRADES[5].1);
         assert_eq!(grade_colour(900.0), GRADES[5].1);
+    }
+
+    /// The picture's regions: each unit's legend sits in the column right of its plot, named as
+    /// people know it; a pollutant without data says so instead of drawing an empty axis.
+    #[test]
+    fn legends_sit_outside_the_plots_and_an_empty_chart_says_so() {
+        load_font(None).expect("a CJK font (scripts/test installs fonts-wqy-microhei)");
+        let day = d("2026-12-01");
+        let point = |hour, corrected| HourPoint {
+            hour,
+            corrected,
+            limit: Some(35.0),
+            valid: true,
+        };
+        let mut so2 = BTreeMap::new();
+        so2.insert(
+            "dt-1".to_string(),
+            (1..=24)
+                .map(|h| point(h, 20.0 + h as f64))
+                .collect::<Vec<_>>(),
+        );
+        so2.insert(
+            "sy-1".to_string(),
+            (1..=24).map(|h| point(h, 10.0)).collect::<Vec<_>>(),
+        );
+        let data = ReportData {
+            day,
+            aqi_days: Vec::new(),
+            cems: [("SO2".to_string(), so2)].into(),
+            indicators: Vec::new(),
+            affordable_non_good_days: None,
+            latest_hour: None,
+            unit_names: BTreeMap::new(),
+        }
+        .with_unit_names([("dt-1".to_string(), "大唐洛热 #1 机组".to_string())].into());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.png");
+        render_png(&data, &path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        // The bottom band (below the 110-px header and the 480-px AQI chart), split in two:
+        // SO2 on the left (x < 800), NOx on the right.
+        let count = |x: std::ops::Range<u32>, rgb: [u8; 3]| {
+            img.enumerate_pixels()
+                .filter(|(px, py, p)| x.contains(px) && *py >= 590 && p.0 == rgb)
+                .count()
+        };
+        let legend = 800 - LEGEND_WIDTH..800;
+        for c in &UNIT_COLOURS[..2] {
+            assert!(
+                count(legend.clone(), [c.0, c.1, c.2]) > 40,
+                "legend entry {c:?} in its column"
+            );
+        }
+        // Nothing of the legend's box is drawn over the plot: no white-on-black frame there, and
+        // the data lines are in the plot.
+        assert!(
+            count(
+                0..800 - LEGEND_WIDTH,
+                [UNIT_COLOURS[0].0, UNIT_COLOURS[0].1, UNIT_COLOURS[0].2]
+            ) > 100
+        );
+        // NOx has no data: its half carries the grey message.
+        assert!(count(800..1600, [EMPTY_GREY.0, EMPTY_GREY.1, EMPTY_GREY.2]) > 50);
     }
 }

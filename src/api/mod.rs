@@ -122,6 +122,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/sites", view(get(list_sites)))
+        .route("/api/v1/units", view(get(list_units)))
         .route(
             "/api/v1/sensors",
             view(get(list_sensors)).merge(tech(post(sensors::register))),
@@ -249,6 +250,11 @@ async fn modbus_devices(State(s): State<AppState>) -> Response {
 async fn list_sites(State(s): State<AppState>) -> Response {
     let reg = s.registry.snapshot();
     Json(json!({"sites": reg.sites.values().collect::<Vec<_>>()})).into_response()
+}
+
+async fn list_units(State(s): State<AppState>) -> Response {
+    let reg = s.registry.snapshot();
+    Json(json!({"units": reg.units.values().collect::<Vec<_>>()})).into_response()
 }
 
 async fn list_sensors(State(s): State<AppState>) -> Response {
