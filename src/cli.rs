@@ -41,8 +41,12 @@ impl Client {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    /// GET a file from the API (report tables), its bytes as they are.
-    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CliError> {
+    /// A request to the API, with the token when there is one.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, CliError> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(90))
             .build()
@@ -50,10 +54,16 @@ impl Client {
                 server: self.server.clone(),
                 message: e.to_string(),
             })?;
-        let mut req = http.get(self.url(path));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let req = http.request(method, self.url(path));
+        Ok(match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        })
+    }
+
+    /// GET a file from the API (report tables), its bytes as they are.
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CliError> {
+        let req = self.request(reqwest::Method::GET, path)?;
         let resp = req.send().await.map_err(|e| CliError::Http {
             server: self.server.clone(),
             message: e.without_url().to_string(),
@@ -80,17 +90,7 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, CliError> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(90))
-            .build()
-            .map_err(|e| CliError::Http {
-                server: self.server.clone(),
-                message: e.to_string(),
-            })?;
-        let mut req = http.request(method, self.url(path));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.request(method, path)?;
         if let Some(b) = body {
             req = req.json(&b);
         }

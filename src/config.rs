@@ -196,31 +196,33 @@ fn within(path: &str, prefix: &str) -> bool {
             .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
 }
 
+/// The node at `path`, if every step exists.
+fn node_mut<'a>(
+    tree: &'a mut serde_json::Value,
+    path: &[PathStep],
+) -> Option<&'a mut serde_json::Value> {
+    let mut node = tree;
+    for p in path {
+        node = match (p, node) {
+            (PathStep::Key(k), serde_json::Value::Object(m)) => m.get_mut(k)?,
+            (PathStep::Index(i), serde_json::Value::Array(a)) => a.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
 /// Set the node at `path` (its parent must exist and be a table or an array).
 fn put(tree: &mut serde_json::Value, path: &[PathStep], v: serde_json::Value) -> bool {
     let Some((last, parents)) = path.split_last() else {
         return false;
     };
-    let mut node = tree;
-    for p in parents {
-        node = match (p, node) {
-            (PathStep::Key(k), serde_json::Value::Object(m)) => match m.get_mut(k) {
-                Some(n) => n,
-                None => return false,
-            },
-            (PathStep::Index(i), serde_json::Value::Array(a)) => match a.get_mut(*i) {
-                Some(n) => n,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match (last, node) {
-        (PathStep::Key(k), serde_json::Value::Object(m)) => {
+    match (last, node_mut(tree, parents)) {
+        (PathStep::Key(k), Some(serde_json::Value::Object(m))) => {
             m.insert(k.clone(), v);
             true
         }
-        (PathStep::Index(i), serde_json::Value::Array(a)) if *i < a.len() => {
+        (PathStep::Index(i), Some(serde_json::Value::Array(a))) if *i < a.len() => {
             a[*i] = v;
             true
         }
@@ -264,23 +266,9 @@ fn remove(tree: &mut serde_json::Value, path: &[PathStep]) -> bool {
     let Some((last, parents)) = path.split_last() else {
         return false;
     };
-    let mut node = tree;
-    for p in parents {
-        node = match (p, node) {
-            (PathStep::Key(k), serde_json::Value::Object(m)) => match m.get_mut(k) {
-                Some(n) => n,
-                None => return false,
-            },
-            (PathStep::Index(i), serde_json::Value::Array(a)) => match a.get_mut(*i) {
-                Some(n) => n,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match (last, node) {
-        (PathStep::Key(k), serde_json::Value::Object(m)) => m.remove(k).is_some(),
-        (PathStep::Index(i), serde_json::Value::Array(a)) if *i < a.len() => {
+    match (last, node_mut(tree, parents)) {
+        (PathStep::Key(k), Some(serde_json::Value::Object(m))) => m.remove(k).is_some(),
+        (PathStep::Index(i), Some(serde_json::Value::Array(a))) if *i < a.len() => {
             a.remove(*i);
             true
         }
