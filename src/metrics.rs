@@ -72,7 +72,7 @@ pub struct Metrics {
     /// How late polls start relative to their schedule.
     pub modbus_schedule_slip: prometheus::Histogram,
     /// HJ 212: open connections, and frames by result (ok, bad, garbage, connection_refused,
-    /// refused, oversize_2025, heartbeat), by edition (2005, 2017, 2025, unknown) and encryption.
+    /// refused, oversize_2025, heartbeat, split_dropped), by edition (2005, 2017, 2025, unknown) and encryption.
     pub hj212_connections: IntGauge,
     pub hj212_frames: IntCounterVec,
     pub hj212_frames_by_edition: IntCounterVec,
@@ -275,7 +275,7 @@ impl Metrics {
             hj212_connections: gauge("enviromon_hj212_connections", "Open HJ 212 connections.")?,
             hj212_frames: counter_vec(
                 "enviromon_hj212_frames_total",
-                "HJ 212 frames by result (ok, bad, garbage, connection_refused, refused, oversize_2025, heartbeat).",
+                "HJ 212 frames by result (ok, bad, garbage, connection_refused, refused, oversize_2025, heartbeat, split_dropped).",
                 &["result"],
             )?,
             hj212_frames_by_edition: counter_vec(

@@ -58,17 +58,6 @@ fn alert_config(dir: &Path, mqtt: u16, id: &str, rules: Option<&str>, hook_port:
     cfg
 }
 
-async fn am_alerts(port: u16) -> Vec<Value> {
-    reqwest::get(format!(
-        "http://127.0.0.1:{port}/api/v2/alerts?active=true&silenced=true&inhibited=true"
-    ))
-    .await
-    .unwrap()
-    .json::<Vec<Value>>()
-    .await
-    .unwrap()
-}
-
 async fn api_alerts(addr: std::net::SocketAddr, q: &str) -> Vec<Value> {
     get_json(addr, &format!("/api/v1/alerts{q}")).await["alerts"]
         .as_array()
@@ -282,12 +271,8 @@ async fn a_silence_keeps_the_alert_firing_in_alertmanager_and_a_test_notificatio
     let silenced_at = now_ms();
     // Mirrored into Alertmanager, by the same author …
     let am_silence = eventually(20, "the silence in Alertmanager", || async {
-        reqwest::get(format!("http://127.0.0.1:{}/api/v2/silences", am.port))
+        am_silences(am.port)
             .await
-            .ok()?
-            .json::<Vec<Value>>()
-            .await
-            .ok()?
             .into_iter()
             .find(|s| s["status"]["state"] == "active")
     })

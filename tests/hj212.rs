@@ -66,25 +66,6 @@ fn count(db: &Path, sensor: &str) -> i64 {
     .unwrap()
 }
 
-async fn read_replies(s: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while buf.windows(2).filter(|w| w == b"\r\n").count() < n {
-        let r = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .expect("replies in time")
-            .unwrap();
-        assert!(r > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..r]);
-    }
-    String::from_utf8(buf)
-        .unwrap()
-        .split_inclusive("\r\n")
-        .map(String::from)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_split_packed_dirty_and_refused_over_tcp() {
     let broker = mosquitto();
@@ -102,7 +83,7 @@ async fn frames_split_packed_dirty_and_refused_over_tcp() {
     s.write_all(&f0.as_bytes()[..20]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     s.write_all(&f0.as_bytes()[20..]).await.unwrap();
-    let r = read_replies(&mut s, 1).await;
+    let r = hj212_replies(&mut s, 1).await;
     let reply = parse_frame(r[0].as_bytes(), Tolerance::default()).unwrap();
     let qn = format!("{}000", dt(t0));
     assert_eq!(
@@ -137,7 +118,7 @@ async fn frames_split_packed_dirty_and_refused_over_tcp() {
     s.write_all(rt(6, "123456", "DT2DAL0001").as_bytes())
         .await
         .unwrap();
-    let r = read_replies(&mut s, 3).await;
+    let r = hj212_replies(&mut s, 3).await;
     assert_eq!(
         r.len(),
         3,
@@ -197,7 +178,7 @@ async fn two_hundred_units_each_sending_every_second_for_a_minute() {
                 let f = frame(&format!("QN={}{u:03};ST=22;CN=2011;PW=1;MN=AQ{u:06};Flag=5;CP=&&DataTime={};a34004-Rtd={}&&", dt(t0 + i * 1000), dt(t0 + i * 1000), u as i64 + i));
                 s.write_all(f.as_bytes()).await.unwrap();
             }
-            let replies = read_replies(&mut s, SECONDS as usize).await;
+            let replies = hj212_replies(&mut s, SECONDS as usize).await;
             let ok = replies.iter().filter(|r| parse_frame(r.as_bytes(), Tolerance::default()).is_ok_and(|p| p.cn() == "9014" && p.mn() == format!("AQ{u:06}"))).count();
             ok
         }));

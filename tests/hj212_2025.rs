@@ -18,7 +18,7 @@ use enviromon::ingest::hj212::codec::{parse_frame, Edition, Packet, Tolerance};
 use enviromon::ingest::hj212::crypto::Key;
 use enviromon::standards::time::{self, HOUR_MS, MINUTE_MS};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const TECH: &str = "tech-token-2025";
@@ -133,27 +133,11 @@ fn minute(mn: &str, flag: u32, rf: bool, start: i64, so2: f64, o2: f64) -> Packe
     packet(mn, "31", "2051", flag, extra, start + MINUTE_MS, cp)
 }
 
-/// Read replies until `n` have arrived (or fail after 30 s).
+/// The replies, parsed: each must be a valid frame.
 async fn replies(s: &mut TcpStream, n: usize) -> Vec<Packet> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while buf.windows(2).filter(|w| w == b"\r\n").count() < n {
-        let r = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{n} replies in time; got {:?}",
-                    String::from_utf8_lossy(&buf)
-                )
-            })
-            .unwrap();
-        assert!(r > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..r]);
-    }
-    String::from_utf8(buf)
-        .unwrap()
-        .split_inclusive("\r\n")
+    hj212_replies(s, n)
+        .await
+        .iter()
         .map(|f| parse_frame(f.as_bytes(), Tolerance::default()).expect("a valid reply frame"))
         .collect()
 }
@@ -439,6 +423,30 @@ async fn frames_that_do_not_open_or_must_be_encrypted_are_refused_and_the_connec
     )
     .await;
     assert_eq!(replies(&mut s2, 1).await[0].cn(), "9014");
+    // Split packets that never complete are bounded per connection (16 waiting): the 17th
+    // incomplete one pushes out the oldest, and that is counted.
+    let parts: Vec<String> = (0..17)
+        .map(|q| {
+            packet(
+                MN_2017,
+                "31",
+                "2051",
+                7,
+                &[("PNUM", "2"), ("PNO", "1")],
+                t0 + q,
+                vec![pairs(&[("DataTime", dt(t0))])],
+            )
+            .encode()
+        })
+        .collect();
+    send(&mut s2, &parts).await;
+    eventually(10, "one incomplete split packet dropped", || async {
+        let m = get_text(running.http_addr, "/metrics").await;
+        // The series exists once the first drop is counted; wait for it, then for exactly one.
+        let name = r#"enviromon_hj212_frames_total{result="split_dropped"}"#;
+        (m.contains(name) && metric(&m, name) == 1.0).then_some(())
+    })
+    .await;
     // A technician sets 双源 #2's key from the CLI, reading it from a file: the output shows its
     // fingerprint, never the key; from then on its sealed frames open too.
     let k2 = Key::new([0x6B; 16]);
@@ -652,17 +660,7 @@ async fn a_resent_exceedance_hour_raises_its_alert_in_alertmanager() {
     // The alert names the re-sent hour, in Alertmanager.
     let label = time::cst_rfc3339(late_end);
     let a = eventually(30, "the re-sent hour's alert in Alertmanager", || async {
-        reqwest::get(format!(
-            "http://127.0.0.1:{}/api/v2/alerts?active=true",
-            am.port
-        ))
-        .await
-        .ok()?
-        .json::<Vec<Value>>()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|a| {
+        am_alerts(am.port).await.into_iter().find(|a| {
             a["labels"]["alertname"] == "cems_ultra_low_exceedance" && a["labels"]["unit"] == "sy-1"
         })
     })

@@ -680,3 +680,52 @@ pub async fn wait_results(
     })
     .await
 }
+
+/// Every alert a real Alertmanager holds (active, silenced or inhibited), as its v2 API shows it.
+#[allow(dead_code)]
+pub async fn am_alerts(port: u16) -> Vec<serde_json::Value> {
+    am_get(port, "alerts?active=true&silenced=true&inhibited=true").await
+}
+
+/// A real Alertmanager's silences.
+#[allow(dead_code)]
+pub async fn am_silences(port: u16) -> Vec<serde_json::Value> {
+    am_get(port, "silences").await
+}
+
+async fn am_get(port: u16, path: &str) -> Vec<serde_json::Value> {
+    reqwest::get(format!("http://127.0.0.1:{port}/api/v2/{path}"))
+        .await
+        .expect("Alertmanager answers")
+        .json::<Vec<serde_json::Value>>()
+        .await
+        .expect("Alertmanager's JSON")
+}
+
+/// Read HJ 212 reply frames (lines ending CR LF) from a logger's connection until `n` have
+/// arrived; fails after 30 s with what did arrive.
+#[allow(dead_code)]
+pub async fn hj212_replies(s: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while buf.windows(2).filter(|w| w == b"\r\n").count() < n {
+        let r = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{n} replies in time; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                )
+            })
+            .expect("the connection reads");
+        assert!(r > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..r]);
+    }
+    String::from_utf8(buf)
+        .expect("replies are text")
+        .split_inclusive("\r\n")
+        .map(String::from)
+        .collect()
+}

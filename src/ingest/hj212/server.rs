@@ -268,7 +268,16 @@ impl Shared {
                 .with_label_values(&["oversize_2025"])
                 .inc();
         }
-        let Some(whole) = reassembler.push(p) else {
+        let dropped = reassembler.dropped();
+        let whole = reassembler.push(p);
+        if reassembler.dropped() > dropped {
+            // Over the bounds (or a part numbered out of range): counted, never held forever.
+            srv.metrics
+                .hj212_frames
+                .with_label_values(&["split_dropped"])
+                .inc_by(reassembler.dropped() - dropped);
+        }
+        let Some(whole) = whole else {
             return Ok(());
         };
         let sensor = sensor.clone();
