@@ -621,9 +621,61 @@ pub fn convert(
     }
 }
 
+/// Where a value is reported: the same key (SO2) is reported in µg/m³ to the unit in ambient air
+/// and in mg/m³ in flue gas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporting {
+    Ambient,
+    FlueGas,
+    Water,
+}
+
+/// Decimal places a mean of `key` is reported with (GB/T 8170 rounding), in its default unit:
+/// - ambient air, HJ 633-2026's rounding of the AQI inputs: SO2, NO2, O3, PM10, PM2.5 to 1 µg/m³,
+///   CO to 0.1 mg/m³;
+/// - water, the finer of GB 3838's and GB 18918's reporting precisions as the verdicts use them:
+///   COD, CODMn, DO, BOD5, SS to 0.1, NH3-N and TN to 0.01, TP to 0.001 mg/L
+///   (lakes), pH to 0.01;
+/// - everything else (flue gas, flows, temperatures, O2): three places, the resolution HJ 212
+///   loggers send.
+pub fn reporting_decimals(key: &str, r: Reporting) -> u32 {
+    match (r, key) {
+        (Reporting::Ambient, "CO") => 1,
+        (Reporting::Ambient, "SO2" | "NO2" | "O3" | "PM10" | "PM2.5") => 0,
+        (Reporting::Water, "COD" | "CODMn" | "DO" | "BOD5" | "SS" | "water_temp") => 1,
+        (Reporting::Water, "NH3-N" | "TN" | "pH") => 2,
+        (Reporting::Water, "TP") => 3,
+        _ => 3,
+    }
+}
+
+/// `value` rounded for the API: GB/T 8170 (half to even) at [`reporting_decimals`].
+pub fn reported(key: &str, r: Reporting, value: f64) -> f64 {
+    crate::standards::hj633::round_half_even(value, reporting_decimals(key, r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_reported_at_their_precision() {
+        // The pH 7.3100000000000005 is 7.31; the water report's 15.440000000000001 COD 15.4.
+        assert_eq!(
+            reported("pH", Reporting::Water, 7.310_000_000_000_000_5),
+            7.31
+        );
+        assert_eq!(
+            reported("COD", Reporting::Water, 15.440_000_000_000_001),
+            15.4
+        );
+        // GB/T 8170: half to even. 0.125 → 0.12 at two places (NH3-N).
+        assert_eq!(reported("NH3-N", Reporting::Water, 0.125), 0.12);
+        // Ambient SO2 in µg/m³ to the unit; flue-gas SO2 in mg/m³ keeps three places.
+        assert_eq!(reported("SO2", Reporting::Ambient, 8.5), 8.0);
+        assert_eq!(reported("CO", Reporting::Ambient, 0.86), 0.9);
+        assert_eq!(reported("SO2", Reporting::FlueGas, 46.666_666), 46.667);
+    }
 
     fn u(s: &str) -> &'static Unit {
         find_unit(s).unwrap()

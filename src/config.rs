@@ -334,6 +334,7 @@ pub struct Config {
     pub hj212: Hj212Config,
     pub standards: StandardsConfig,
     pub alerts: AlertsConfig,
+    pub report: ReportConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
 }
@@ -906,6 +907,62 @@ impl Default for WaterStandardsConfig {
     }
 }
 
+/// Which day a scheduled briefing covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BriefingDay {
+    /// The day before the run: a complete day, as HJ 633's daily report is.
+    Previous,
+    /// The day of the run, so far.
+    Current,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Make the daily briefing at this time, Beijing time ("HH:MM"); "off": never. Default "08:00".
+    pub daily_at: String,
+    /// Which day it covers. Default `previous`.
+    pub day: BriefingDay,
+    /// Where briefings are written (text, markdown, PNG, and what was pushed where).
+    /// Default `{daemon.data_dir}/briefings`.
+    pub dir: Option<PathBuf>,
+    /// The group robots it is pushed to, by receiver name (`[[alerts.dingtalk]]`,
+    /// `[[alerts.wecom]]`); unset: every robot; `[]`: none.
+    pub receivers: Option<Vec<String>>,
+    /// A CJK font file for the picture; unset: the first of Debian's CJK fonts installed.
+    pub font: Option<PathBuf>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            daily_at: "08:00".into(),
+            day: BriefingDay::Previous,
+            dir: None,
+            receivers: None,
+            font: None,
+        }
+    }
+}
+
+impl ReportConfig {
+    /// `daily_at` as minutes after midnight (CST); `None` when "off".
+    pub fn daily_at_minutes(&self) -> Option<Result<u32, String>> {
+        let s = self.daily_at.as_str();
+        if s == "off" {
+            return None;
+        }
+        let parsed = s.split_once(':').and_then(|(h, m)| {
+            let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+            (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
+        });
+        Some(parsed.ok_or_else(|| {
+            format!("{s:?} is not a time like \"08:00\" (HH:MM, Beijing time) or \"off\"")
+        }))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
@@ -1303,6 +1360,31 @@ impl Config {
                 );
             }
         }
+        if let Some(Err(e)) = self.report.daily_at_minutes() {
+            err("report.daily_at", e);
+        }
+        let robots: Vec<&str> = al
+            .dingtalk
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(al.wecom.iter().map(|r| r.name.as_str()))
+            .collect();
+        for (i, name) in self.report.receivers.iter().flatten().enumerate() {
+            if !robots.contains(&name.as_str()) {
+                err(
+                    &format!("report.receivers[{i}]"),
+                    format!(
+                        "{name:?} is not an [[alerts.dingtalk]] or [[alerts.wecom]] receiver (robots: {})",
+                        if robots.is_empty() { "none".to_string() } else { robots.join(", ") }
+                    ),
+                );
+            }
+        }
+        if let Some(f) = &self.report.font {
+            if !f.is_file() {
+                err("report.font", format!("{} is not a file", f.display()));
+            }
+        }
         let st = &self.standards;
         if crate::standards::hj633::Edition::parse(&st.aqi_edition).is_none() {
             err(
@@ -1421,6 +1503,27 @@ mod tests {
                 "store.influxdb.token_file"
             ]
         );
+    }
+
+    #[test]
+    fn the_briefing_schedule_and_its_robots_are_checked() {
+        let mut cfg = Config::default();
+        assert_eq!(cfg.report.daily_at_minutes(), Some(Ok(8 * 60)));
+        cfg.report.daily_at = "off".into();
+        assert_eq!(cfg.report.daily_at_minutes(), None);
+        assert!(cfg.validate().is_ok());
+        cfg.report.daily_at = "8:00".into();
+        cfg.report.receivers = Some(vec!["nobody".into()]);
+        let errs = cfg.validate().unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["report.daily_at", "report.receivers[0]"]);
+        assert!(
+            errs[1].message.contains("robots: none"),
+            "{}",
+            errs[1].message
+        );
+        cfg.report.daily_at = "24:00".into();
+        assert!(cfg.report.daily_at_minutes().unwrap().is_err());
     }
 
     #[test]

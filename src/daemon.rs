@@ -71,6 +71,8 @@ pub enum DaemonError {
     Keys(#[from] crate::ingest::hj212::keys::KeyError),
     #[error(transparent)]
     SiteInfo(#[from] crate::ingest::hj212::site_info::SiteInfoError),
+    #[error(transparent)]
+    Briefings(#[from] crate::report::ReportError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -104,6 +106,8 @@ pub struct Running {
     stop_standards: CancellationToken,
     pub standards: Option<Arc<crate::standards::engine::Engine>>,
     pub alerting: Option<Arc<crate::alerts::Alerting>>,
+    /// The daily briefings.
+    pub briefings: Arc<crate::report::schedule::Briefings>,
     deadline: Duration,
 }
 
@@ -482,7 +486,8 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
     }
     drop(tx);
 
-    let state = AppState {
+    let mut state = AppState {
+        briefings: None,
         site_info,
         registration: Some(registration),
         tokens: crate::api::auth::Tokens::from_config(&cfg.api),
@@ -494,6 +499,29 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         latest,
         readings: reader,
         health,
+    };
+    // The daily briefing reads the API in-process, with read access and without itself.
+    let briefings = {
+        let reader = api::app(AppState {
+            tokens: crate::api::auth::Tokens::open_read(),
+            ..state.clone()
+        });
+        let dir = cfg
+            .report
+            .dir
+            .clone()
+            .unwrap_or_else(|| cfg.daemon.data_dir.join("briefings"));
+        let b = Arc::new(crate::report::schedule::Briefings::new(
+            dir,
+            &cfg.report,
+            crate::alerts::receivers(&cfg.alerts)?,
+            cfg.alerts.external_url.clone(),
+            reader,
+            metrics.clone(),
+        )?);
+        background.push(tokio::spawn(b.clone().run(CancellationToken::new())));
+        state.briefings = Some(b.clone());
+        b
     };
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
@@ -541,6 +569,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         stop_standards,
         standards,
         alerting,
+        briefings,
         deadline: cfg.daemon.shutdown_deadline,
     })
 }

@@ -80,14 +80,15 @@ struct ReportArgs {
     #[arg(long)]
     font: Option<PathBuf>,
     /// 报表：cems-hourly（某日逐时）、cems-daily（某月逐日）、cems-monthly（某年逐月）、air-daily、
-    /// water-daily / A report table instead of the briefing: cems-hourly (a day's hours),
-    /// cems-daily (a month's days), cems-monthly (a year's months), air-daily, water-daily.
+    /// air-monthly（某年逐月，HJ 663）、water-daily / A report table instead of the briefing:
+    /// cems-hourly (a day's hours), cems-daily (a month's days), cems-monthly (a year's months),
+    /// air-daily, air-monthly (a year's months, HJ 663), water-daily.
     #[arg(long)]
     table: Option<String>,
     /// 机组 / The unit (CEMS tables).
     #[arg(long)]
     unit: Option<String>,
-    /// 站点（或 district）/ The station, or `district` (air-daily).
+    /// 站点（或 district）/ The station, or `district` (air-daily, air-monthly).
     #[arg(long)]
     station: Option<String>,
     /// 传感器 / The sensor (water-daily).
@@ -96,7 +97,7 @@ struct ReportArgs {
     /// 月份 YYYY-MM / The month (daily tables).
     #[arg(long)]
     month: Option<String>,
-    /// 年份 / The year (cems-monthly).
+    /// 年份 / The year (cems-monthly, air-monthly).
     #[arg(long)]
     year: Option<i32>,
     /// csv（默认）或 xlsx / csv (default) or xlsx.
@@ -543,54 +544,23 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     let day = a.day.unwrap_or_else(|| {
         enviromon::standards::time::cst_date(chrono::Utc::now().timestamp_millis())
     });
-    if a.png.is_some() {
-        // Fail before asking the daemon anything if the picture cannot be drawn.
-        report::load_font(a.font.as_deref())?;
-    }
+    // Fail before asking the daemon anything if the picture cannot be drawn.
+    let font = match &a.png {
+        Some(_) => Some(report::load_font(a.font.as_deref())?),
+        None => None,
+    };
     let client = enviromon::cli::Client {
         server: a.server,
         token: enviromon::cli::token(a.token_file.as_ref())?,
         json: false,
     };
-    let ((air_from, air_to), (from, to)) = report::ranges(day);
-    let paths = [
-        format!("/api/v1/air/daily?station=district&from={air_from}&to={air_to}"),
-        format!("/api/v1/air/hourly?station=district&from={from}&to={to}"),
-        format!("/api/v1/cems/hourly?from={from}&to={to}"),
-        format!("/api/v1/compliance?year={}", chrono::Datelike::year(&day)),
-        "/api/v1/units".to_string(),
-    ];
-    let docs = runtime()?.block_on(async {
-        let mut docs = Vec::new();
-        for p in &paths {
-            docs.push(client.get(p).await?);
-        }
-        Ok::<_, enviromon::cli::CliError>(docs)
-    })?;
-    let [air, hourly, cems, compliance, units] = <[serde_json::Value; 5]>::try_from(docs)
-        .map_err(|_| anyhow::anyhow!("expected five answers from the daemon"))?;
-    let unit_names: std::collections::BTreeMap<String, String> = units["units"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|u| {
-            Some((
-                u["id"].as_str()?.to_string(),
-                u["name_zh"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
-    let data = ReportData::from_api(
-        day,
-        &serde_json::from_value(air).context("air/daily answer")?,
-        &serde_json::from_value(hourly).context("air/hourly answer")?,
-        &serde_json::from_value(cems).context("cems/hourly answer")?,
-        &serde_json::from_value(compliance).context("compliance answer")?,
-    )
-    .with_unit_names(unit_names);
+    let data: ReportData = runtime()?.block_on(report::gather(day, |path| {
+        let client = &client;
+        async move { client.get(&path).await.map_err(|e| e.to_string()) }
+    }))?;
     write_stdout(data.briefing().as_bytes())?;
-    if let Some(png) = &a.png {
-        report::render_png(&data, png)?;
+    if let (Some(png), Some(font)) = (&a.png, &font) {
+        report::render_png(&data, font, png)?;
         write_stdout(format!("图已写入 / chart written to {}\n", png.display()).as_bytes())?;
     }
     Ok(())
@@ -807,6 +777,53 @@ async fn run(cfg: Config) -> anyhow::Result<ShutdownOutcome> {
     Ok(running.shutdown().await)
 }
 
+/// The demo's briefing: today's, made once the backfilled month has daily AQI results and the
+/// units have hours today (the daemon's own timer is off in the demo; see `config/demo.toml`).
+async fn demo_briefing(
+    addr: std::net::SocketAddr,
+    briefings: std::sync::Arc<enviromon::report::schedule::Briefings>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let day = enviromon::standards::time::cst_date(chrono::Utc::now().timestamp_millis());
+    let ((from, to), (hfrom, hto)) = enviromon::report::ranges(day);
+    let count = |path: String| async move {
+        let v: serde_json::Value = reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["count"].as_u64()
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let days = count(format!(
+            "/api/v1/air/daily?station=district&from={from}&to={to}"
+        ))
+        .await;
+        let hours = count(format!("/api/v1/cems/hourly?from={hfrom}&to={hto}")).await;
+        if days.unwrap_or(0) >= 25 && hours.unwrap_or(0) > 0 {
+            break;
+        }
+    }
+    match briefings.make(day, false).await {
+        Ok(m) => {
+            println!(
+                "日报已生成 / briefing made: {}",
+                briefings.dir().join(format!("{day}.txt")).display()
+            );
+            if let Some(png) = m.png {
+                println!("  图 / picture: http://{addr}/briefings/{png}");
+            }
+        }
+        Err(e) => println!("日报生成失败 / briefing failed: {e}"),
+    }
+}
+
 /// What `enviromon demo` was asked for on its command line.
 #[derive(Debug, clap::Args)]
 struct DemoOptions {
@@ -952,10 +969,16 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<ShutdownOutcome> {
     if let Some(hj) = running.hj212_addr {
         println!("  HJ 212 服务 / server:       {hj}  (simulated 数采仪: 双源 #1 HJ 212-2025 + SM4, 双源 #2 HJ 212-2017)");
     }
+    println!("  日报 / briefings:           http://{addr}/api/v1/briefings  (today's, once the history is in)");
     println!("  指标 / metrics:             http://{addr}/metrics");
     println!("  数据目录 / data dir:        {}", data_dir.display());
     println!("  按 Ctrl-C 停止 / press Ctrl-C to stop");
     println!();
+    tokio::spawn(demo_briefing(
+        addr,
+        running.briefings.clone(),
+        stop_sim.clone(),
+    ));
     match duration {
         Some(d) => {
             tokio::select! {

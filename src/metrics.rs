@@ -85,6 +85,10 @@ pub struct Metrics {
     pub alerts: prometheus::IntGaugeVec,
     /// Notifications by receiver and result (sent, retried, failed, dropped).
     pub alert_notifications: IntCounterVec,
+    /// Daily briefings by result (made, failed, already_made: due at start but made before).
+    pub briefings: IntCounterVec,
+    /// Briefing pushes by robot and result (sent, failed): one per briefing and robot.
+    pub briefing_pushes: IntCounterVec,
 }
 
 /// Registering a metric twice is a programming error caught by the unit test below.
@@ -299,6 +303,16 @@ impl Metrics {
             alert_notifications: counter_vec(
                 "enviromon_alert_notifications_total",
                 "Alert notifications by receiver and result (sent, retried, failed, dropped).",
+                &["receiver", "result"],
+            )?,
+            briefings: counter_vec(
+                "enviromon_briefings_total",
+                "Daily briefings by result (made, failed, already_made).",
+                &["result"],
+            )?,
+            briefing_pushes: counter_vec(
+                "enviromon_briefing_pushes_total",
+                "Daily briefings pushed to group robots, by robot and result (sent, failed).",
                 &["receiver", "result"],
             )?,
             modbus_schedule_slip: {

@@ -3,7 +3,8 @@
 //! - CEMS (HJ 75-2017's appendix tables): a unit's hourly values of a day, daily values of a month,
 //!   monthly values of a year — measured and O2-corrected concentrations, flow, emissions, valid
 //!   hours and status.
-//! - Air (HJ 633): a station's (or the district's) daily values and AQI of a month.
+//! - Air (HJ 633): a station's (or the district's) daily values and AQI of a month, and its monthly
+//!   statistics of a year (HJ 663: means, CO 95th and O3 8h 90th percentiles, good days).
 //! - Water: an analyser's daily values of a month, with its GB 18918 verdict.
 //!
 //! Every number is the API's own (the same typed result), rounded only for display. Headers are
@@ -32,6 +33,7 @@ pub enum Kind {
     CemsDaily,
     CemsMonthly,
     AirDaily,
+    AirMonthly,
     WaterDaily,
 }
 
@@ -42,11 +44,13 @@ impl Kind {
             "cems-daily" => Kind::CemsDaily,
             "cems-monthly" => Kind::CemsMonthly,
             "air-daily" => Kind::AirDaily,
+            "air-monthly" => Kind::AirMonthly,
             "water-daily" => Kind::WaterDaily,
             _ => return None,
         })
     }
-    pub const NAMES: &'static str = "cems-hourly, cems-daily, cems-monthly, air-daily, water-daily";
+    pub const NAMES: &'static str =
+        "cems-hourly, cems-daily, cems-monthly, air-daily, air-monthly, water-daily";
 }
 
 /// A cell: text, or a number (None: no valid value).
@@ -290,6 +294,44 @@ pub fn build(engine: &Engine, kind: Kind, a: &Args) -> Result<Table, TableError>
                 rows,
             })
         }
+        Kind::AirMonthly => {
+            let y = a.year.ok_or_else(|| need("year"))?;
+            let months = engine.air_monthly(&a.entity, y)?;
+            let mut headers = vec!["月份 / Month".to_string()];
+            for (key, _, label) in crate::standards::hj663::MONTH_STATISTICS {
+                let unit = if key == "CO" { "mg/m³" } else { "µg/m³" };
+                headers.push(format!("{label} {unit}"));
+                headers.push(format!("{label} 有效天数 / days"));
+            }
+            headers.extend([
+                "AQI 有效天数 / AQI days".to_string(),
+                "优良天数 / Good days".into(),
+                "优良率 / Good rate %".into(),
+            ]);
+            let rows = months
+                .iter()
+                .map(|m| {
+                    let mut r = vec![text(format!("{}-{:02}", m.year, m.month))];
+                    for (key, _, label) in crate::standards::hj663::MONTH_STATISTICS {
+                        let v = m.values.get(label);
+                        r.push(num(
+                            v.and_then(|v| v.value),
+                            if key == "CO" { 1 } else { 0 },
+                        ));
+                        r.push(num(v.map(|v| v.days as f64), 0));
+                    }
+                    r.push(num(Some(f64::from(m.aqi_days)), 0));
+                    r.push(num(Some(f64::from(m.good_days)), 0));
+                    r.push(num(m.good_rate_percent, 1));
+                    r
+                })
+                .collect();
+            Ok(Table {
+                title: format!("{} {y} 月评价 / monthly statistics (HJ 663)", a.entity),
+                headers,
+                rows,
+            })
+        }
         Kind::WaterDaily => {
             let (y, m) = a.month.ok_or_else(|| need("month (YYYY-MM)"))?;
             let (first, last) = month_days(y, m).ok_or_else(|| need("a valid month"))?;
@@ -313,7 +355,11 @@ pub fn build(engine: &Engine, kind: Kind, a: &Args) -> Result<Table, TableError>
                 .map(|(_, _, d)| {
                     let mut r = vec![text(&d.day)];
                     for k in &keys {
-                        r.push(num(d.values.get(k).copied().flatten(), 3));
+                        let dec = crate::catalogue::reporting_decimals(
+                            k,
+                            crate::catalogue::Reporting::Water,
+                        );
+                        r.push(num(d.values.get(k).copied().flatten(), dec));
                     }
                     r.push(num(d.volume_m3, 0));
                     r.push(text(

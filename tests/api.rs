@@ -21,6 +21,7 @@ fn state(readings: Option<enviromon::store::embedded::EmbeddedReader>) -> AppSta
     )
     .unwrap();
     AppState {
+        briefings: None,
         site_info: None,
         registry: RegistryHandle::new(reg),
         metrics: Metrics::new().unwrap(),

@@ -620,11 +620,12 @@ async fn every_dashboard_query_runs_on_real_servers_and_the_overview_shows_the_d
         .and_then(|i| i["actual"].as_f64())
         .expect("the demo's treatment rate");
     assert!(
-        stdout.contains(&format!("sewage_treatment_rate: {treatment:.1}%")),
+        stdout.contains(&format!("城市污水集中处理率: {treatment:.1}%")),
         "{stdout}"
     );
     let img = image::open(&png).expect("a PNG").to_rgb8();
-    assert_eq!((img.width(), img.height()), (1600, 1100));
+    use enviromon::report::draw::{AQI_HEIGHT, HEADER_HEIGHT, HEIGHT, WIDTH};
+    assert_eq!((img.width(), img.height()), (WIDTH, HEIGHT));
     // Each bar has its grade's exact colour (HJ 633 table: 0–50 green, 51–100 yellow, 101–150
     // orange, …): a grade the month's daily AQI reached is painted, one it never reached is not.
     let air = common::get_json(
@@ -650,10 +651,12 @@ async fn every_dashboard_query_runs_on_real_servers_and_the_overview_shows_the_d
         (151.0, 200.0, [255, 0, 0]),
     ] {
         let reached = aqis.iter().any(|a| *a >= lower && *a <= upper);
-        // The AQI chart: below the 110-px header, 480 px high (the CEMS charts' limit lines are red).
+        // The AQI chart's band, below the header (the CEMS charts' limit lines are red).
         let painted = img
             .enumerate_pixels()
-            .filter(|(_, y, p)| (110..590).contains(y) && p.0 == rgb)
+            .filter(|(_, y, p)| {
+                (HEADER_HEIGHT..HEADER_HEIGHT + AQI_HEIGHT).contains(y) && p.0 == rgb
+            })
             .count();
         assert_eq!(
             reached,

@@ -267,3 +267,86 @@ fn late_data_gives_exactly_the_on_time_result() {
     assert_eq!(day_doc["aqi"]["iaqi"]["PM2.5_24h"], 102);
     assert_eq!(day_doc["aqi"]["iaqi"]["PM10_24h"], 88);
 }
+
+/// HJ 663's month for the district: November 2026 (30 days), every hour of station 1 as 1 h means,
+/// day d (1–30) constant through the day: SO2 10 + d, NO2 20, PM10 50 + d, PM2.5 30 µg/m³,
+/// CO 0.5 + 0.1·d mg/m³, O3 100 + d µg/m³ (so the day's maximum 8h mean is 100 + d).
+/// By hand: SO2 mean = 10 + 15.5 = 25.5 → 26 (GB/T 8170, half to even); PM10 65.5 → 66; NO2 20;
+/// PM2.5 30; CO 95th percentile of 0.6 … 3.5: k = 1 + 29 × 0.95 = 28.55, 3.3 + 0.55 × 0.1 = 3.355
+/// → 3.4; O3 90th of 101 … 130: k = 27.1, 127 + 0.1 = 127.1 → 127. The report table says the same.
+#[test]
+fn an_air_month_by_hj663_in_the_api_and_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let first = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    for d in 1..=30 {
+        let day = first + chrono::Days::new(d - 1);
+        let f = d as f64;
+        let mut readings = Vec::new();
+        for &hour in time::hour_labels(day).iter() {
+            for (q, v) in [
+                ("SO2", 10.0 + f),
+                ("NO2", 20.0),
+                ("PM10", 50.0 + f),
+                ("PM2.5", 30.0),
+                ("CO", 0.5 + 0.1 * f),
+                ("O3", 100.0 + f),
+            ] {
+                readings.push(air_hour("aq-jianxi-1-analyzers", hour, q, v));
+            }
+        }
+        let end = time::day_start_ms(day) + 24 * HOUR_MS;
+        e.ingest(&readings, end).unwrap();
+        e.recompute(end).unwrap();
+    }
+    let months = e.air_monthly("district", 2026).unwrap();
+    assert_eq!(months.len(), 1, "{months:?}");
+    let m = &months[0];
+    assert_eq!((m.year, m.month), (2026, 11));
+    let v = |k: &str| (m.values[k].value, m.values[k].days);
+    assert_eq!(v("SO2"), (Some(26.0), 30));
+    assert_eq!(v("NO2"), (Some(20.0), 30));
+    assert_eq!(v("PM10"), (Some(66.0), 30));
+    assert_eq!(v("PM2.5"), (Some(30.0), 30));
+    assert_eq!(v("CO-95per"), (Some(3.4), 30));
+    assert_eq!(v("O3-8h-90per"), (Some(127.0), 30));
+    assert_eq!(m.values["CO-95per"].statistic, "p95");
+    // Every day's AQI is under 100 here (PM10 ≤ 80 → IAQI ≤ 65; O3 8h ≤ 130 → ≤ 68).
+    assert_eq!((m.aqi_days, m.good_days), (30, 30));
+    assert_eq!(m.good_rate_percent, Some(100.0));
+
+    let t = enviromon::tables::build(
+        &e,
+        enviromon::tables::Kind::AirMonthly,
+        &enviromon::tables::Args {
+            entity: "district".into(),
+            year: Some(2026),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let csv = enviromon::tables::to_csv(&t);
+    let rows: Vec<Vec<&str>> = csv
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .map(|l| l.split(',').collect())
+        .collect();
+    let col = |h: &str| {
+        rows[0]
+            .iter()
+            .position(|x| x.starts_with(h))
+            .unwrap_or_else(|| panic!("{h} in {:?}", rows[0]))
+    };
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "2026-11")
+        .expect("November's row");
+    assert_eq!(row[col("SO2 µg/m³")], "26");
+    assert_eq!(row[col("CO-95per mg/m³")], "3.4");
+    assert_eq!(row[col("O3-8h-90per µg/m³")], "127");
+    assert_eq!(row[col("CO-95per 有效天数")], "30");
+    assert_eq!(row[col("优良率")], "100.0");
+    // A month without its 27 daily values is no statistic (GB 3095 Table 4): no value, not a guess.
+    let short = enviromon::standards::air::month("district", 2026, 11, &[]);
+    assert_eq!(short.values["SO2"].value, None);
+}

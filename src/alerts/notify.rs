@@ -162,7 +162,7 @@ fn text(n: &Notification) -> (String, String) {
     (title, body)
 }
 
-fn dingtalk_url(url: &str, secret: Option<&Secret>) -> String {
+pub(crate) fn dingtalk_url(url: &str, secret: Option<&Secret>) -> String {
     let Some(secret) = secret else {
         return url.to_string();
     };
@@ -206,11 +206,35 @@ pub(crate) async fn send(
                 .json(&json!({"msgtype": "markdown", "markdown": {"content": body}}))
         }
     };
+    let robot = matches!(
+        r.kind,
+        ReceiverKind::DingTalk { .. } | ReceiverKind::WeCom { .. }
+    );
     let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
-    if resp.status().is_success() {
+    if robot {
+        robot_answer(resp).await
+    } else if resp.status().is_success() {
         Ok(())
     } else {
         Err(format!("HTTP {}", resp.status().as_u16()))
+    }
+}
+
+/// A group robot's answer: DingTalk and WeCom say HTTP 200 even when they refuse a message (bad
+/// signature, unknown key, too many messages), with `{"errcode": n, "errmsg": …}`; only
+/// `errcode` 0 (or an answer without one) is delivered.
+pub(crate) async fn robot_answer(resp: reqwest::Response) -> Result<(), String> {
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {}", status.as_u16()));
+    }
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    match body["errcode"].as_i64() {
+        None | Some(0) => Ok(()),
+        Some(code) => Err(format!(
+            "robot refused the message: errcode {code} ({})",
+            body["errmsg"].as_str().unwrap_or("")
+        )),
     }
 }
 

@@ -23,6 +23,7 @@ use crate::store::embedded::{self, EmbeddedReader};
 
 pub mod alerts;
 pub mod auth;
+pub mod briefings;
 pub mod sensors;
 pub mod standards;
 
@@ -67,6 +68,8 @@ pub struct AppState {
     pub standards: Option<Arc<crate::standards::engine::Engine>>,
     /// What HJ 212 loggers declared (CN 3020, ST 45), when the HJ 212 server runs.
     pub site_info: Option<Arc<crate::ingest::hj212::site_info::SiteInfo>>,
+    /// The daily briefings (`[report]`), when the daemon makes them.
+    pub briefings: Option<Arc<crate::report::schedule::Briefings>>,
 }
 
 /// A JSON error with its status code.
@@ -178,9 +181,15 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/cems/monthly", view(get(standards::cems_monthly)))
         .route("/api/v1/air/hourly", view(get(standards::air_hourly)))
         .route("/api/v1/air/daily", view(get(standards::air_daily)))
+        .route("/api/v1/air/monthly", view(get(standards::air_monthly)))
         .route("/api/v1/water/daily", view(get(standards::water_daily)))
         .route("/api/v1/compliance", view(get(standards::compliance)))
         .route("/api/v1/reports/{table}", view(get(standards::table)))
+        .route(
+            "/api/v1/briefings",
+            view(get(briefings::list)).merge(oper(post(briefings::make))),
+        )
+        .route("/briefings/{name}", get(briefings::png))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -351,7 +360,11 @@ fn reading_view(r: &Reading, tz: Tz) -> serde_json::Value {
         Tz::Utc => r.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
     v["ts"] = json!(ts);
-    v["value"] = json!((r.value * 1e6).round() / 1e6);
+    // A reading keeps three places (what loggers send), pH two: never a float's binary tail
+    // (`pH 7.3100000000000005`). Means are rounded to their reporting precision where they are
+    // served (`catalogue::reporting_decimals`).
+    let decimals = if r.quantity == "pH" { 2 } else { 3 };
+    v["value"] = json!(crate::standards::hj633::round_half_even(r.value, decimals));
     v
 }
 

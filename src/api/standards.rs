@@ -8,6 +8,8 @@ use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
+use crate::catalogue::Reporting;
+
 use super::{ApiError, AppState};
 use crate::standards::results::{
     AirDay, AirHour, CemsDay, CemsHour, Page, Stored, TreatmentDay, WaterDay,
@@ -143,7 +145,25 @@ pub async fn cems_daily(State(s): State<AppState>, q: Params) -> Result<Response
 
 pub async fn air_hourly(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
-    results::<AirHour>(s, p.station, p.from, p.to, DAY_MS, |d| d).await
+    results::<AirHour>(s, p.station, p.from, p.to, DAY_MS, |mut d| {
+        round_values(&mut d.values, Reporting::Ambient);
+        d
+    })
+    .await
+}
+
+/// Means without a float's binary tail (`pH 7.3100000000000005`). Water means at their reporting
+/// precision (`catalogue::reporting_decimals`, the finer of GB 3838's and GB 18918's); ambient
+/// means one place finer than HJ 633's input rounding (0.1 ppm O3 reads 196.2 µg/m³, which the
+/// AQI rounds to 196), so what the AQI rounded from stays visible.
+fn round_values(values: &mut crate::standards::results::Values, r: Reporting) {
+    let finer = u32::from(r == Reporting::Ambient);
+    for (k, v) in values.iter_mut() {
+        if let Some(x) = v {
+            let places = crate::catalogue::reporting_decimals(k, r) + finer;
+            *x = crate::standards::hj633::round_half_even(*x, places);
+        }
+    }
 }
 
 /// Daily air results; with `standard=`, the AQI and verdicts computed again from the stored
@@ -151,9 +171,13 @@ pub async fn air_hourly(State(s): State<AppState>, q: Params) -> Result<Response
 pub async fn air_daily(State(s): State<AppState>, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
     let ed = edition(p.standard.as_deref())?;
-    results::<AirDay>(s, p.station, p.from, p.to, 31 * DAY_MS, move |d| match ed {
-        Some(ed) => crate::standards::air::reevaluate(&d, ed),
-        None => d,
+    results::<AirDay>(s, p.station, p.from, p.to, 31 * DAY_MS, move |d| {
+        let mut d = match ed {
+            Some(ed) => crate::standards::air::reevaluate(&d, ed),
+            None => d,
+        };
+        round_values(&mut d.values, Reporting::Ambient);
+        d
     })
     .await
 }
@@ -164,7 +188,11 @@ pub async fn water_daily(State(s): State<AppState>, q: Params) -> Result<Respons
     if p.sensor.as_deref() == Some("treatment") {
         return results::<TreatmentDay>(s, p.sensor, p.from, p.to, 31 * DAY_MS, |d| d).await;
     }
-    results::<WaterDay>(s, p.sensor, p.from, p.to, 31 * DAY_MS, |d| d).await
+    results::<WaterDay>(s, p.sensor, p.from, p.to, 31 * DAY_MS, |mut d| {
+        round_values(&mut d.values, Reporting::Water);
+        d
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,6 +271,30 @@ pub struct MonthlyParams {
     year: Option<i32>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AirMonthlyParams {
+    /// A station, or `district` (the default).
+    station: Option<String>,
+    year: Option<i32>,
+}
+
+/// A station's months of a year (HJ 663): means, CO 95th and O3 90th percentiles, good days.
+pub async fn air_monthly(
+    State(s): State<AppState>,
+    q: Result<Query<AirMonthlyParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let engine = engine(&s)?.clone();
+    let now = Utc::now().timestamp_millis();
+    let year = q
+        .year
+        .unwrap_or_else(|| chrono::Datelike::year(&time::cst_date(now)));
+    let station = q.station.unwrap_or_else(|| "district".into());
+    let docs = blocking("air monthly", move || engine.air_monthly(&station, year)).await?;
+    Ok(Json(Page::new(docs)).into_response())
+}
+
 pub async fn cems_monthly(
     State(s): State<AppState>,
     q: Result<Query<MonthlyParams>, axum::extract::rejection::QueryRejection>,
@@ -263,11 +315,12 @@ pub async fn cems_monthly(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableParams {
-    /// The unit (CEMS tables), station (`air-daily`, `district` too) or sensor (`water-daily`).
+    /// The unit (CEMS tables), station (`air-daily`, `air-monthly`, `district` too) or sensor
+    /// (`water-daily`).
     unit: Option<String>,
     station: Option<String>,
     sensor: Option<String>,
-    /// `YYYY-MM-DD` (cems-hourly), `YYYY-MM` (the daily tables), `YYYY` (cems-monthly).
+    /// `YYYY-MM-DD` (cems-hourly), `YYYY-MM` (the daily tables), `YYYY` (the monthly tables).
     day: Option<String>,
     month: Option<String>,
     year: Option<i32>,

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::hj633::{self, Concentrations, Edition, Report};
 use super::hj663;
-use super::results::{AirDay, AirDayValidity, AirHour, AqiSummary, Values};
+use super::results::{
+    AirDay, AirDayValidity, AirHour, AirMonth, AirMonthValue, AqiSummary, Values,
+};
 use crate::registry::{Domain, Registry, SiteKind};
 
 /// Air pollutants with the unit HJ 633 uses.
@@ -171,6 +173,54 @@ pub fn day(
         aqi,
         good_day,
         not_monitored,
+    }
+}
+
+/// A month from its daily results (HJ 663 statistics; see `hj663::MONTH_STATISTICS`). Values are
+/// as reported: GB/T 8170 at the pollutant's precision (µg/m³ to the unit, CO 0.1 mg/m³).
+pub fn month(station: &str, year: i32, month: u32, days: &[AirDay]) -> AirMonth {
+    let mut values = BTreeMap::new();
+    for (key, stat, label) in hj663::MONTH_STATISTICS {
+        let daily: Vec<f64> = days
+            .iter()
+            .filter_map(|d| d.values.get(key).copied().flatten())
+            .collect();
+        let (v, n) = hj663::month_statistic(&daily, stat, month);
+        let decimals_key = if key == "O3_8h_max" { "O3" } else { key };
+        values.insert(
+            label.to_string(),
+            AirMonthValue {
+                statistic: match stat {
+                    hj663::MonthStatistic::Mean => "mean",
+                    hj663::MonthStatistic::P95 => "p95",
+                    hj663::MonthStatistic::P90 => "p90",
+                }
+                .to_string(),
+                value: v.map(|x| {
+                    crate::catalogue::reported(
+                        decimals_key,
+                        crate::catalogue::Reporting::Ambient,
+                        x,
+                    )
+                }),
+                days: n,
+            },
+        );
+    }
+    let aqis: Vec<u32> = days
+        .iter()
+        .filter_map(|d| d.aqi.as_ref().and_then(|a| a.aqi))
+        .collect();
+    let good = aqis.iter().filter(|a| **a <= 100).count() as u32;
+    let n = aqis.len() as u32;
+    AirMonth {
+        station: station.to_string(),
+        year,
+        month,
+        values,
+        aqi_days: n,
+        good_days: good,
+        good_rate_percent: (n > 0).then(|| f64::from(good) * 100.0 / f64::from(n)),
     }
 }
 

@@ -27,10 +27,10 @@ use rusqlite::{params, Connection};
 use super::hj633::{Concentrations, Edition, Report};
 use super::input::{HourInput, Row};
 use super::results::{
-    AirDay, AirDayValidity, AirHour, CemsDay, CemsHour, CemsMonth, CemsPollutantMonth, Compliance,
-    Gb18918Summary, Gb3838Summary, Indicator, IndicatorDetail, IndicatorStatus, MonthVolumes,
-    SewageDetail, Stored, TreatmentDay, UnitCompliance, UnitHours, UnitsDetail, Values, WaterDay,
-    WaterHour,
+    AirDay, AirDayValidity, AirHour, AirMonth, CemsDay, CemsHour, CemsMonth, CemsPollutantMonth,
+    Compliance, Gb18918Summary, Gb3838Summary, Indicator, IndicatorDetail, IndicatorStatus,
+    MonthVolumes, SewageDetail, Stored, TreatmentDay, UnitCompliance, UnitHours, UnitsDetail,
+    Values, WaterDay, WaterHour,
 };
 use super::time::{self, DAY_MS, HOUR_MS, MINUTE_MS};
 use super::{air, cems, export, gb18918, gb3838, hj663, plan};
@@ -821,6 +821,26 @@ impl Engine {
     /// Monthly CEMS figures per unit and pollutant for `year`, summed from the daily results:
     /// valid, exceeded and stopped hours, compliance and completeness, mass, and whether the month
     /// is valid (HJ 76-2017 Appendix B: ≥ 25 valid days, February ≥ 23).
+    /// A station's (or the district's) months of `year` that have daily results (HJ 663).
+    pub fn air_monthly(&self, station: &str, year: i32) -> Result<Vec<AirMonth>, EngineError> {
+        let Some((a, b)) = plan::year_window(year) else {
+            return Ok(Vec::new());
+        };
+        let docs =
+            self.results::<AirDay>(Some(station), time::day_start_ms(a), time::day_start_ms(b))?;
+        let mut by_month: BTreeMap<u32, Vec<AirDay>> = BTreeMap::new();
+        for (_, ts, d) in docs {
+            by_month
+                .entry(time::cst_date(ts).month())
+                .or_default()
+                .push(d);
+        }
+        Ok(by_month
+            .iter()
+            .map(|(m, days)| air::month(station, year, *m, days))
+            .collect())
+    }
+
     pub fn cems_monthly(
         &self,
         unit: Option<&str>,
@@ -906,6 +926,9 @@ impl Engine {
         let reg = self.registry.snapshot();
         let (from, to) = (time::day_start_ms(from_day), time::day_start_ms(to_day));
         let as_of = time::cst_date(now_ms).min(to_day);
+        let window_end = to + DAY_MS;
+        let window_over = now_ms >= window_end;
+        let hours_left = u32::try_from((window_end - now_ms).max(0) / HOUR_MS).unwrap_or(u32::MAX);
         let target = |id: &str, default: f64| {
             reg.targets
                 .iter()
@@ -926,12 +949,7 @@ impl Engine {
             .collect();
         let t = target("air_good_days_rate", 80.0);
         let g = plan::good_days((from_day, to_day), as_of, &days, t);
-        let status = match g.rate_percent {
-            None => IndicatorStatus::NoData,
-            Some(_) if g.already_missed => IndicatorStatus::Missed,
-            Some(r) if r >= t => IndicatorStatus::OnTrack,
-            Some(_) => IndicatorStatus::AtRisk,
-        };
+        let status = plan::standing(g.rate_percent, t, window_over, g.already_missed);
         indicators.push(Indicator {
             id: "air_good_days_rate".into(),
             name_zh: "空气质量二级以上天数比例".into(),
@@ -972,11 +990,8 @@ impl Engine {
             target: t,
             comparison: ">=".into(),
             actual: rate,
-            status: match rate {
-                None => IndicatorStatus::NoData,
-                Some(r) if r >= t => IndicatorStatus::Met,
-                Some(_) => IndicatorStatus::NotMet,
-            },
+            // Future volumes are unknown: below target is at risk until the window is over.
+            status: plan::standing(rate, t, window_over, false),
             edition: None,
             detail: Some(IndicatorDetail::Sewage(SewageDetail {
                 treated_m3: treated,
@@ -1024,6 +1039,12 @@ impl Engine {
                 pollutants: per,
             });
         }
+        // A unit-pollutant whose share can no longer reach the target makes the indicator missed.
+        let unreachable = units.iter().any(|u| {
+            u.pollutants.values().any(|p| {
+                plan::hours_share_unreachable(p.valid_hours, p.exceeded_hours, hours_left, t)
+            })
+        });
         let worst = units
             .iter()
             .flat_map(|u| u.pollutants.values().filter_map(|p| p.compliance_percent))
@@ -1036,11 +1057,7 @@ impl Engine {
             target: t,
             comparison: ">=".into(),
             actual: worst,
-            status: match worst {
-                None => IndicatorStatus::NoData,
-                Some(w) if w >= t => IndicatorStatus::Met,
-                Some(_) => IndicatorStatus::NotMet,
-            },
+            status: plan::standing(worst, t, window_over, unreachable),
             edition: None,
             detail: Some(IndicatorDetail::Units(UnitsDetail { units })),
             source: None,

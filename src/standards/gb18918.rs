@@ -47,6 +47,15 @@ pub fn class_1a(e: &Effluent, built_before_2006: bool) -> Vec<Verdict> {
     class_1a_by(super::gb3838::Comparison::Rounded, e, built_before_2006)
 }
 
+/// Decimal places a parameter is reported with (TP 0.01 mg/L, the rest 0.1).
+pub fn reporting_decimals(parameter: &str) -> u32 {
+    if parameter == "TP" {
+        2
+    } else {
+        1
+    }
+}
+
 /// [`class_1a`] under a comparison method.
 pub fn class_1a_by(
     cmp: super::gb3838::Comparison,
@@ -56,8 +65,7 @@ pub fn class_1a_by(
     let mut out = Vec::new();
     let mut max = |parameter: &'static str, value: Option<f64>, limit: f64| {
         if let Some(v) = value {
-            let decimals = if parameter == "TP" { 2 } else { 1 };
-            let v = cmp.value(v, decimals);
+            let v = cmp.value(v, reporting_decimals(parameter));
             out.push(Verdict {
                 parameter: parameter.to_string(),
                 value: v,

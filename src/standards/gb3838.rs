@@ -102,6 +102,18 @@ pub fn reporting_decimals(p: Parameter) -> u32 {
     }
 }
 
+/// The parameter a water quantity key is classed as (rivers: TP against the river limits).
+pub fn parameter_of(key: &str) -> Option<Parameter> {
+    Some(match key {
+        "COD" => Parameter::Cod,
+        "CODMn" => Parameter::CodMn,
+        "NH3-N" => Parameter::Nh3n,
+        "TP" => Parameter::TpRiver,
+        "DO" => Parameter::Do,
+        _ => return None,
+    })
+}
+
 /// The value as reported: GB/T 8170 rounding to the parameter's precision.
 pub fn reported(p: Parameter, value: f64) -> f64 {
     round_half_even(value, reporting_decimals(p))

@@ -11,6 +11,13 @@
 //!   be confirmed against the text — it is applied as those sources state it.
 //! - District (区域) concentration: the arithmetic mean of the stations' values (HJ 663 点位平均;
 //!   the arithmetic mean is what secondary sources describe).
+//! - Month (月评价): SO2, NO2, PM10, PM2.5 as the mean of the daily means, CO as the 95th percentile
+//!   of the daily means and O3 as the 90th percentile of the daily maximum 8h means (HJ 663's
+//!   statistics for an evaluation period); a month's statistic needs at least 27 daily values
+//!   (February 25), GB 3095 Table 4's monthly mean rule, applied here to every statistic. The
+//!   percentile is HJ 663's: sort ascending, k = 1 + (n − 1)·p, interpolate between the s-th and
+//!   (s + 1)-th values at s = ⌊k⌋ (secondary sources agree; the same as a spreadsheet's
+//!   PERCENTILE.INC).
 
 /// Minutes with data needed for a valid hourly mean.
 pub const MIN_MINUTES_PER_HOUR: usize = 45;
@@ -93,9 +100,90 @@ pub fn district_mean(stations: &[Option<f64>]) -> Option<f64> {
     mean(stations.iter().flatten().copied())
 }
 
+/// Daily values a month's statistic needs (GB 3095 Table 4): 27, February 25.
+pub fn min_days_per_month(month: u32) -> usize {
+    if month == 2 {
+        25
+    } else {
+        27
+    }
+}
+
+/// HJ 663's percentile `p` (0–1) of `values`: k = 1 + (n − 1)·p, s = ⌊k⌋,
+/// X(s) + (X(s+1) − X(s))·(k − s) over the values sorted ascending (1-based).
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() || !(0.0..=1.0).contains(&p) {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let k = 1.0 + (v.len() - 1) as f64 * p;
+    let s = k.floor() as usize;
+    let lower = v[s - 1];
+    let upper = v.get(s).copied().unwrap_or(lower);
+    Some(lower + (upper - lower) * (k - s as f64))
+}
+
+/// How a pollutant's month is summarised (HJ 663).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonthStatistic {
+    Mean,
+    /// CO: 95th percentile of the daily means.
+    P95,
+    /// O3: 90th percentile of the daily maximum 8h means.
+    P90,
+}
+
+/// The month's statistic per pollutant key: (key of the daily value, statistic, label).
+pub const MONTH_STATISTICS: [(&str, MonthStatistic, &str); 6] = [
+    ("SO2", MonthStatistic::Mean, "SO2"),
+    ("NO2", MonthStatistic::Mean, "NO2"),
+    ("PM10", MonthStatistic::Mean, "PM10"),
+    ("PM2.5", MonthStatistic::Mean, "PM2.5"),
+    ("CO", MonthStatistic::P95, "CO-95per"),
+    ("O3_8h_max", MonthStatistic::P90, "O3-8h-90per"),
+];
+
+/// One pollutant's month: the statistic when enough days are valid, and the days it had.
+pub fn month_statistic(daily: &[f64], stat: MonthStatistic, month: u32) -> (Option<f64>, usize) {
+    let n = daily.len();
+    if n < min_days_per_month(month) {
+        return (None, n);
+    }
+    let v = match stat {
+        MonthStatistic::Mean => mean(daily.iter().copied()),
+        MonthStatistic::P95 => percentile(daily, 0.95),
+        MonthStatistic::P90 => percentile(daily, 0.90),
+    };
+    (v, n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_and_monthly_statistics_by_hand() {
+        // 1 … 30 sorted: k = 1 + 29 × 0.95 = 28.55 → X28 + 0.55 × (X29 − X28) = 28.55.
+        let v: Vec<f64> = (1..=30).map(f64::from).collect();
+        assert!((percentile(&v, 0.95).unwrap() - 28.55).abs() < 1e-9);
+        // k = 1 + 29 × 0.9 = 27.1 → 27.1.
+        assert!((percentile(&v, 0.90).unwrap() - 27.1).abs() < 1e-9);
+        // Order does not matter; p = 1 is the maximum, p = 0 the minimum.
+        let shuffled = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(percentile(&shuffled, 1.0), Some(5.0));
+        assert_eq!(percentile(&shuffled, 0.0), Some(1.0));
+        // n = 5, p = 0.95: k = 4.8 → 4 + 0.8 × (5 − 4) = 4.8.
+        assert!((percentile(&shuffled, 0.95).unwrap() - 4.8).abs() < 1e-9);
+        assert_eq!(percentile(&[], 0.5), None);
+        // A month needs 27 daily values (February 25): 26 in November is no statistic.
+        let days: Vec<f64> = (0..26).map(|_| 40.0).collect();
+        assert_eq!(month_statistic(&days, MonthStatistic::Mean, 11), (None, 26));
+        assert_eq!(
+            month_statistic(&days, MonthStatistic::Mean, 2),
+            (Some(40.0), 26)
+        );
+    }
 
     #[test]
     fn an_hour_needs_45_minutes() {

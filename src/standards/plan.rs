@@ -130,12 +130,67 @@ pub fn treatment_rate_percent(treated_m3: f64, produced_m3: f64) -> Option<f64> 
     (produced_m3 > 0.0).then(|| treated_m3 * 100.0 / produced_m3)
 }
 
+/// Where an indicator stands, in the one vocabulary every indicator uses (API, metrics, briefing,
+/// dashboards): while the window runs, `on_track` (at or above the target so far), `at_risk` (below
+/// it, still reachable) or `missed` (no longer reachable whatever the rest brings); once the window
+/// is over, `met` or `missed`. `no_data` without a figure.
+pub fn standing(
+    actual: Option<f64>,
+    target: f64,
+    window_over: bool,
+    unreachable: bool,
+) -> super::results::IndicatorStatus {
+    use super::results::IndicatorStatus as S;
+    match actual {
+        None => S::NoData,
+        Some(_) if unreachable => S::Missed,
+        Some(a) if window_over && a >= target => S::Met,
+        Some(_) if window_over => S::Missed,
+        Some(a) if a >= target => S::OnTrack,
+        Some(_) => S::AtRisk,
+    }
+}
+
+/// Whether a share of valid hours within limits can still reach `target_percent` by the window's end:
+/// the best case counts every hour left as valid and within limits.
+pub fn hours_share_unreachable(
+    valid: u32,
+    exceeded: u32,
+    hours_left: u32,
+    target_percent: f64,
+) -> bool {
+    let total = f64::from(valid) + f64::from(hours_left);
+    if total == 0.0 {
+        return false;
+    }
+    let best = (f64::from(valid - exceeded.min(valid)) + f64::from(hours_left)) * 100.0 / total;
+    best < target_percent
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn d(m: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, m, day).unwrap()
+    }
+
+    #[test]
+    fn one_vocabulary_for_every_indicator() {
+        use crate::standards::results::IndicatorStatus as S;
+        assert_eq!(standing(None, 80.0, false, false), S::NoData);
+        assert_eq!(standing(Some(81.0), 80.0, false, false), S::OnTrack);
+        assert_eq!(standing(Some(79.0), 80.0, false, false), S::AtRisk);
+        assert_eq!(standing(Some(79.0), 80.0, false, true), S::Missed);
+        assert_eq!(standing(Some(80.0), 80.0, true, false), S::Met);
+        assert_eq!(standing(Some(79.9), 80.0, true, false), S::Missed);
+        // 100 % of hours within limits: one exceeded hour of 1,000 can never be made up.
+        assert!(hours_share_unreachable(1000, 1, 7000, 100.0));
+        // 99 %: 10 exceeded of 1,000 valid, 7,000 hours left → best (990 + 7000) / 8000 = 99.9 %.
+        assert!(!hours_share_unreachable(1000, 10, 7000, 99.0));
+        // With no hours left it is the share itself: 990 / 1000 = 99 % < 99.5 %.
+        assert!(hours_share_unreachable(1000, 10, 0, 99.5));
+        assert!(!hours_share_unreachable(0, 0, 0, 100.0));
     }
 
     #[test]

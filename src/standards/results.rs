@@ -208,6 +208,30 @@ pub struct AirDay {
     pub not_monitored: Vec<String>,
 }
 
+/// One pollutant's month (HJ 663): its statistic, and the daily values it is from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AirMonthValue {
+    /// "mean", "p95" (CO) or "p90" (O3 daily maximum 8h).
+    pub statistic: String,
+    /// `null` with fewer daily values than the month needs (27, February 25).
+    pub value: Option<f64>,
+    pub days: usize,
+}
+
+/// A station's (or the district's) month (HJ 663 月评价).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AirMonth {
+    pub station: String,
+    pub year: i32,
+    pub month: u32,
+    /// By statistic name: SO2, NO2, PM10, PM2.5, CO-95per, O3-8h-90per.
+    pub values: BTreeMap<String, AirMonthValue>,
+    /// Days with a daily AQI, and of those AQI ≤ 100 (grade II or better).
+    pub aqi_days: u32,
+    pub good_days: u32,
+    pub good_rate_percent: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WaterHour {
     pub sensor: String,
@@ -256,16 +280,19 @@ pub struct TreatmentDay {
     pub treatment_rate_percent: Option<f64>,
 }
 
-/// A plan indicator's standing.
+/// A plan indicator's standing: one vocabulary for every indicator (see `plan::standing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IndicatorStatus {
     NoData,
+    /// The window runs and the figure so far meets the target.
     OnTrack,
+    /// The window runs, the figure is below the target, and it can still be reached.
     AtRisk,
+    /// The target can no longer be reached (or the window ended below it).
     Missed,
+    /// The window ended with the target reached.
     Met,
-    NotMet,
     /// No sensor measures it: entered by hand.
     Manual,
 }

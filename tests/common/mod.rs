@@ -246,6 +246,8 @@ pub fn daemon_config(data_dir: &Path, mqtt_port: u16, client_id: &str) -> Config
     cfg.mqtt.reconnect_max = Duration::from_secs(1);
     cfg.store.retry_max = Duration::from_secs(1);
     cfg.store.kind = StoreKind::Embedded;
+    // No briefing at start (a test that wants one turns it on).
+    cfg.report.daily_at = "off".into();
     cfg.validate().expect("valid test config");
     cfg
 }
@@ -481,6 +483,8 @@ impl DaemonProcess {
             .args(["run", "--config"])
             .arg(config)
             .env("ENVIROMON_LOG", "info")
+            // No briefing at start: these tests are about other things.
+            .env("ENVIROMON__REPORT__DAILY_AT", "off")
             .stdout(Stdio::from(f.try_clone().expect("log file")))
             .stderr(Stdio::from(f))
             .spawn()
