@@ -433,6 +433,10 @@ pub struct MqttConfig {
     pub reconnect_min: Duration,
     /// Payloads larger than this are dead-lettered as `payload_too_large`.
     pub max_payload_bytes: usize,
+    /// A retained message whose readings carry no timestamp of their own: the broker sends it
+    /// again at every (re)subscription, so taking the arrival time would store it again each time.
+    /// `ignore` (default): counted, not stored; `store`: stored with the arrival time.
+    pub retained_without_ts: RetainedWithoutTs,
 }
 
 impl Default for MqttConfig {
@@ -454,6 +458,7 @@ impl Default for MqttConfig {
             reconnect_max: Duration::from_secs(30),
             reconnect_min: Duration::from_millis(200),
             max_payload_bytes: 256 * 1024,
+            retained_without_ts: RetainedWithoutTs::Ignore,
         }
     }
 }
@@ -462,6 +467,14 @@ impl MqttConfig {
     pub fn resolved_password(&self) -> Result<Option<Secret>, ConfigError> {
         resolve_secret(&self.password, &self.password_file)
     }
+}
+
+/// What to do with a retained MQTT message whose readings have no timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetainedWithoutTs {
+    Ignore,
+    Store,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -274,6 +274,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         Spooler {
             rx,
             spool: spool.clone(),
+            deadletter: deadletter.clone(),
             metrics: metrics.clone(),
             data_ready: data_ready.clone(),
             space_freed: space_freed.clone(),

@@ -457,11 +457,15 @@ fn hj212_command(c: Hj212Command) -> ExitCode {
                             .iter()
                             .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
                             .collect();
-                        let (items, unknown) = match hj212::items(&p) {
-                            Ok((i, u)) => (serde_json::to_value(i).unwrap_or_default(), u),
-                            Err(why) => (serde_json::Value::from(why), Vec::new()),
+                        let (items, unknown, refused_values) = match hj212::items(&p) {
+                            Ok((i, u, r)) => (
+                                serde_json::to_value(i).unwrap_or_default(),
+                                u,
+                                r.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                            ),
+                            Err(why) => (serde_json::Value::from(why), Vec::new(), Vec::new()),
                         };
-                        serde_json::json!({"ok": true, "edition": p.edition(), "encrypted": p.encrypted, "resend": p.resend(), "crc": p.crc, "header": header, "cp": p.cp, "pollutants": p.pollutants(), "readings": items, "unknown_codes": unknown})
+                        serde_json::json!({"ok": true, "edition": p.edition(), "encrypted": p.encrypted, "resend": p.resend(), "crc": p.crc, "header": header, "cp": p.cp, "pollutants": p.pollutants(), "readings": items, "unknown_codes": unknown, "refused_values": refused_values})
                     }
                     Err((error, raw)) => {
                         refused += 1;

@@ -50,6 +50,11 @@ pub struct Metrics {
     pub spool_oldest_age_seconds: Gauge,
     pub spool_drain_seconds: Gauge,
     pub spool_ingest_paused: IntGauge,
+    /// Readings of retained MQTT messages without their own timestamp, not stored
+    /// (`mqtt.retained_without_ts = "ignore"`).
+    pub mqtt_retained_untimed: IntCounter,
+    /// 1 while appends fail because the spool's disk is full (nothing is acknowledged meanwhile).
+    pub spool_disk_full: IntGauge,
     /// Seconds ingest has waited for spool space, in total.
     pub spool_paused_seconds: Counter,
     pub spool_appended_readings: IntCounter,
@@ -215,6 +220,14 @@ impl Metrics {
             spool_ingest_paused: gauge(
                 "enviromon_spool_ingest_paused",
                 "1 while ingest waits for spool space (the spool is at spool.max_bytes).",
+            )?,
+            mqtt_retained_untimed: counter(
+                "enviromon_mqtt_retained_untimed_total",
+                "Readings of retained MQTT messages without their own timestamp, not stored (the broker resends them at every subscription).",
+            )?,
+            spool_disk_full: gauge(
+                "enviromon_spool_disk_full",
+                "1 while the spool's disk is full: appends fail, messages stay unacknowledged at their source.",
             )?,
             spool_paused_seconds: fcounter(
                 "enviromon_spool_ingest_paused_seconds_total",

@@ -497,3 +497,102 @@ async fn influxdb_rejecting_some_lines_dead_letters_exactly_those() {
     );
     running.shutdown().await;
 }
+
+/// A small tmpfs mounted for one test (CI runs as root); unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount(8)");
+        assert!(
+            out.status.success(),
+            "this test mounts a {size} tmpfs to fill a disk and needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a daemon still holding files (a failed test) does not keep the mount alive.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The spool's disk fills while the store is down: appends fail with ENOSPC part-way through a
+/// write. Nothing is acknowledged that is not in the spool (the broker keeps the rest), `/readyz`
+/// and `enviromon_spool_disk_full` say why, no record is torn or skipped as corrupt, and once the
+/// store returns the writer's commits free the space (segments are deleted before the ledger is
+/// written, so a full disk cannot block its own cleanup): every reading is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_disk_acknowledges_nothing_it_cannot_keep() {
+    const N: i64 = 6_000;
+    let fs = Tmpfs::mount("256k");
+    let broker = mosquitto();
+    let mut vm = victoria_metrics();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = vm_config(dir.path(), broker.port, vm.port, "enviromon-disk-full");
+    cfg.spool.dir = Some(fs.dir.path().join("spool"));
+    cfg.spool.segment_bytes = 32 * 1024;
+    let running = daemon::start(cfg).await.unwrap();
+    let addr = running.http_addr;
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    vm.stop();
+    let base = base_ts();
+    // ~100 bytes a record: 6,000 records do not fit in 256 KiB.
+    let publishing = publish_in_background(broker.port, "pub-disk-full", TOPIC, N, base);
+    eventually(60, "the spool's disk is full", || async {
+        (running.metrics.spool_disk_full.get() == 1).then_some(())
+    })
+    .await;
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["spool_disk_space"], false, "{body}");
+    assert!(body["reasons"].to_string().contains("disk full"), "{body}");
+    let spooled = running.metrics.spool_appended_readings.get();
+    assert!(spooled < N as u64, "the disk stopped the spool ({spooled})");
+    // What was acknowledged is what is in the spool: the spool reads back every appended reading.
+    vm.start_again();
+    let (count, sum) = eventually(120, "all 6,000 stored once space returns", || async {
+        let r = vm_so2(vm.port).await;
+        (r.0 == N as usize).then_some(r)
+    })
+    .await;
+    assert_eq!((count, sum), (N as usize, (N * (N - 1) / 2) as f64));
+    tokio::time::timeout(Duration::from_secs(60), publishing)
+        .await
+        .expect("every message acknowledged in the end")
+        .unwrap();
+    assert_eq!(running.metrics.spool_disk_full.get(), 0);
+    assert_eq!(running.metrics.spool_appended_readings.get(), N as u64);
+    assert_eq!(
+        running.metrics.spool_corrupt_records.get(),
+        0,
+        "no record torn by ENOSPC"
+    );
+    eventually(20, "ready again", || async {
+        (reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .ok()?
+            .status()
+            == 200)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(running.shutdown().await, ShutdownOutcome::Clean);
+}

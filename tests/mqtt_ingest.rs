@@ -255,7 +255,8 @@ async fn each_kind_of_malformed_payload_is_counted_dead_lettered_and_the_next_va
             br#"{"quantity":"SO2","value":1,"flag":"Z"}"#.to_vec(),
             "invalid_flag",
         ),
-        (topic, b"[1,2,3]".to_vec(), "invalid_payload"),
+        // One element that is not an object (each element of an array is refused on its own).
+        (topic, b"[1]".to_vec(), "invalid_payload"),
         (
             topic,
             br#"{"quantity":"SO2","value":1,"ts":"yesterday"}"#.to_vec(),
@@ -318,4 +319,47 @@ async fn each_kind_of_malformed_payload_is_counted_dead_lettered_and_the_next_va
     let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200, "still ready after every bad payload");
     assert_eq!(running.shutdown().await, daemon::ShutdownOutcome::Clean);
+}
+
+/// A retained message without a timestamp is sent again by the broker at every subscription; with
+/// the arrival time as its time it became a new reading at every restart. Ignored (and counted) by
+/// default; a retained message with its own timestamp is stored once, however often it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_without_a_timestamp_never_become_new_readings() {
+    let broker = mosquitto();
+    let mut p = Publisher::connect(broker.port, "pub-retained").await;
+    let ts = Utc::now().timestamp_millis() - 60_000;
+    p.publish_retained(
+        "enviromon/datang/dt-1-cems",
+        json!({"quantity": "SO2", "value": 11.0}).to_string(),
+    )
+    .await;
+    p.publish_retained(
+        "enviromon/datang/dt-2-cems",
+        json!({"ts": ts, "quantity": "SO2", "value": 22.0}).to_string(),
+    )
+    .await;
+    p.wait_acked().await;
+    let dir = tempfile::tempdir().unwrap();
+    for round in 1..=2 {
+        let running = daemon::start(daemon_config(dir.path(), broker.port, "enviromon-retained"))
+            .await
+            .unwrap();
+        eventually(20, "both retained messages handled", || async {
+            let timed = embedded_summary(&running.db_path, "dt-2-cems").0 == 1;
+            (timed && running.metrics.mqtt_retained_untimed.get() == 1).then_some(())
+        })
+        .await;
+        assert_eq!(
+            embedded_summary(&running.db_path, "dt-1-cems").0,
+            0,
+            "round {round}: the untimed retained reading is not stored"
+        );
+        assert_eq!(
+            embedded_summary(&running.db_path, "dt-2-cems").0,
+            1,
+            "round {round}"
+        );
+        running.shutdown().await;
+    }
 }

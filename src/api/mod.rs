@@ -218,15 +218,24 @@ async fn readyz(State(s): State<AppState>) -> Response {
             store_error.unwrap_or_else(|| "the last write failed (see the log)".into())
         ));
     }
+    let spool = s.metrics.spool_disk_full.get() == 0;
+    if !spool {
+        reasons.push(
+            "spool: disk full; nothing is acknowledged until space is freed (sources keep their messages)"
+                .into(),
+        );
+    }
+    let ready = broker && store && spool;
     let body = json!({
-        "ready": broker && store,
+        "ready": ready,
         "checks": {
             "broker_connected": if mqtt_enabled { json!(broker) } else { json!("disabled") },
             "store_writable": store,
+            "spool_disk_space": spool,
         },
         "reasons": reasons,
     });
-    let status = if broker && store {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

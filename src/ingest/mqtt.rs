@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{ConfigError, MqttConfig};
+use crate::config::{ConfigError, MqttConfig, RetainedWithoutTs};
 use crate::metrics::Metrics;
 use crate::pipeline::deadletter::DeadLetter;
 use crate::pipeline::validate::{self, Context};
@@ -317,6 +317,16 @@ impl MqttSource {
                 }
             }
         };
+        let mut readings = readings;
+        if p.retain && self.config.retained_without_ts == RetainedWithoutTs::Ignore {
+            let before = readings.len();
+            readings.retain(|r| !r.ts_assumed);
+            let dropped = (before - readings.len()) as u64;
+            if dropped > 0 {
+                self.metrics.mqtt_retained_untimed.inc_by(dropped);
+                tracing::debug!(topic = %p.topic, count = dropped, "retained readings without a timestamp ignored (the broker resends them at every subscription)");
+            }
+        }
         let mut ack = ack;
         if self
             .deadletter

@@ -41,10 +41,12 @@ pub enum RejectReason {
     /// HJ 212-2025 SM4: no key, a frame that does not open or check, or plaintext from a logger
     /// that must encrypt.
     Encryption,
+    /// Readings the spool's record format cannot hold (a field longer than it allows).
+    SpoolEncoding,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::EmptyPayload,
         RejectReason::PayloadTooLarge,
         RejectReason::NotJson,
@@ -62,6 +64,7 @@ impl RejectReason {
         RejectReason::InvalidFlag,
         RejectReason::StoreRejected,
         RejectReason::Encryption,
+        RejectReason::SpoolEncoding,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl RejectReason {
             RejectReason::InvalidFlag => "invalid_flag",
             RejectReason::StoreRejected => "store_rejected",
             RejectReason::Encryption => "encryption",
+            RejectReason::SpoolEncoding => "spool_encoding",
         }
     }
 }

@@ -131,6 +131,63 @@ pub fn decode(payload: &[u8]) -> Result<Vec<RawItem>, Rejection> {
     decode_general(payload)
 }
 
+/// Decode a payload element by element: a malformed element of an array is refused alone (with
+/// its path, `[1]`) and its good neighbours are kept; a payload that is not JSON at all, or empty,
+/// is one refusal.
+pub fn decode_each(payload: &[u8]) -> (Vec<RawItem>, Vec<Rejection>) {
+    if payload.iter().all(|b| b.is_ascii_whitespace()) {
+        return (
+            Vec::new(),
+            vec![Rejection::new(
+                RejectReason::EmptyPayload,
+                "payload is empty",
+            )],
+        );
+    }
+    if let Some(items) = decode_fast(payload) {
+        return (items, Vec::new());
+    }
+    let doc: Value = match serde_json::from_slice(payload) {
+        Ok(d) => d,
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![Rejection::new(
+                    RejectReason::NotJson,
+                    format!("not JSON: {e}"),
+                )],
+            )
+        }
+    };
+    let mut items = Vec::new();
+    let mut refused = Vec::new();
+    let mut one = |e: Value, path: &str| {
+        let mut these = Vec::new();
+        match decode_object(e, path, &mut these) {
+            Ok(()) => items.extend(these),
+            Err(r) => refused.push(r),
+        }
+    };
+    match doc {
+        Value::Array(elems) if elems.is_empty() => {
+            return (
+                Vec::new(),
+                vec![Rejection::new(
+                    RejectReason::InvalidPayload,
+                    "empty array: no readings",
+                )],
+            )
+        }
+        Value::Array(elems) => {
+            for (i, e) in elems.into_iter().enumerate() {
+                one(e, &format!("[{i}]"));
+            }
+        }
+        other => one(other, ""),
+    }
+    (items, refused)
+}
+
 /// Every shape, every error with its path.
 fn decode_general(payload: &[u8]) -> Result<Vec<RawItem>, Rejection> {
     let doc: Value = serde_json::from_slice(payload)
@@ -378,6 +435,28 @@ mod tests {
         ] {
             assert!(decode_fast(c.as_bytes()).is_none(), "{c}");
         }
+    }
+
+    /// The issue's `[good, {"ts", "quantity": "SO2"} (no value), good]`: the middle element is
+    /// refused with its path, both neighbours are kept.
+    #[test]
+    fn a_bad_array_element_is_refused_alone() {
+        let (items, refused) = decode_each(
+            br#"[{"quantity":"SO2","value":1},{"ts":1764000000000,"quantity":"SO2"},{"quantity":"NOx","value":2}]"#,
+        );
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].value, Value::from(1));
+        assert_eq!(items[1].quantity, Value::from("NOx"));
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].detail.starts_with("[1]"),
+            "{}",
+            refused[0].detail
+        );
+        // Not JSON, or empty, is one refusal of the whole message.
+        assert_eq!(decode_each(b"not json").1.len(), 1);
+        assert_eq!(decode_each(b"  ").1[0].reason, RejectReason::EmptyPayload);
+        assert_eq!(decode_each(b"[]").1[0].reason, RejectReason::InvalidPayload);
     }
 
     #[test]

@@ -51,15 +51,12 @@ pub fn sensor_for_topic<'r>(reg: &'r Registry, topic: &str) -> Result<&'r Sensor
 /// Decode and validate a whole payload for `sensor`. Good items are kept even when others fail.
 pub fn decode_payload(sensor: &Sensor, payload: &[u8], ctx: &Context) -> Decoded {
     let mut out = Decoded::default();
-    match payload::decode(payload) {
-        Err(r) => out.rejections.push(r),
-        Ok(items) => {
-            for item in items {
-                match validate_item(sensor, &item, ctx) {
-                    Ok(r) => out.readings.push(r),
-                    Err(r) => out.rejections.push(r),
-                }
-            }
+    let (items, refused) = payload::decode_each(payload);
+    out.rejections.extend(refused);
+    for item in items {
+        match validate_item(sensor, &item, ctx) {
+            Ok(r) => out.readings.push(r),
+            Err(r) => out.rejections.push(r),
         }
     }
     out

@@ -117,7 +117,15 @@ impl Writer {
     pub async fn run(self) {
         let mut drain_rate = DrainRate::default();
         self.update_spool_gauges(None, &drain_rate);
+        // A stored position the spool could not commit yet (a full disk): retried every round.
+        let mut uncommitted: Option<crate::store::spool::Position> = None;
         loop {
+            if let Some(pos) = uncommitted {
+                if self.commit(pos).await {
+                    uncommitted = None;
+                    self.space_freed.notify_waiters();
+                }
+            }
             let mut batch = match self.read_batch().await {
                 Some(b) => b,
                 None => {
@@ -128,6 +136,10 @@ impl Writer {
             if batch.records.is_empty() {
                 self.update_spool_gauges(None, &drain_rate);
                 if self.input_done.is_cancelled() && self.spool.is_read_to_end() {
+                    if let Some(pos) = uncommitted {
+                        // The last commit, tried once more before the writer ends.
+                        self.commit(pos).await;
+                    }
                     break;
                 }
                 tokio::select! {
@@ -143,27 +155,36 @@ impl Writer {
             let records = std::mem::take(&mut batch.records);
             let readings: Vec<Reading> = records.into_iter().flat_map(|r| r.readings).collect();
             self.metrics.batch_pending.set(readings.len() as i64);
-            if self.write_all(&readings).await.is_err() {
+            if self.write_all(&readings, oldest).await.is_err() {
                 tracing::warn!("store writer stopped at the shutdown deadline; unstored readings stay in the spool");
                 return;
             }
             self.metrics.batch_pending.set(0);
-            let spool = self.spool.clone();
-            let end = batch.end;
-            match tokio::task::spawn_blocking(move || spool.commit(end)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    // Not fatal: the batch is stored; a restart would replay it (idempotent).
-                    self.metrics.spool_errors.inc();
-                    tracing::error!(error = %e, "spool commit failed");
-                }
-                Err(e) => tracing::error!(error = %e, "spool commit task failed"),
-            }
+            uncommitted = (!self.commit(batch.end).await).then_some(batch.end);
             drain_rate.observe(batch.bytes, started.elapsed());
             self.space_freed.notify_waiters();
         }
         self.update_spool_gauges(None, &drain_rate);
         tracing::debug!("store writer drained the spool");
+    }
+
+    /// Commit the spool up to `pos`; false (counted, logged) when it failed: the caller retries.
+    /// The batch is stored either way; a restart before the commit replays it (stores are
+    /// idempotent).
+    async fn commit(&self, pos: crate::store::spool::Position) -> bool {
+        let spool = self.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.commit(pos)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                self.metrics.spool_errors.inc();
+                tracing::error!(error = %e, "spool commit failed; retrying");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool commit task failed; retrying");
+                false
+            }
+        }
     }
 
     async fn read_batch(&self) -> Option<Batch> {
@@ -209,10 +230,10 @@ impl Writer {
     }
 
     /// Write `readings`, splitting on 413 and bisecting on rejection; retry transient errors.
-    async fn write_all(&self, readings: &[Reading]) -> Result<(), Aborted> {
+    async fn write_all(&self, readings: &[Reading], oldest: Option<i64>) -> Result<(), Aborted> {
         let mut work: Vec<&[Reading]> = vec![readings];
         while let Some(chunk) = work.pop() {
-            match self.write_retrying(chunk).await? {
+            match self.write_retrying(chunk, oldest).await? {
                 None => {}
                 Some(StoreError::TooLarge(msg)) | Some(StoreError::Rejected(msg))
                     if chunk.len() > 1 =>
@@ -230,7 +251,13 @@ impl Writer {
     }
 
     /// Write one chunk, retrying retryable errors; returns the non-retryable error, if any.
-    async fn write_retrying(&self, chunk: &[Reading]) -> Result<Option<StoreError>, Aborted> {
+    /// The spool's gauges are kept current while the store fails (`oldest`: the batch's first
+    /// append time), so a backlog that grows during an outage shows, and alerts, as it grows.
+    async fn write_retrying(
+        &self,
+        chunk: &[Reading],
+        oldest: Option<i64>,
+    ) -> Result<Option<StoreError>, Aborted> {
         let store = self.store.name();
         let mut delay = self.config.retry_min;
         let mut failing_since: Option<Instant> = None;
@@ -273,6 +300,8 @@ impl Writer {
                     } else {
                         tracing::debug!(store, error = %e, "store write failed again");
                     }
+                    // While the store fails the time to drain is unknown (-1).
+                    self.update_spool_gauges(oldest, &DrainRate::default());
                     let mut jittered = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
                     if let StoreError::Retryable {
                         retry_after: Some(after),

@@ -48,6 +48,15 @@ pub enum SpoolError {
     TooLong(&'static str),
 }
 
+impl SpoolError {
+    /// The disk (or the quota) is full: appends fail until space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, SpoolError::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+                || source.raw_os_error() == Some(28))
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.to_path_buf(),
@@ -121,6 +130,10 @@ struct Inner {
     corrupt_records: u64,
     corrupt_bytes: u64,
     dirty: bool,
+    /// An append could not cut a failed write back: the next append starts a new segment.
+    must_rotate: bool,
+    /// The ledger is behind `committed` (its write failed): the next commit writes it.
+    ledger_stale: bool,
 }
 
 /// The spool. All methods do blocking file I/O: call them from `spawn_blocking`.
@@ -436,6 +449,8 @@ impl Spool {
                 corrupt_records: 0,
                 corrupt_bytes: 0,
                 dirty: false,
+                must_rotate: false,
+                ledger_stale: false,
             }),
         };
         sync_dir(dir)?;
@@ -474,22 +489,39 @@ impl Spool {
     }
 
     /// Append encoded records (one `write`), rotating segments, and fsync per the policy.
+    ///
+    /// A failed append leaves the segment as it was: a write that stopped part-way (a full disk)
+    /// or an fsync that failed is cut back to the previous end, so the caller may retry the same
+    /// bytes and the reader never meets a half record. If even the cut fails, the segment is closed
+    /// at its last good record and the next append starts a new one.
     pub fn append(&self, encoded: &[u8]) -> Result<(), SpoolError> {
         if encoded.is_empty() {
             return Ok(());
         }
         let mut g = self.lock();
         let size = g.segments.get(&g.active_id).copied().unwrap_or(0);
-        if size > 0 && size + encoded.len() as u64 > self.segment_bytes {
+        if g.must_rotate || (size > 0 && size + encoded.len() as u64 > self.segment_bytes) {
             self.rotate(&mut g)?;
+            g.must_rotate = false;
         }
+        let before = g.segments.get(&g.active_id).copied().unwrap_or(0);
         let p = seg_path(&self.dir, g.active_id);
-        g.active.write_all(encoded).map_err(io(&p))?;
+        let written = g.active.write_all(encoded).and_then(|()| {
+            if self.policy == FsyncPolicy::Batch {
+                g.active.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            if g.active.set_len(before).is_err() {
+                g.must_rotate = true;
+            }
+            return Err(io(&p)(e));
+        }
         let id = g.active_id;
         *g.segments.entry(id).or_insert(0) += encoded.len() as u64;
-        if self.policy == FsyncPolicy::Batch {
-            g.active.sync_data().map_err(io(&p))?;
-        } else {
+        if self.policy != FsyncPolicy::Batch {
             g.dirty = true;
         }
         Ok(())
@@ -591,27 +623,19 @@ impl Spool {
         Ok(batch)
     }
 
-    /// Rewind reading to the committed position (after a failed store write is abandoned).
-    pub fn rewind(&self) {
-        let mut g = self.lock();
-        g.read = g.committed;
-    }
-
-    /// Everything before `pos` is stored: persist the ledger and delete consumed segments.
+    /// Everything before `pos` is stored: delete the consumed segments, then persist the ledger.
+    ///
+    /// Space is freed first, so a full disk never keeps the ledger from being written (the ledger
+    /// needs a temporary file). A crash between the two leaves a ledger that points into a deleted
+    /// segment: `open` then starts at the first segment left, replaying the start of a segment that
+    /// was already stored (stores are idempotent). A ledger that cannot be written is retried by
+    /// the next `commit`, even of the same position.
     pub fn commit(&self, pos: Position) -> Result<(), SpoolError> {
         let mut g = self.lock();
-        if pos <= g.committed {
+        if pos <= g.committed && !g.ledger_stale {
             return Ok(());
         }
-        let ledger = self.dir.join("ledger");
-        let tmp = self.dir.join("ledger.tmp");
-        {
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            writeln!(f, "{} {}", pos.segment, pos.offset).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-        }
-        fs::rename(&tmp, &ledger).map_err(io(&ledger))?;
-        g.committed = pos;
+        let mut pos = pos.max(g.committed);
         let done: Vec<u64> = g.segments.range(..pos.segment).map(|(k, _)| *k).collect();
         for id in done {
             let p = seg_path(&self.dir, id);
@@ -619,26 +643,42 @@ impl Spool {
             g.segments.remove(&id);
         }
         // The active segment fully stored: start a fresh one so its space is returned.
-        let end = end_position(&g);
-        if pos == end && g.segments.get(&g.active_id).copied().unwrap_or(0) > 0 {
+        if pos == end_position(&g) && g.segments.get(&g.active_id).copied().unwrap_or(0) > 0 {
             let old = g.active_id;
             self.rotate(&mut g)?;
+            g.must_rotate = false;
             let p = seg_path(&self.dir, old);
             fs::remove_file(&p).map_err(io(&p))?;
             g.segments.remove(&old);
-            let fresh = Position {
+            pos = Position {
                 segment: g.active_id,
                 offset: 0,
             };
-            g.committed = fresh;
-            if g.read < fresh {
-                g.read = fresh;
-            }
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            writeln!(f, "{} {}", fresh.segment, fresh.offset).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-            fs::rename(&tmp, &ledger).map_err(io(&ledger))?;
         }
+        g.committed = pos;
+        if g.read < pos {
+            g.read = pos;
+        }
+        g.ledger_stale = true;
+        self.write_ledger(pos)?;
+        g.ledger_stale = false;
+        Ok(())
+    }
+
+    fn write_ledger(&self, pos: Position) -> Result<(), SpoolError> {
+        let ledger = self.dir.join("ledger");
+        let tmp = self.dir.join("ledger.tmp");
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            writeln!(f, "{} {}", pos.segment, pos.offset)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            // A half-written temporary file is never read; do not leave it taking space.
+            let _ = fs::remove_file(&tmp);
+            return Err(io(&tmp)(e));
+        }
+        fs::rename(&tmp, &ledger).map_err(io(&ledger))?;
         sync_dir(&self.dir)
     }
 

@@ -298,6 +298,16 @@ impl Publisher {
         self.sent += 1;
     }
 
+    /// Publish a retained message (QoS 1): the broker keeps it and sends it to every new
+    /// subscription.
+    pub async fn publish_retained(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.into())
+            .await
+            .expect("queue publish");
+        self.sent += 1;
+    }
+
     /// Wait until the broker has acknowledged everything sent.
     pub async fn wait_acked(&mut self) {
         let want = self.sent;

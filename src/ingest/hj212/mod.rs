@@ -72,8 +72,12 @@ fn wire_unit(code: &str) -> Option<&'static str> {
     }
 }
 
-/// The values of a data packet (CN 2011/2051/2061/2031), and the codes it did not know.
-pub fn items(p: &Packet) -> Result<(Vec<Item>, Vec<String>), String> {
+/// The values of a data packet (CN 2011/2051/2061/2031), the codes it did not know, and the values
+/// refused one by one: a value that is not a number (`abc`, empty) and every value of a pollutant
+/// whose `-Flag` is not an HJ 212 flag, each with its field and reason (as the MQTT path refuses).
+pub type Items = (Vec<Item>, Vec<String>, Vec<Rejection>);
+
+pub fn items(p: &Packet) -> Result<Items, String> {
     let period =
         period_of(p.cn()).ok_or_else(|| format!("CN {} carries no monitoring data", p.cn()))?;
     let ts_ms = p.data_time().and_then(parse_data_time).ok_or_else(|| {
@@ -88,21 +92,46 @@ pub fn items(p: &Packet) -> Result<(Vec<Item>, Vec<String>), String> {
     };
     let mut out = Vec::new();
     let mut unknown = Vec::new();
+    let mut refused = Vec::new();
     for (code, fields) in p.pollutants() {
         let q = find_quantity(&code).filter(|q| q.hj212 == Some(code.as_str()));
         if q.is_none() {
             unknown.push(code.clone());
         }
-        let flag = fields
-            .get("Flag")
-            .and_then(|f| f.parse::<DataFlag>().ok())
-            .unwrap_or(DataFlag::N);
+        let flag = match fields.get("Flag") {
+            None => DataFlag::N,
+            Some(f) => match f.parse::<DataFlag>() {
+                Ok(flag) => flag,
+                Err(_) => {
+                    refused.push(Rejection::new(
+                        RejectReason::InvalidFlag,
+                        format!(
+                            "CP {code}-Flag: {f:?} is not an HJ 212 flag (N F M S D C T B); the pollutant's values are refused"
+                        ),
+                    ));
+                    continue;
+                }
+            },
+        };
         for (kind, converted) in value_kinds
             .iter()
             .map(|k| (*k, false))
             .chain([(zs_kind, true)])
         {
-            if let Some(v) = fields.get(kind).and_then(|v| v.parse::<f64>().ok()) {
+            let Some(text) = fields.get(kind) else {
+                continue;
+            };
+            let v = match text.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => v,
+                _ => {
+                    refused.push(Rejection::new(
+                        RejectReason::NonNumeric,
+                        format!("CP {code}-{kind}: {text:?} is not a number"),
+                    ));
+                    continue;
+                }
+            };
+            {
                 out.push(Item {
                     code: code.clone(),
                     quantity: q.map(|q| q.key),
@@ -117,7 +146,7 @@ pub fn items(p: &Packet) -> Result<(Vec<Item>, Vec<String>), String> {
             }
         }
     }
-    Ok((out, unknown))
+    Ok((out, unknown, refused))
 }
 
 use crate::pipeline::payload::{CustomPaths, Paths, RawItem};
@@ -304,7 +333,7 @@ pub fn check_source(sensor: &Sensor, p: &Packet) -> Result<(), Rejection> {
 /// never converted again; unknown codes refused as `unknown_quantity` (kept in the dead-letter file).
 pub fn readings(sensor: &Sensor, p: &Packet, ctx: &Context) -> Decoded {
     let mut out = Decoded::default();
-    let (list, unknown) = match items(p) {
+    let (list, unknown, refused) = match items(p) {
         Ok(x) => x,
         Err(why) => {
             out.rejections
@@ -312,6 +341,7 @@ pub fn readings(sensor: &Sensor, p: &Packet, ctx: &Context) -> Decoded {
             return out;
         }
     };
+    out.rejections.extend(refused);
     for code in unknown {
         out.rejections.push(Rejection::new(
             RejectReason::UnknownQuantity,
@@ -398,7 +428,7 @@ mod tests {
         assert_eq!(parse_data_time("20260101100000"), Some(1_767_232_800_000));
         let f = frame("QN=20260101101000000;ST=31;CN=2061;PW=1;MN=DT1;Flag=4;CP=&&DataTime=20260101100000;a21026-Avg=18.2,a21026-ZsAvg=22.1,a21026-Flag=T;a01012-Avg=50.1;zz999-Avg=3&&");
         let p = parse_frame(f.as_bytes(), Tolerance::default()).unwrap();
-        let (items, unknown) = items(&p).unwrap();
+        let (items, unknown, _) = items(&p).unwrap();
         assert_eq!(unknown, vec!["zz999"]);
         let so2: Vec<&Item> = items.iter().filter(|i| i.code == "a21026").collect();
         assert_eq!(so2.len(), 2);
@@ -413,10 +443,34 @@ mod tests {
         assert_eq!((t.quantity, t.unit), (Some("flue_temp"), Some("degC")));
     }
 
+    /// A value that is not a number, an empty one, and a flag HJ 212 does not define are each
+    /// refused with their field and reason; the good values of the same frame are kept.
+    #[test]
+    fn bad_values_and_flags_are_refused_one_by_one() {
+        let f = frame("QN=20260101101000000;ST=31;CN=2051;PW=1;MN=DT1;Flag=4;CP=&&DataTime=20260101100000;a21026-Avg=abc,a21026-Flag=N;a21002-Avg=,a21002-Flag=N;a34013-Avg=3.1,a34013-Flag=Z;a19001-Avg=9.0,a19001-Flag=N&&");
+        let (items, unknown, refused) =
+            items(&parse_frame(f.as_bytes(), Tolerance::default()).unwrap()).unwrap();
+        assert!(unknown.is_empty());
+        // Only O2 (a19001) survives.
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].code, "a19001");
+        let mut why: Vec<String> = refused.iter().map(|r| r.to_string()).collect();
+        why.sort();
+        assert_eq!(
+            why,
+            vec![
+                "invalid_flag: CP a34013-Flag: \"Z\" is not an HJ 212 flag (N F M S D C T B); the pollutant's values are refused".to_string(),
+                "non_numeric: CP a21002-Avg: \"\" is not a number".to_string(),
+                "non_numeric: CP a21026-Avg: \"abc\" is not a number".to_string(),
+            ]
+        );
+    }
+
     #[test]
     fn real_time_uses_rtd_and_flows_keep_their_wire_units() {
         let f = frame("QN=1;ST=32;CN=2011;PW=1;MN=WW;Flag=4;CP=&&DataTime=20260101100030;w00000-Rtd=12.5;w01018-Rtd=21.0,w01018-Flag=N&&");
-        let (items, _) = items(&parse_frame(f.as_bytes(), Tolerance::default()).unwrap()).unwrap();
+        let (items, _, _) =
+            items(&parse_frame(f.as_bytes(), Tolerance::default()).unwrap()).unwrap();
         let flow = items.iter().find(|i| i.code == "w00000").unwrap();
         assert_eq!(
             (flow.quantity, flow.unit, flow.period),
