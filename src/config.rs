@@ -498,6 +498,14 @@ pub struct PipelineConfig {
     /// At most one warn log per rejection reason per this interval; the rest are counted.
     #[serde(with = "humantime_serde")]
     pub reject_log_interval: Duration,
+    /// The dead-letter file rotates past this size, bytes. Default 64 MiB.
+    pub deadletter_max_bytes: u64,
+    /// Rotated dead-letter files kept (`deadletter.jsonl.1` …). Default 3.
+    pub deadletter_keep: usize,
+    /// Dead-letter records per second per source and reason after the burst (floods). Default 20.
+    pub deadletter_flood_rate: f64,
+    /// Dead-letter records written at once before the flood rate applies. Default 200.
+    pub deadletter_flood_burst: f64,
 }
 
 impl Default for PipelineConfig {
@@ -506,6 +514,10 @@ impl Default for PipelineConfig {
             channel_capacity: 1024,
             max_future_skew: Duration::from_secs(300),
             reject_log_interval: Duration::from_secs(10),
+            deadletter_max_bytes: 64 << 20,
+            deadletter_keep: 3,
+            deadletter_flood_rate: 20.0,
+            deadletter_flood_burst: 200.0,
         }
     }
 }
@@ -1060,6 +1072,21 @@ impl Config {
                 message,
             })
         };
+        let pl = &self.pipeline;
+        if pl.deadletter_max_bytes < 64 * 1024 {
+            err(
+                "pipeline.deadletter_max_bytes",
+                "must be at least 65536 (one record keeps up to 64 KiB of payload)".into(),
+            );
+        }
+        let rate_ok = pl.deadletter_flood_rate.is_finite() && pl.deadletter_flood_rate > 0.0;
+        let burst_ok = pl.deadletter_flood_burst.is_finite() && pl.deadletter_flood_burst >= 1.0;
+        if !rate_ok || !burst_ok {
+            err(
+                "pipeline.deadletter_flood_rate",
+                "the rate must be > 0 and the burst ≥ 1".into(),
+            );
+        }
         if self.daemon.shutdown_deadline.is_zero() {
             err("daemon.shutdown_deadline", "must be greater than 0s".into());
         }

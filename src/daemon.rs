@@ -147,10 +147,16 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
 
     let metrics = Metrics::new()?;
     let deadletter_path = data_dir.join("deadletter.jsonl");
-    let deadletter = Arc::new(DeadLetter::open(
+    let deadletter = Arc::new(DeadLetter::open_with(
         &deadletter_path,
         metrics.clone(),
         cfg.pipeline.reject_log_interval,
+        crate::pipeline::deadletter::Limits {
+            max_bytes: cfg.pipeline.deadletter_max_bytes,
+            keep: cfg.pipeline.deadletter_keep,
+            flood_rate: cfg.pipeline.deadletter_flood_rate,
+            flood_burst: cfg.pipeline.deadletter_flood_burst,
+        },
     )?);
 
     let latest = LatestValues::default();

@@ -41,6 +41,10 @@ pub struct Metrics {
     /// Dead-letter records written, and write failures.
     pub deadletter_records: IntCounter,
     pub deadletter_errors: IntCounter,
+    /// Refusals held back by the flood limit (counted, summed up in one record later).
+    pub deadletter_suppressed: IntCounter,
+    /// Times the dead-letter file was rotated at its size bound.
+    pub deadletter_rotations: IntCounter,
     /// Readings that carried no timestamp and took the receive time.
     pub timestamps_assumed: IntCounter,
     /// Spool: bytes on disk, bytes not yet stored, oldest unstored record's age, estimated seconds to
@@ -199,6 +203,14 @@ impl Metrics {
             deadletter_errors: counter(
                 "enviromon_deadletter_errors_total",
                 "Dead-letter records that could not be written.",
+            )?,
+            deadletter_suppressed: counter(
+                "enviromon_deadletter_suppressed_total",
+                "Refusals not recorded one by one (flood limit); every refusal is still in enviromon_readings_rejected_total.",
+            )?,
+            deadletter_rotations: counter(
+                "enviromon_deadletter_rotations_total",
+                "Times the dead-letter file was rotated at pipeline.deadletter_max_bytes.",
             )?,
             timestamps_assumed: counter(
                 "enviromon_readings_timestamp_assumed_total",

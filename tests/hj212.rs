@@ -347,3 +347,53 @@ async fn idle_and_surplus_connections_are_closed() {
     );
     running.shutdown().await;
 }
+
+/// 256 KiB of `#` on the port (the flood: 131,070 "frames", 36 MB of fsynced records, a
+/// legitimate logger kept waiting): the flood is recorded up to its limit and counted, the
+/// dead-letter file stays small, and a logger on another connection is answered and stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_flood_is_bounded_and_never_holds_up_another_logger() {
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), broker.port, 0).await;
+    let addr = running.hj212_addr.unwrap();
+    let mut flood = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let garbage = vec![b'#'; 256 * 1024];
+    let flooding = tokio::spawn(async move {
+        let _ = flood.write_all(&garbage).await;
+        flood
+    });
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let t = chrono::Utc::now().timestamp_millis() / 1000 * 1000 - 60_000;
+    let f = frame(&format!(
+        "QN={}000;ST=31;CN=2011;PW=123456;MN=DT2DAL0001;Flag=5;CP=&&DataTime={};a21026-Rtd=12.5,a21026-Flag=N&&",
+        dt(t),
+        dt(t)
+    ));
+    s.write_all(f.as_bytes()).await.unwrap();
+    let replies = hj212_replies(&mut s, 1).await;
+    assert!(replies[0].contains("CN=9014"), "{replies:?}");
+    eventually(20, "the logger's reading stored", || async {
+        (count(&running.db_path, "dt-2-dal") == 1).then_some(())
+    })
+    .await;
+    let _flood = flooding.await.unwrap();
+    // Every garbage refusal counted; only the burst and the rate recorded one by one.
+    let m = &running.metrics;
+    let refused = eventually(30, "the whole flood refused", || async {
+        let n = m
+            .readings_rejected
+            .with_label_values(&["invalid_payload"])
+            .get();
+        (n >= 1000 && m.deadletter_suppressed.get() > 0).then_some(n)
+    })
+    .await;
+    let size = std::fs::metadata(&running.deadletter_path).unwrap().len();
+    assert!(
+        m.deadletter_records.get() < refused / 4,
+        "{} records for {refused} refusals",
+        m.deadletter_records.get()
+    );
+    assert!(size < 2 << 20, "dead-letter file {size} bytes");
+    running.shutdown().await;
+}

@@ -328,10 +328,17 @@ impl MqttSource {
             }
         }
         let mut ack = ack;
-        if self
-            .deadletter
-            .reject(Source::Mqtt, &p.topic, &p.payload, &rejections)
-            .is_err()
+        if !rejections.is_empty()
+            && self
+                .deadletter
+                .reject_async(
+                    Source::Mqtt,
+                    p.topic.clone(),
+                    p.payload.to_vec(),
+                    rejections,
+                )
+                .await
+                .is_err()
         {
             // Not recorded: leave the message unacknowledged so the broker keeps it.
             ack = None;

@@ -244,7 +244,7 @@ impl Writer {
                     work.push(b);
                     work.push(a);
                 }
-                Some(e) => self.dead_letter_reading(&chunk[0], &e),
+                Some(e) => self.dead_letter_reading(&chunk[0], &e).await?,
             }
         }
         Ok(())
@@ -350,20 +350,31 @@ impl Writer {
         }
     }
 
-    fn dead_letter_reading(&self, r: &Reading, e: &StoreError) {
+    /// A reading the store refuses is dead-lettered before the spool moves past it: the write is
+    /// retried until it is durable (or the shutdown deadline), so a refused reading is never
+    /// committed away without its record.
+    async fn dead_letter_reading(&self, r: &Reading, e: &StoreError) -> Result<(), Aborted> {
         let payload = serde_json::to_vec(r).unwrap_or_default();
         let rej = Rejection::new(
             RejectReason::StoreRejected,
             format!("{}: {e}", self.store.name()),
         );
-        // The reading is refused by the store whatever happens to this record; a failed dead-letter
-        // write is counted and logged by `reject`.
-        let _ = self.deadletter.reject(
-            r.source,
-            &format!("{}/{}", r.sensor, r.quantity),
-            &payload,
-            &[rej],
-        );
+        let topic = format!("{}/{}", r.sensor, r.quantity);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let written = self
+                .deadletter
+                .reject_async(r.source, topic.clone(), payload.clone(), vec![rej.clone()])
+                .await;
+            if written.is_ok() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.hard_stop.cancelled() => return Err(Aborted),
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
     }
 }
 

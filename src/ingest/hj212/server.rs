@@ -172,7 +172,7 @@ impl Shared {
                             Decoded::Bad(e, raw) => {
                                 srv.metrics.hj212_frames.with_label_values(&["bad"]).inc();
                                 let rej = Rejection::new(RejectReason::InvalidPayload, format!("HJ 212 frame refused: {e}"));
-                                self.dead_letter(&topic, &raw, &[rej]);
+                                self.dead_letter(&topic, &raw, &[rej]).await;
                                 continue;
                             }
                             Decoded::Garbage(raw) => {
@@ -197,11 +197,21 @@ impl Shared {
 
     /// Write refusals to the dead-letter file. `false` when that failed: the caller must then not
     /// acknowledge (the logger keeps the data and sends it again).
-    fn dead_letter(&self, topic: &str, raw: &[u8], rejections: &[Rejection]) -> bool {
+    async fn dead_letter(&self, topic: &str, raw: &[u8], rejections: &[Rejection]) -> bool {
+        if rejections.is_empty() {
+            return true;
+        }
+        // On the blocking pool: one connection's fsync never holds up another's replies.
         match self
             .server
             .deadletter
-            .reject(Source::Hj212, topic, raw, rejections)
+            .reject_async(
+                Source::Hj212,
+                topic.to_string(),
+                raw.to_vec(),
+                rejections.to_vec(),
+            )
+            .await
         {
             Ok(()) => true,
             Err(e) => {
@@ -250,7 +260,7 @@ impl Shared {
                     .hj212_frames
                     .with_label_values(&["refused"])
                     .inc();
-                self.dead_letter(topic, &raw, &[r]);
+                self.dead_letter(topic, &raw, &[r]).await;
                 return Ok(());
             }
         };
@@ -338,7 +348,7 @@ impl Shared {
                         p.cn()
                     ),
                 );
-                if !self.dead_letter(topic, raw, &[kept]) {
+                if !self.dead_letter(topic, raw, &[kept]).await {
                     return Ok(());
                 }
             }
@@ -367,7 +377,7 @@ impl Shared {
         } else {
             super::readings(sensor, &p, &ctx)
         };
-        if !self.dead_letter(topic, raw, &d.rejections) {
+        if !self.dead_letter(topic, raw, &d.rejections).await {
             return Ok(());
         }
         let n = d.readings.len() as u64;
@@ -480,7 +490,7 @@ impl Shared {
                     "SM4: CN 1014 key update from MN {} was not encrypted with its current key; refused",
                     p.mn()
                 ))],
-            );
+            ).await;
             return;
         }
         let new_key =
@@ -495,7 +505,8 @@ impl Shared {
                     topic,
                     raw,
                     &[refuse(format!("SM4: CN 1014 from MN {}: {e}", p.mn()))],
-                );
+                )
+                .await;
                 return;
             }
             None => {
@@ -506,7 +517,8 @@ impl Shared {
                         "SM4: CN 1014 from MN {} carries no NewKey",
                         p.mn()
                     ))],
-                );
+                )
+                .await;
                 return;
             }
         };

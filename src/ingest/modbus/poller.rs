@@ -570,9 +570,16 @@ impl Poller {
         }
         if !rejections.is_empty() {
             let raw = serde_json::json!({"sensor": d.sensor, "profile": d.profile.id}).to_string();
+            // A poll cannot be asked again: a failed record is counted and logged by `reject`.
             let _ = self
                 .deadletter
-                .reject(Source::Modbus, &d.sensor, raw.as_bytes(), &rejections);
+                .reject_async(
+                    Source::Modbus,
+                    d.sensor.clone(),
+                    raw.into_bytes(),
+                    rejections,
+                )
+                .await;
         }
         if readings.is_empty() {
             return;
