@@ -7,7 +7,7 @@
 //! the store holds exactly the readings sent. Figures:
 //!
 //! - throughput: readings/s from the first publish to the last reading stored (the daemon's
-//!   `enviromon_readings_stored_total`, and for the peer VictoriaMetrics' row counter);
+//!   `enviromon_readings_written_total`, and for the peer VictoriaMetrics' row counter);
 //! - latency at fixed rates: a reading is stored when the stored counter passes its index (one
 //!   publisher, one connection, a FIFO spool: readings are stored in order); polled every 10 ms;
 //! - the daemon's CPU seconds (utime + stime from /proc) per million readings, its peak RSS
@@ -518,7 +518,7 @@ fn watch(http: u16, every: Duration, stop: Arc<AtomicU64>) -> tokio::task::JoinH
             let text = scrape(http).await;
             let now = Instant::now();
             w.stored
-                .push((now, metric_sum(&text, "enviromon_readings_stored_total")));
+                .push((now, metric_sum(&text, "enviromon_readings_written_total")));
             if now - last_spool >= Duration::from_millis(100) {
                 w.spool.push((
                     (now - start).as_secs_f64(),
@@ -535,7 +535,7 @@ fn watch(http: u16, every: Duration, stop: Arc<AtomicU64>) -> tokio::task::JoinH
 async fn wait_stored(http: u16, n: u64, secs: u64) -> Res<Instant> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let v = metric_sum(&scrape(http).await, "enviromon_readings_stored_total");
+        let v = metric_sum(&scrape(http).await, "enviromon_readings_written_total");
         if v >= n as f64 {
             return Ok(Instant::now());
         }

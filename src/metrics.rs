@@ -20,8 +20,11 @@ pub struct Metrics {
     pub readings_received: IntCounterVec,
     /// Readings or messages refused, by reason.
     pub readings_rejected: IntCounterVec,
-    /// Readings written to a store (2xx / committed), by store.
-    pub readings_stored: IntCounterVec,
+    /// Readings written to a store (2xx / committed), by store. Every write counts: a reading
+    /// delivered twice (an MQTT redelivery after a reconnect, a replay after a crash) is written,
+    /// and counted, twice; the stores keep one copy (they are idempotent). Hence "written", not
+    /// "stored": the readings stored are what the store holds.
+    pub readings_written: IntCounterVec,
     /// Failed store writes, by store and kind (retryable, rejected, too_large).
     pub store_errors: IntCounterVec,
     /// Seconds per successful batch write, by store.
@@ -161,9 +164,9 @@ impl Metrics {
                 "Readings or messages refused and dead-lettered, by reason.",
                 &["reason"],
             )?,
-            readings_stored: counter_vec(
-                "enviromon_readings_stored_total",
-                "Readings durably written, by store.",
+            readings_written: counter_vec(
+                "enviromon_readings_written_total",
+                "Readings written to the store, by store; a reading delivered twice (MQTT redelivery, replay after a restart) is written and counted twice, the store keeps one copy.",
                 &["store"],
             )?,
             store_errors: counter_vec(

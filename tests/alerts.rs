@@ -472,7 +472,7 @@ async fn no_data_fires_on_time_and_a_restart_neither_repages_nor_forgets() {
     eventually(5, "the reading stored", || async {
         (running
             .metrics
-            .readings_stored
+            .readings_written
             .with_label_values(&["embedded"])
             .get()
             == 1)

@@ -714,7 +714,7 @@ fn metric_names_in(text: &str) -> BTreeSet<String> {
 #[test]
 fn dashboards_and_rules_name_only_metrics_the_daemon_registers() {
     let known = registered_metrics();
-    assert!(known.contains("enviromon_readings_stored_total"));
+    assert!(known.contains("enviromon_readings_written_total"));
     let mut texts = vec![(
         "deploy/prometheus/rules.yml".to_string(),
         read(&repo().join("deploy/prometheus/rules.yml")),

@@ -68,7 +68,7 @@ async fn victoria_metrics_down_for_30s_while_10000_readings_arrive() {
     assert_eq!(
         running
             .metrics
-            .readings_stored
+            .readings_written
             .with_label_values(&["influxdb"])
             .get(),
         0

@@ -80,14 +80,15 @@ async fn a_thousand_readings_reach_victoria_metrics_with_exact_values_tags_and_t
             .collect();
         assert_eq!(got, expected, "{sensor}");
     }
+    // Writes, not unique readings: on a busy machine the broker may deliver a message again after
+    // a reconnect, which is written again (VictoriaMetrics keeps one sample, as checked above).
     let metrics = get_text(running.http_addr, "/metrics").await;
-    assert_eq!(
-        metric(
-            &metrics,
-            "enviromon_readings_stored_total{store=\"influxdb\"}"
-        ),
-        1000.0
+    let written = metric(
+        &metrics,
+        "enviromon_readings_written_total{store=\"influxdb\"}",
     );
+    let redelivered = written - 1000.0;
+    assert!(redelivered >= 0.0, "{written} written for 1000 stored");
     assert_eq!(running.shutdown().await, daemon::ShutdownOutcome::Clean);
 }
 

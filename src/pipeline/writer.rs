@@ -270,7 +270,7 @@ impl Writer {
                         .with_label_values(&[store])
                         .observe(started.elapsed().as_secs_f64());
                     self.metrics
-                        .readings_stored
+                        .readings_written
                         .with_label_values(&[store])
                         .inc_by(chunk.len() as u64);
                     self.metrics.store_writable.set(1);
