@@ -363,12 +363,20 @@ impl Default for DaemonConfig {
 pub struct HttpConfig {
     /// Address of the HTTP API and `/metrics`. Default `127.0.0.1:8080`.
     pub listen: String,
+    /// A connection that has not sent a request's headers within this is closed (half-open and
+    /// idle keep-alive connections included). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog. Default 512.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
         }
     }
 }
@@ -1089,6 +1097,12 @@ impl Config {
         }
         if self.daemon.shutdown_deadline.is_zero() {
             err("daemon.shutdown_deadline", "must be greater than 0s".into());
+        }
+        if self.http.header_read_timeout.is_zero() {
+            err("http.header_read_timeout", "must be greater than 0s".into());
+        }
+        if self.http.max_connections == 0 {
+            err("http.max_connections", "must be at least 1".into());
         }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             err(

@@ -545,14 +545,15 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
     let stop_http = CancellationToken::new();
     let stop = stop_http.clone();
     let router = api::app(state);
-    let http = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let (header_timeout, max_connections) =
+        (cfg.http.header_read_timeout, cfg.http.max_connections);
+    let http = tokio::spawn(api::serve::serve(
+        listener,
+        router,
+        header_timeout,
+        max_connections,
+        stop,
+    ));
     tracing::info!(%http_addr, "HTTP API listening");
 
     Ok(Running {

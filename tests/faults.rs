@@ -596,3 +596,50 @@ async fn a_full_spool_disk_acknowledges_nothing_it_cannot_keep() {
     .await;
     assert_eq!(running.shutdown().await, ShutdownOutcome::Clean);
 }
+
+/// Half-open HTTP clients (the issue: 500 of 500 still open after 35 s): connections that send no
+/// complete request headers are closed after `http.header_read_timeout`, connections beyond
+/// `http.max_connections` wait, and a real client is served once slots free up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_http_connections_are_closed_and_do_not_lock_the_api_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = daemon_config(dir.path(), broker.port, "enviromon-half-open");
+    cfg.http.header_read_timeout = Duration::from_secs(1);
+    cfg.http.max_connections = 50;
+    let running = daemon::start(cfg).await.unwrap();
+    let addr = running.http_addr;
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            // Half a request: headers never completed.
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push(s);
+    }
+    // A real client gets through while they are held.
+    eventually(30, "a real request served", || async {
+        let r = reqwest::get(format!("http://{addr}/healthz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    // Every idle connection is closed by the server (EOF, or a 408 then EOF).
+    for (i, s) in idle.iter_mut().enumerate() {
+        let mut buf = vec![0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection {i} still open");
+    }
+    assert_eq!(running.shutdown().await, ShutdownOutcome::Clean);
+}

@@ -632,3 +632,55 @@ async fn the_status_register_sets_the_flag_and_coils_read_as_bools() {
     assert_eq!(r.values, vec![(0, 1.0), (1, 0.0)]);
     stop.cancel();
 }
+
+/// A late answer that the retry makes good: the poll succeeds (no failure, the value delivered),
+/// and the timeout is still counted, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_the_retry_makes_good_is_counted() {
+    let sim = water_sim();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    tokio::spawn(modbus_sim::serve_tcp(listener, sim.clone(), stop.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let running = gateway_daemon(dir.path(), port, ", retries = 1").await;
+    let addr = running.http_addr;
+    eventually(10, "gw-1 up", || async {
+        polls(&devices(addr).await, "gw-1").1.then_some(())
+    })
+    .await;
+    let failures = |v: &Value| {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["sensor"] == "gw-1")
+            .unwrap()["failures"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = failures(&devices(addr).await);
+    sim.delay_next(1, Duration::from_millis(400));
+    eventually(10, "the timeout counted", || async {
+        let t = get_text(addr, "/metrics").await;
+        (metric(
+            &t,
+            "enviromon_modbus_errors_total{device=\"gw-1\",kind=\"timeout\"}",
+        ) == 1.0)
+            .then_some(())
+    })
+    .await;
+    // The poll after it succeeds, and the retried one did not count as a failure.
+    let (p0, _) = polls(&devices(addr).await, "gw-1");
+    eventually(10, "polling goes on", || async {
+        (polls(&devices(addr).await, "gw-1").0 >= p0 + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        failures(&devices(addr).await),
+        before,
+        "the retry made the poll good"
+    );
+    running.shutdown().await;
+    stop.cancel();
+}

@@ -25,6 +25,7 @@ pub mod alerts;
 pub mod auth;
 pub mod briefings;
 pub mod sensors;
+pub mod serve;
 pub mod standards;
 
 /// Liveness facts the readiness check reports.

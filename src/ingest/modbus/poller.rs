@@ -10,7 +10,8 @@
 //!   desync on TCP, stray bytes on RTU);
 //! - a Modbus exception (illegal address, busy, …) fails only that request: the device's other
 //!   requests are still read and their values delivered;
-//! - reconnection keeps trying forever with capped exponential backoff;
+//! - reconnection keeps trying forever with exponential backoff capped by `modbus.reconnect_max`
+//!   and by the shortest poll interval, so a gateway that returns is polled again at once;
 //! - a device going down or up is logged once per transition, not per poll.
 
 use std::collections::BTreeMap;
@@ -388,6 +389,13 @@ impl Poller {
             }
         }
         let mut ctx: Option<Context> = None;
+        let min_interval = self
+            .devices
+            .iter()
+            .map(|d| d.config.interval)
+            .min()
+            .unwrap_or(self.reconnect_max)
+            .max(Duration::from_millis(200));
         let mut connect_backoff = Duration::from_millis(200);
         let mut connect_retry_at = now;
         let mut connection_down_logged = false;
@@ -432,7 +440,11 @@ impl Poller {
                             self.record_failure(d, &mut sched[j], &format!("connect: {e}"), false);
                         }
                         connect_retry_at = Instant::now() + connect_backoff;
-                        connect_backoff = (connect_backoff * 2).min(self.reconnect_max);
+                        // Capped by the shortest poll interval: a gateway that comes back is
+                        // polled at once, so the gap in the data is the outage, not the backoff.
+                        connect_backoff = (connect_backoff * 2)
+                            .min(self.reconnect_max)
+                            .min(min_interval);
                         continue;
                     }
                 }
@@ -458,6 +470,17 @@ impl Poller {
                         break Ok((r.values, r.flag));
                     }
                     Err(e) => {
+                        // Counted per attempt: a timeout that a retry makes good is still a
+                        // timeout the device had.
+                        let kind = if e.contains("timed out") {
+                            "timeout"
+                        } else {
+                            "transport"
+                        };
+                        self.metrics
+                            .modbus_errors
+                            .with_label_values(&[&device.sensor, kind])
+                            .inc();
                         // Timeout or broken connection: drop it so no late answer desynchronises the
                         // next request; reconnect and retry.
                         ctx = None;
@@ -497,15 +520,7 @@ impl Poller {
                     }
                 }
                 Err(e) => {
-                    let kind = if e.contains("timed out") {
-                        "timeout"
-                    } else {
-                        "transport"
-                    };
-                    self.metrics
-                        .modbus_errors
-                        .with_label_values(&[&device.sensor, kind])
-                        .inc();
+                    // Its attempts were counted as they failed.
                     self.record_failure(device, &mut sched[i], &e, true);
                 }
             }
