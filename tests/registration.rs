@@ -403,6 +403,31 @@ async fn invalid_registrations_are_refused_with_their_field_paths_and_nothing_is
         v["error"]["errors"][0],
         json!({"path": "values[2].address", "message": "70000 is outside 0..=65535"})
     );
+    // A body's own problems keep their HTTP meaning: broken JSON is 400, no JSON content type is
+    // 415; neither is a registration error (422). (A body over the limit is 413; a client that is
+    // still sending it may see the connection closed instead, so it is not asserted here.)
+    let http = reqwest::Client::new();
+    let raw = |body: Vec<u8>, json: bool| {
+        let mut r = http
+            .post(format!("http://{addr}/api/v1/sensors"))
+            .bearer_auth(TECH)
+            .body(body);
+        if json {
+            r = r.header("content-type", "application/json");
+        }
+        r.send()
+    };
+    assert_eq!(
+        raw(b"{\"id\": ".to_vec(), true).await.unwrap().status(),
+        400
+    );
+    assert_eq!(
+        raw(base().to_string().into_bytes(), false)
+            .await
+            .unwrap()
+            .status(),
+        415
+    );
     assert_eq!(
         get_json(addr, "/api/v1/sensors").await["sensors"]
             .as_array()

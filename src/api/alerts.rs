@@ -120,8 +120,7 @@ pub async fn create_silence(
     body: Result<Json<NewSilence>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let Json(n) =
-        body.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
+    let Json(n) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let a = alerting(&s)?.clone();
     let now = Utc::now().timestamp_millis();
     let mut errors = Vec::new();

@@ -52,17 +52,6 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn json_body(
-    b: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Value, RegError> {
-    b.map(|Json(v)| v).map_err(|e| {
-        RegError::Invalid(vec![crate::config::FieldError {
-            path: String::new(),
-            message: e.body_text(),
-        }])
-    })
-}
-
 /// Run a registration call on a JSON body off the async runtime: its result, or the error response
 /// (bad JSON, registration disabled, or the registration error).
 async fn with_body<T: Send + 'static>(
@@ -70,7 +59,21 @@ async fn with_body<T: Send + 'static>(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
     f: impl FnOnce(&Registration, &Value) -> Result<T, RegError> + Send + 'static,
 ) -> Result<T, Response> {
-    let body = json_body(body).map_err(reg_error)?;
+    // A body's own problem keeps the status it calls for: 413 over the limit, 415 without a JSON
+    // content type, 400 for JSON that does not parse; one that parses but does not fit is 422
+    // like every registration error.
+    let body = match body {
+        Ok(Json(v)) => v,
+        Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => {
+            return Err(reg_error(RegError::Invalid(vec![
+                crate::config::FieldError {
+                    path: String::new(),
+                    message: e.body_text(),
+                },
+            ])))
+        }
+        Err(e) => return Err(ApiError::new(e.status(), e.body_text()).into_response()),
+    };
     let reg = registration(s).map_err(IntoResponse::into_response)?;
     blocking(move || f(&reg, &body)).await
 }
