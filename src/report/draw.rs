@@ -711,21 +711,34 @@ fn draw_water(data: &ReportData, area: &Area, labels: &mut Labels) -> DrawResult
         return Ok(());
     }
     let fits = ((h as i32 - y - ROW) / ROW).max(1) as usize;
-    for (k, r) in data.water.iter().enumerate() {
-        if k + 1 == fits && data.water.len() > fits {
+    list(area, labels, &data.water, y, fits, "处", w, water_row)
+}
+
+/// Rows of a list from `y`, at most `fits`; the last row says how many more there are.
+#[allow(clippy::too_many_arguments)]
+fn list<T>(
+    area: &Area,
+    labels: &mut Labels,
+    items: &[T],
+    mut y: i32,
+    fits: usize,
+    measure_zh: &str,
+    w: u32,
+    row: fn(&Area, &mut Labels, &T, i32, u32) -> DrawResult,
+) -> DrawResult {
+    let (ox, oy) = origin(area);
+    for (k, item) in items.iter().enumerate() {
+        if k + 1 == fits && items.len() > fits {
+            let more = items.len() - k;
             labels.at(
                 (ox + 46, oy + y),
                 16.0,
-                format!(
-                    "…… 另有 {} 处 / {} more",
-                    data.water.len() - k,
-                    data.water.len() - k
-                ),
+                format!("…… 另有 {more} {measure_zh} / {more} more"),
                 EMPTY_GREY,
             );
             break;
         }
-        water_row(area, labels, r, y, w)?;
+        row(area, labels, item, y, w)?;
         y += ROW;
     }
     Ok(())
@@ -779,25 +792,7 @@ fn draw_alerts(data: &ReportData, area: &Area, labels: &mut Labels) -> DrawResul
         return Ok(());
     }
     let fits = (((h as i32 - 48 - ROW) / ROW).max(1) as usize).min(super::MAX_ALERT_LINES);
-    let mut y = 48;
-    for (k, a) in data.alerts.iter().enumerate() {
-        if k + 1 == fits && data.alerts.len() > fits {
-            labels.at(
-                (ox + 46, oy + y),
-                16.0,
-                format!(
-                    "…… 另有 {} 条 / {} more",
-                    data.alerts.len() - k,
-                    data.alerts.len() - k
-                ),
-                EMPTY_GREY,
-            );
-            break;
-        }
-        alert_row(area, labels, a, y, w)?;
-        y += ROW;
-    }
-    Ok(())
+    list(area, labels, &data.alerts, 48, fits, "条", w, alert_row)
 }
 
 fn alert_row(area: &Area, labels: &mut Labels, a: &AlertRow, y: i32, w: u32) -> DrawResult {
