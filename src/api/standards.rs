@@ -279,6 +279,11 @@ pub struct AirMonthlyParams {
     year: Option<i32>,
 }
 
+/// The year asked for, or this year in Beijing time.
+fn year_or_this(year: Option<i32>) -> i32 {
+    year.unwrap_or_else(|| chrono::Datelike::year(&time::cst_date(Utc::now().timestamp_millis())))
+}
+
 /// A station's months of a year (HJ 663): means, CO 95th and O3 90th percentiles, good days.
 pub async fn air_monthly(
     State(s): State<AppState>,
@@ -286,10 +291,7 @@ pub async fn air_monthly(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let engine = engine(&s)?.clone();
-    let now = Utc::now().timestamp_millis();
-    let year = q
-        .year
-        .unwrap_or_else(|| chrono::Datelike::year(&time::cst_date(now)));
+    let year = year_or_this(q.year);
     let station = q.station.unwrap_or_else(|| "district".into());
     let docs = blocking("air monthly", move || engine.air_monthly(&station, year)).await?;
     Ok(Json(Page::new(docs)).into_response())
@@ -301,10 +303,7 @@ pub async fn cems_monthly(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let engine = engine(&s)?.clone();
-    let now = Utc::now().timestamp_millis();
-    let year = q
-        .year
-        .unwrap_or_else(|| chrono::Datelike::year(&time::cst_date(now)));
+    let year = year_or_this(q.year);
     let docs = blocking("cems monthly", move || {
         engine.cems_monthly(q.unit.as_deref(), year)
     })
