@@ -5,9 +5,12 @@
 //!
 //! - [`ingest`]: sources. [`ingest::mqtt`] subscribes with manual QoS 1 acks.
 //! - [`pipeline`]: payload decoding ([`pipeline::payload`]), validation and unit normalisation
-//!   ([`pipeline::validate`]), the dead-letter file ([`pipeline::deadletter`]) and the batching store
-//!   writer that acknowledges only what is stored ([`pipeline::writer`]).
-//! - [`store`]: the embedded SQLite store and InfluxDB (v2 write API), both idempotent.
+//!   ([`pipeline::validate`]), the dead-letter file ([`pipeline::deadletter`]), the spooler that
+//!   acknowledges a message once its readings are durable in the spool ([`pipeline::spooler`]) and
+//!   the batching store writer that commits the spool only after the store has them
+//!   ([`pipeline::writer`]).
+//! - [`store`]: the spool, the embedded SQLite store, InfluxDB (v2 write API) and InfluxDB 1.x; the
+//!   three stores are idempotent.
 //! - [`alerts`]: alert rules, lifecycle, persistence, Alertmanager/webhook/robot delivery.
 //! - [`api`]: the HTTP API (`fn app(state) -> Router`), health and `/metrics`.
 //! - [`registry`]: sites, units, sensors and plan targets, seeded from `seeds/`.

@@ -1,11 +1,11 @@
 //! MQTT source: subscribe, map topic → sensor, decode and validate payloads, and acknowledge each
-//! QoS 1 message only after its readings are stored (or its refusal is dead-lettered).
+//! QoS 1 message only after its readings are durable in the spool (or its refusal is dead-lettered).
 //!
 //! Delivery (MQTT 3.1.1 §4.3–4.6):
 //! - manual acks (`set_manual_acks(true)`): the broker forgets a message only after we have it;
 //! - fixed client id and `clean_session = false`: the broker queues messages while we are away and
 //!   resends unacknowledged ones when we reconnect;
-//! - acks go out in arrival order (the writer fires them batch by batch, in order), and acks that
+//! - acks go out in arrival order (the spooler fires them append by append, in order), and acks that
 //!   belong to an earlier connection are dropped (the broker resends those messages; the stores'
 //!   idempotent writes absorb the duplicates);
 //! - reconnects forever with capped exponential backoff; `enviromon_mqtt_connected` tells the state.
@@ -225,7 +225,7 @@ impl MqttSource {
                 }
             }
         }
-        // Shutdown: no more envelopes from us. Keep polling so the acks the writer fires while it
+        // Shutdown: no more envelopes from us. Keep polling so the acks the spooler fires while it
         // drains reach the broker; messages that arrive now are left unacknowledged (redelivered).
         let MqttSource { tx, metrics, .. } = self;
         drop(tx);
@@ -434,7 +434,7 @@ fn hj212_payload(
     out
 }
 
-/// Sends acks in the order the writer fires them; drops those of an earlier connection.
+/// Sends acks in the order the spooler fires them; drops those of an earlier connection.
 async fn run_acker(
     client: AsyncClient,
     mut rx: mpsc::UnboundedReceiver<(u64, Publish)>,

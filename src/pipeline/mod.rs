@@ -1,11 +1,12 @@
 //! The path between sources and stores: decoding payloads, validating readings, dead-lettering what
 //! cannot be stored, and the batching writer.
 //!
-//! Sources turn what they receive into an [`Envelope`] (readings plus, for MQTT, the token that
-//! acknowledges the message to the broker) and send it on one bounded channel. The [`writer`]
-//! batches envelopes, writes them to the store, and only then fires their acknowledgements, in
-//! arrival order. A full channel makes sources wait: backpressure reaches the broker (unacked QoS 1
-//! messages stay queued there) instead of anything being dropped.
+//! Sources turn what they receive into an [`Envelope`] (readings plus, for MQTT and HJ 212, the token
+//! that acknowledges the message) and send it on one bounded channel. The [`spooler`] appends the
+//! readings to the durable spool and only then fires the acknowledgements, in arrival order; the
+//! [`writer`] reads the spool, writes to the store and commits the spool after the store has them.
+//! A full channel makes sources wait: backpressure reaches the broker (unacked QoS 1 messages stay
+//! queued there) instead of anything being dropped.
 
 pub mod deadletter;
 pub mod payload;
@@ -125,7 +126,7 @@ pub trait Acknowledge: Send + fmt::Debug {
     fn ack(self: Box<Self>);
 }
 
-/// What travels from a source to the writer: zero or more readings and the acknowledgement to fire
+/// What travels from a source to the spooler: zero or more readings and the acknowledgement to fire
 /// once they are durable. An envelope with no readings still carries its ack, so acks stay in
 /// arrival order (MQTT 3.1.1 §4.6).
 #[derive(Debug)]

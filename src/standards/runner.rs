@@ -60,7 +60,7 @@ impl Runner {
         self.cycle(&mut pending).await;
     }
 
-    /// Recompute now (also used by tests through `Running::recompute_standards`).
+    /// Recompute what changed (every `interval`, and once more at shutdown).
     pub async fn cycle(&self, pending: &mut Vec<String>) {
         if !self.engine.has_changes() && pending.is_empty() {
             return;

@@ -6,8 +6,8 @@
 //! - [`influx1`]: InfluxDB 1.x's `/write` API, for 1.x servers and Grafana's InfluxQL.
 //! - [`spool`]: the durable queue in front of whichever store is configured.
 //!
-//! Both are idempotent: a reading's identity is (measurement, site, sensor, quantity, timestamp),
-//! so a replayed reading overwrites itself instead of adding a point.
+//! The three stores are idempotent: a reading's identity is (measurement, site, sensor, quantity,
+//! timestamp), so a replayed reading overwrites itself instead of adding a point.
 
 pub mod embedded;
 pub mod influx;
