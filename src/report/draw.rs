@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ab_glyph::{Font as _, FontArc, PxScale, ScaleFont};
+use chrono::NaiveDate;
 use image::RgbImage;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -414,25 +415,8 @@ fn draw_aqi(data: &ReportData, area: &Area, labels: &mut Labels) -> DrawResult {
     let n = data.aqi_days.len() as i32;
     // Columns right of the last day hold the grade names.
     let label_columns = 3;
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .margin_top(CAPTION)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0..n + label_columns, 0.0..y_top)?;
-    let days = data.aqi_days.clone();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(15)
-        .x_label_formatter(&|i| {
-            days.get(*i as usize)
-                .map(|d| d.day.format("%m-%d").to_string())
-                .unwrap_or_default()
-        })
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .label_style((FAMILY, 14))
-        .draw()?;
+    let days: Vec<NaiveDate> = data.aqi_days.iter().map(|d| d.day).collect();
+    let mut chart = day_chart(area, &days, n + label_columns, y_top)?;
     let mut lower = 0.0;
     for (upper, colour, label) in GRADES {
         if lower >= y_top {
@@ -475,6 +459,41 @@ fn draw_aqi(data: &ReportData, area: &Area, labels: &mut Labels) -> DrawResult {
 /// A PM series: its name, colour and (day index, value) points.
 type PmSeries<'a> = (&'a str, RGBColor, Vec<(i32, f64)>);
 
+type DayChart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordi32, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A chart with one column per day (`columns` ≥ the days; the rest stay unlabelled) from 0 to
+/// `y_top`, its mesh drawn: what the AQI and PM charts share.
+fn day_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    days: &[NaiveDate],
+    columns: i32,
+    y_top: f64,
+) -> Result<DayChart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .margin_top(CAPTION)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..columns, 0.0..y_top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(15)
+        .x_label_formatter(&|i| {
+            days.get(*i as usize)
+                .map(|d| d.format("%m-%d").to_string())
+                .unwrap_or_default()
+        })
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style((FAMILY, 14))
+        .draw()?;
+    Ok(chart)
+}
+
 const PM25_COLOUR: RGBColor = RGBColor(120, 60, 160);
 const PM10_COLOUR: RGBColor = RGBColor(150, 110, 40);
 
@@ -509,25 +528,8 @@ fn draw_pm(data: &ReportData, area: &Area, labels: &mut Labels) -> DrawResult {
         .fold(0.0_f64, f64::max)
         * 1.15;
     let n = data.pm_days.len() as i32;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(12)
-        .margin_top(CAPTION)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0..n, 0.0..max)?;
-    let days = data.pm_days.clone();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(15)
-        .x_label_formatter(&|i| {
-            days.get(*i as usize)
-                .map(|d| d.day.format("%m-%d").to_string())
-                .unwrap_or_default()
-        })
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .label_style((FAMILY, 14))
-        .draw()?;
+    let days: Vec<NaiveDate> = data.pm_days.iter().map(|d| d.day).collect();
+    let mut chart = day_chart(&plot, &days, n, max)?;
     let series: [PmSeries; 2] = [
         (
             "PM2.5",

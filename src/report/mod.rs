@@ -779,9 +779,9 @@ where
             })?;
         docs.push((path, doc));
     }
-    fn typed<T: serde::de::DeserializeOwned>(d: &(String, Value)) -> Result<T, ReportError> {
-        serde_json::from_value(d.1.clone()).map_err(|e| ReportError::Fetch {
-            path: d.0.clone(),
+    fn typed<T: serde::de::DeserializeOwned>(d: (String, Value)) -> Result<T, ReportError> {
+        serde_json::from_value(d.1).map_err(|e| ReportError::Fetch {
+            path: d.0,
             message: e.to_string(),
         })
     }
@@ -805,15 +805,15 @@ where
         })?;
     Ok(ReportData::from_api(
         day,
-        &typed(&air)?,
-        &typed(&hourly)?,
-        &typed(&cems)?,
-        &typed(&compliance)?,
+        &typed(air)?,
+        &typed(hourly)?,
+        &typed(cems)?,
+        &typed(compliance)?,
     )
     .with_unit_names(names(&units.1, "units"))
     .with_water(
-        &typed(&water)?,
-        &typed(&treatment)?,
+        &typed(water)?,
+        &typed(treatment)?,
         &names(&sites.1, "sites"),
     )
     .with_alerts(&alerts.1))
