@@ -7,7 +7,7 @@
 //!   (SQLite, same database) for the lateness window, keyed like the stores so a replay is the same
 //!   row, and marks the hours they fall in as changed.
 //! - **Recomputation**: every `standards.interval`, [`Engine::recompute`] rebuilds each changed hour
-//!   from `std_input` (one hour of one entity in memory at a time, as minute buckets —
+//!   from `std_input` (one hour of one entity at a time, folded into minute buckets as the rows are read —
 //!   `input::HourInput`), then the days those hours belong to, then writes the results to
 //!   `std_results`. Results depend only on the input rows, never on arrival order: a reading a day
 //!   late gives exactly the result it would have given on time. Readings older than the window are
@@ -25,7 +25,7 @@ use chrono::{Datelike, NaiveDate};
 use rusqlite::{params, Connection};
 
 use super::hj633::{Concentrations, Edition, Report};
-use super::input::{HourInput, Row};
+use super::input::HourInput;
 use super::results::{
     AirDay, AirDayValidity, AirHour, AirMonth, CemsDay, CemsHour, CemsMonth, CemsPollutantMonth,
     Compliance, Gb18918Summary, Gb3838Summary, Indicator, IndicatorDetail, IndicatorStatus,
@@ -141,6 +141,13 @@ fn per_station<'a, T>(
                 .map(|(_, _, d)| values(d))
         })
         .collect()
+}
+
+/// Column `i` of `row` as borrowed text (no allocation per row).
+fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> Result<&'a str, rusqlite::Error> {
+    row.get_ref(i)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn mean(v: &[f64]) -> Option<f64> {
@@ -445,35 +452,24 @@ impl Engine {
             .collect()
     }
 
-    fn input_rows(&self, sensors: &[String], from: i64, to: i64) -> Result<Vec<Row>, EngineError> {
+    /// The hour labelled `hour` of `sensors` (samples in (h−1, h], means starting in it), folded
+    /// into minute buckets row by row as SQLite returns them: one hour of one entity costs its
+    /// buckets, not its rows, however fast its sensors sample.
+    fn hour_input(&self, sensors: &[String], hour: i64) -> Result<HourInput, EngineError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT sensor, quantity, ts_ms, period, value, flag FROM std_input WHERE sensor = ?1 AND ts_ms >= ?2 AND ts_ms <= ?3",
+            "SELECT quantity, ts_ms, period, value, flag FROM std_input WHERE sensor = ?1 AND ts_ms >= ?2 AND ts_ms <= ?3",
         )?;
-        let mut out = Vec::new();
+        let mut input = HourInput::default();
         for s in sensors {
-            let rows = stmt.query_map(params![s, from, to], |r| {
-                let period: String = r.get(3)?;
-                let flag: String = r.get(5)?;
-                Ok(Row {
-                    quantity: r.get(1)?,
-                    ts_ms: r.get(2)?,
-                    period: Period::parse(&period).unwrap_or_default(),
-                    value: r.get(4)?,
-                    flag: flag.parse().unwrap_or(DataFlag::N),
-                })
-            })?;
-            for row in rows {
-                out.push(row?);
+            let mut rows = stmt.query(params![s, hour - HOUR_MS - MINUTE_MS, hour])?;
+            while let Some(r) = rows.next()? {
+                let period = Period::parse(text(r, 2)?).unwrap_or_default();
+                let flag = text(r, 4)?.parse().unwrap_or(DataFlag::N);
+                input.add(hour, text(r, 0)?, r.get(1)?, period, r.get(3)?, flag);
             }
         }
-        Ok(out)
-    }
-
-    /// Rows that can fall in the hour labelled `hour` (samples in (h−1, h], means starting in it).
-    fn hour_input(&self, sensors: &[String], hour: i64) -> Result<HourInput, EngineError> {
-        let rows = self.input_rows(sensors, hour - HOUR_MS - MINUTE_MS, hour)?;
-        Ok(HourInput::from_rows(&rows, hour))
+        Ok(input)
     }
 
     fn cems_hour(

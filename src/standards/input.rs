@@ -3,7 +3,7 @@
 //! are per parameter: `a21026-Flag` says nothing about `a34013`), plus the hourly means reported as
 //! such (HJ 212 CN 2061, `"period": "1h"`).
 //!
-//! The engine reads the rows from `std_input` and builds an [`HourInput`]; the rules of each domain
+//! The engine streams the rows from `std_input` into an [`HourInput`]; the rules of each domain
 //! (`cems`, `air`) read from it. A recompute holds one hour of one entity at a time: 60 buckets
 //! per quantity, whatever the sampling rate.
 
@@ -74,57 +74,85 @@ impl Bucket {
 pub struct HourInput {
     pub minutes: BTreeMap<String, BTreeMap<i64, Bucket>>,
     pub hourly: BTreeMap<String, (f64, DataFlag)>,
-    /// (quantity, minute) with a logged minute mean: samples of that minute are not mixed in.
-    logged_minutes: BTreeSet<(String, i64)>,
+    /// Per quantity, the minutes with a logged minute mean: samples of those minutes are not
+    /// mixed in.
+    logged_minutes: BTreeMap<String, BTreeSet<i64>>,
 }
 
 impl HourInput {
     pub fn from_rows(rows: &[Row], hour: i64) -> HourInput {
         let mut h = HourInput::default();
         for r in rows {
-            if time::hour_label_of(r.ts_ms, r.period) != hour {
-                continue;
-            }
-            match r.period {
-                Period::Instant | Period::Minute => {
-                    let m = time::minute_label_of(r.ts_ms, r.period);
-                    if r.period == Period::Minute {
-                        // The data logger's own minute mean stands for the minute.
-                        h.logged_minutes.insert((r.quantity.clone(), m));
-                        h.minutes.entry(r.quantity.clone()).or_default().insert(
-                            m,
-                            Bucket {
-                                sum: r.value,
-                                count: 1,
-                                flag: r.flag,
-                            },
-                        );
-                        continue;
-                    }
-                    if h.logged_minutes.contains(&(r.quantity.clone(), m)) {
-                        continue;
-                    }
-                    let e = h
-                        .minutes
-                        .entry(r.quantity.clone())
-                        .or_default()
-                        .entry(m)
-                        .or_insert(Bucket {
-                            sum: 0.0,
-                            count: 0,
-                            flag: DataFlag::N,
-                        });
-                    e.sum += r.value;
-                    e.count += 1;
-                    e.flag = worst(e.flag, r.flag);
-                }
-                Period::Hour => {
-                    h.hourly.insert(r.quantity.clone(), (r.value, r.flag));
-                }
-                Period::Day => {}
-            }
+            h.add(hour, &r.quantity, r.ts_ms, r.period, r.value, r.flag);
         }
         h
+    }
+
+    /// Fold one reading into the hour labelled `hour` (a reading of another hour is ignored). The
+    /// engine streams an hour's rows through this, so what it holds is the buckets (at most 60 per
+    /// quantity and a value per hour-period quantity), never the rows: memory does not grow with
+    /// the sampling rate.
+    pub fn add(
+        &mut self,
+        hour: i64,
+        quantity: &str,
+        ts_ms: i64,
+        period: Period,
+        value: f64,
+        flag: DataFlag,
+    ) {
+        if time::hour_label_of(ts_ms, period) != hour {
+            return;
+        }
+        match period {
+            Period::Instant | Period::Minute => {
+                let m = time::minute_label_of(ts_ms, period);
+                if !self.minutes.contains_key(quantity) {
+                    self.minutes.insert(quantity.to_string(), BTreeMap::new());
+                }
+                let logged = self
+                    .logged_minutes
+                    .get(quantity)
+                    .is_some_and(|l| l.contains(&m));
+                let Some(buckets) = self.minutes.get_mut(quantity) else {
+                    return;
+                };
+                if period == Period::Minute {
+                    // The data logger's own minute mean stands for the minute, whatever samples
+                    // of it came before or come after.
+                    if let Some(l) = self.logged_minutes.get_mut(quantity) {
+                        l.insert(m);
+                    } else {
+                        self.logged_minutes
+                            .insert(quantity.to_string(), BTreeSet::from([m]));
+                    }
+                    buckets.insert(
+                        m,
+                        Bucket {
+                            sum: value,
+                            count: 1,
+                            flag,
+                        },
+                    );
+                    return;
+                }
+                if logged {
+                    return;
+                }
+                let e = buckets.entry(m).or_insert(Bucket {
+                    sum: 0.0,
+                    count: 0,
+                    flag: DataFlag::N,
+                });
+                e.sum += value;
+                e.count += 1;
+                e.flag = worst(e.flag, flag);
+            }
+            Period::Hour => {
+                self.hourly.insert(quantity.to_string(), (value, flag));
+            }
+            Period::Day => {}
+        }
     }
 
     /// A quantity's minute: its mean and its own flag.

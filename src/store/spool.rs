@@ -134,6 +134,42 @@ struct Inner {
     must_rotate: bool,
     /// The ledger is behind `committed` (its write failed): the next commit writes it.
     ledger_stale: bool,
+    /// Where the last `read_batch` stopped, with the segment still open there: the next batch
+    /// goes on from it instead of seeking again.
+    cursor: Option<ReadCursor>,
+}
+
+/// An open segment file positioned at `offset`.
+#[derive(Debug)]
+struct ReadCursor {
+    segment: u64,
+    offset: u64,
+    file: File,
+}
+
+/// Read the record at the file's position, `room` bytes before the segment's known end, into
+/// `buf`. `Ok(None)`: what is there does not check (or the segment ends inside it). Reads only
+/// the record's own bytes (its header, then the length the header gives), never past `room`:
+/// bytes beyond the segment's known length may be an append still being written or one that
+/// failed and was cut back.
+fn read_record(
+    file: &mut File,
+    room: u64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(Record, usize)>> {
+    if room < HEADER as u64 {
+        return Ok(None);
+    }
+    buf.resize(HEADER, 0);
+    file.read_exact(&mut buf[..HEADER])?;
+    let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let len = word(buf, 4) as usize;
+    if word(buf, 0) != MAGIC || len > MAX_RECORD || (HEADER + len) as u64 > room {
+        return Ok(None);
+    }
+    buf.resize(HEADER + len, 0);
+    file.read_exact(&mut buf[HEADER..])?;
+    Ok(decode_at(buf, 0))
 }
 
 /// The spool. All methods do blocking file I/O: call them from `spawn_blocking`.
@@ -453,6 +489,7 @@ impl Spool {
                 dirty: false,
                 must_rotate: false,
                 ledger_stale: false,
+                cursor: None,
             }),
             view: Mutex::new(View::default()),
         };
@@ -556,6 +593,11 @@ impl Spool {
     }
 
     /// Read up to `max_readings` readings (whole records; at least one record) after the last read.
+    ///
+    /// Record by record from a cursor kept between calls, so a backlog is read once (not the rest
+    /// of the segment again for every batch) and a batch holds only its own records in memory.
+    /// A record that does not check is skipped by scanning the rest of its segment for the next
+    /// one that does (rare: that read is the only one that takes the rest of a segment).
     pub fn read_batch(&self, max_readings: usize) -> Result<Batch, SpoolError> {
         let mut g = self.lock();
         let mut batch = Batch {
@@ -564,7 +606,8 @@ impl Spool {
             bytes: 0,
         };
         let mut n = 0;
-        loop {
+        let mut buf = Vec::new();
+        while n < max_readings {
             let pos = batch.end;
             let Some(&seg_len) = g.segments.get(&pos.segment) else {
                 break;
@@ -583,45 +626,71 @@ impl Spool {
                 }
             }
             let p = seg_path(&self.dir, pos.segment);
-            let mut f = File::open(&p).map_err(io(&p))?;
-            f.seek(SeekFrom::Start(pos.offset)).map_err(io(&p))?;
-            let mut buf = Vec::with_capacity((seg_len - pos.offset) as usize);
-            f.take(seg_len - pos.offset)
-                .read_to_end(&mut buf)
-                .map_err(io(&p))?;
-            let mut at = 0usize;
-            while at < buf.len() && n < max_readings {
-                match decode_at(&buf, at) {
-                    Some((rec, len)) => {
-                        n += rec.readings.len();
-                        batch.records.push(rec);
-                        at += len;
-                    }
-                    None => {
-                        let next = resync(&buf, at + 1).unwrap_or(buf.len());
-                        g.corrupt_records += 1;
-                        g.corrupt_bytes += (next - at) as u64;
-                        tracing::error!(
-                            segment = pos.segment,
-                            offset = pos.offset + at as u64,
-                            skipped_bytes = next - at,
-                            "spool: corrupt record detected and skipped"
-                        );
-                        at = next;
-                    }
-                }
+            let reuse = g
+                .cursor
+                .as_ref()
+                .is_some_and(|c| c.segment == pos.segment && c.offset == pos.offset);
+            if !reuse {
+                g.cursor = None;
+                let mut file = File::open(&p).map_err(io(&p))?;
+                file.seek(SeekFrom::Start(pos.offset)).map_err(io(&p))?;
+                g.cursor = Some(ReadCursor {
+                    segment: pos.segment,
+                    offset: pos.offset,
+                    file,
+                });
             }
-            batch.end = Position {
-                segment: pos.segment,
-                offset: pos.offset + at as u64,
-            };
-            batch.bytes += at as u64;
-            if n >= max_readings {
+            let Some(cursor) = g.cursor.as_mut() else {
                 break;
-            }
+            };
+            let record = match read_record(&mut cursor.file, seg_len - pos.offset, &mut buf) {
+                Ok(r) => r,
+                // The file is shorter than its known length: what is missing does not check.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+                Err(e) => {
+                    g.cursor = None;
+                    return Err(io(&p)(e));
+                }
+            };
+            let advanced = match record {
+                Some((rec, len)) => {
+                    n += rec.readings.len();
+                    batch.records.push(rec);
+                    cursor.offset += len as u64;
+                    len as u64
+                }
+                None => {
+                    g.cursor = None;
+                    let skipped = self.skip_corrupt(&p, pos, seg_len)?;
+                    g.corrupt_records += 1;
+                    g.corrupt_bytes += skipped;
+                    skipped
+                }
+            };
+            batch.end.offset += advanced;
+            batch.bytes += advanced;
         }
         g.read = batch.end;
         Ok(batch)
+    }
+
+    /// How many bytes from `pos` to the next record that checks in its segment (or to the
+    /// segment's known end), logged.
+    fn skip_corrupt(&self, p: &Path, pos: Position, seg_len: u64) -> Result<u64, SpoolError> {
+        let mut f = File::open(p).map_err(io(p))?;
+        f.seek(SeekFrom::Start(pos.offset)).map_err(io(p))?;
+        let mut rest = Vec::new();
+        f.take(seg_len - pos.offset)
+            .read_to_end(&mut rest)
+            .map_err(io(p))?;
+        let next = resync(&rest, 1).unwrap_or((seg_len - pos.offset) as usize);
+        tracing::error!(
+            segment = pos.segment,
+            offset = pos.offset,
+            skipped_bytes = next,
+            "spool: corrupt record detected and skipped"
+        );
+        Ok(next as u64)
     }
 
     /// Everything before `pos` is stored: delete the consumed segments, then persist the ledger.
@@ -655,6 +724,13 @@ impl Spool {
                 segment: g.active_id,
                 offset: 0,
             };
+        }
+        // An open cursor would keep a deleted segment's space until it is closed.
+        if g.cursor
+            .as_ref()
+            .is_some_and(|c| !g.segments.contains_key(&c.segment))
+        {
+            g.cursor = None;
         }
         g.committed = pos;
         if g.read < pos {
@@ -873,6 +949,44 @@ mod tests {
         );
         assert!(s.is_drained());
         assert_eq!(s.stats().segments, 1, "stored segments are deleted");
+    }
+
+    /// Files this process holds open under `dir` whose name was deleted.
+    fn deleted_but_open(dir: &Path) -> Vec<String> {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .map(|t| t.display().to_string())
+            .filter(|t| t.starts_with(&dir.display().to_string()) && t.ends_with("(deleted)"))
+            .collect()
+    }
+
+    #[test]
+    fn the_read_cursor_goes_on_where_it_stopped_and_never_holds_a_stored_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), 1 << 30, 4096, FsyncPolicy::Batch).unwrap();
+        append_n(&s, 0, 300);
+        // Batches of 7 stop inside segments: each goes on from the cursor left by the last.
+        let mut got = Vec::new();
+        loop {
+            let b = s.read_batch(7).unwrap();
+            if b.records.is_empty() {
+                break;
+            }
+            assert!(b.readings() <= 7);
+            got.extend(
+                b.records
+                    .iter()
+                    .flat_map(|r| r.readings.iter().map(|x| x.value as i64)),
+            );
+            s.commit(b.end).unwrap();
+            assert_eq!(deleted_but_open(dir.path()), Vec::<String>::new());
+        }
+        assert_eq!(got, (0..300).collect::<Vec<_>>());
+        assert!(s.is_drained());
+        // Appends after the reader caught up are read too (the cursor sat at the old end).
+        append_n(&s, 300, 3);
+        assert_eq!(read_all(&s), vec![300, 301, 302]);
     }
 
     #[test]
