@@ -73,6 +73,8 @@ pub enum DaemonError {
     SiteInfo(#[from] crate::ingest::hj212::site_info::SiteInfoError),
     #[error(transparent)]
     Briefings(#[from] crate::report::ReportError),
+    #[error("start-up task failed: {0}")]
+    Task(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -130,11 +132,22 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
     })?;
     let db_path = data_dir.join("enviromon.db");
 
-    // Registry: seeds into the database (only ids not there yet), then the snapshot.
-    let conn = crate::db::open(&db_path)?;
-    let inserted = registry::seed(&conn, cfg.registry.seeds_dir.as_deref())?;
-    let reg = registry::load(&conn, &cfg.mqtt.topic_pattern)?;
-    drop(conn);
+    // Registry: seeds into the database (only ids not there yet), then the snapshot. Parsing the
+    // seed files and the SQLite work run on the blocking pool, off the runtime's threads.
+    let (inserted, reg) = {
+        let (db_path, seeds, pattern) = (
+            db_path.clone(),
+            cfg.registry.seeds_dir.clone(),
+            cfg.mqtt.topic_pattern.clone(),
+        );
+        tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+            let conn = crate::db::open(&db_path)?;
+            let inserted = registry::seed(&conn, seeds.as_deref())?;
+            Ok((inserted, registry::load(&conn, &pattern)?))
+        })
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))??
+    };
     tracing::info!(
         sites = reg.sites.len(),
         units = reg.units.len(),

@@ -229,6 +229,8 @@ async fn a_full_spool_pauses_ingest_and_drops_nothing() {
     let mut cfg = vm_config(dir.path(), broker.port, vm.port, "enviromon-spool-full");
     cfg.spool.max_bytes = 64 * 1024;
     cfg.spool.segment_bytes = 16 * 1024;
+    // The broker closes a connection silent for 1.5 × keep-alive: 7.5 s.
+    cfg.mqtt.keep_alive = Duration::from_secs(5);
     let running = daemon::start(cfg).await.unwrap();
     eventually(10, "connected", || async {
         (running.metrics.mqtt_connected.get() == 1).then_some(())
@@ -255,7 +257,19 @@ async fn a_full_spool_pauses_ingest_and_drops_nothing() {
         "bounded: {}",
         running.metrics.spool_bytes.get()
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Paused past the keep-alive, the daemon says it is disconnected (the broker has dropped it).
+    eventually(
+        30,
+        "mqtt_connected 0 while paused past the keep-alive",
+        || async { (running.metrics.mqtt_connected.get() == 0).then_some(()) },
+    )
+    .await;
+    let ready = reqwest::get(format!("http://{}/readyz", running.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.unwrap();
+    assert!(why.contains("keep-alive"), "{why}");
     assert_eq!(
         running.metrics.spool_appended_readings.get(),
         spooled,
@@ -268,6 +282,10 @@ async fn a_full_spool_pauses_ingest_and_drops_nothing() {
     })
     .await;
     assert_eq!((count, sum), (N as usize, (N * (N - 1) / 2) as f64));
+    eventually(30, "reconnected after the pause", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
     assert_eq!(running.metrics.spool_ingest_paused.get(), 0);
     assert!(running.metrics.spool_paused_seconds.get() > 1.0);
     assert_eq!(

@@ -156,6 +156,14 @@ impl MqttSource {
                 }
                 ev = eventloop.poll() => ev,
             };
+            if connected
+                && matches!(event, Ok(Event::Incoming(_)))
+                && self.metrics.mqtt_connected.get() == 0
+            {
+                // A pause outlived the keep-alive, yet the broker still answers: connected.
+                self.metrics.mqtt_connected.set(1);
+                crate::api::Health::set(&self.health.broker_error, None);
+            }
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     let e = epoch.fetch_add(1, Ordering::SeqCst) + 1;
@@ -357,10 +365,29 @@ impl MqttSource {
         if readings.is_empty() && ack.is_none() {
             return Ok(());
         }
-        self.tx
-            .send(Envelope { readings, ack })
-            .await
-            .map_err(|_| ())?;
+        let send = self.tx.send(Envelope { readings, ack });
+        tokio::pin!(send);
+        // While this waits (the spool is full, or its disk is), the event loop is not polled and
+        // no PINGREQ goes out: after 1.5 × keep-alive the broker closes the connection
+        // (MQTT 3.1.1 §3.1.2.10). Say so then, instead of showing a connection that is gone; the
+        // next poll reconnects, and the ConnAck sets the gauge back.
+        let limit = self.config.keep_alive.mul_f64(1.5);
+        let sent = tokio::select! {
+            r = &mut send => r,
+            _ = tokio::time::sleep(limit) => {
+                self.metrics.mqtt_connected.set(0);
+                crate::api::Health::set(
+                    &self.health.broker_error,
+                    Some(format!(
+                        "ingest paused for more than 1.5 × keep-alive ({} s): the broker has closed the connection; reconnecting once the spool takes data",
+                        limit.as_secs()
+                    )),
+                );
+                tracing::warn!(paused_s = limit.as_secs(), "MQTT ingest paused longer than the broker's keep-alive allows; the broker will have closed the connection");
+                send.await
+            }
+        };
+        sent.map_err(|_| ())?;
         self.metrics
             .queue_depth
             .set((self.tx.max_capacity() - self.tx.capacity()) as i64);

@@ -147,7 +147,7 @@ pub fn decode_each(payload: &[u8]) -> (Vec<RawItem>, Vec<Rejection>) {
     if let Some(items) = decode_fast(payload) {
         return (items, Vec::new());
     }
-    let doc: Value = match serde_json::from_slice(payload) {
+    let doc: Checked = match serde_json::from_slice(payload) {
         Ok(d) => d,
         Err(e) => {
             return (
@@ -161,15 +161,19 @@ pub fn decode_each(payload: &[u8]) -> (Vec<RawItem>, Vec<Rejection>) {
     };
     let mut items = Vec::new();
     let mut refused = Vec::new();
-    let mut one = |e: Value, path: &str| {
+    let mut one = |e: Checked, path: &str| {
+        if let Some(dup) = e.duplicate {
+            refused.push(duplicate_key(path, &dup));
+            return;
+        }
         let mut these = Vec::new();
-        match decode_object(e, path, &mut these) {
+        match decode_object(e.value, path, &mut these) {
             Ok(()) => items.extend(these),
             Err(r) => refused.push(r),
         }
     };
-    match doc {
-        Value::Array(elems) if elems.is_empty() => {
+    match doc.elements {
+        Some(elems) if elems.is_empty() => {
             return (
                 Vec::new(),
                 vec![Rejection::new(
@@ -178,23 +182,154 @@ pub fn decode_each(payload: &[u8]) -> (Vec<RawItem>, Vec<Rejection>) {
                 )],
             )
         }
-        Value::Array(elems) => {
+        Some(elems) => {
             for (i, e) in elems.into_iter().enumerate() {
                 one(e, &format!("[{i}]"));
             }
         }
-        other => one(other, ""),
+        None => one(doc, ""),
     }
     (items, refused)
 }
 
+fn duplicate_key(path: &str, key: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::InvalidPayload,
+        format!(
+            "{}: key \"{key}\" appears twice in one object; which value is meant is ambiguous (RFC 8259 §4), so neither is taken",
+            if path.is_empty() { "payload" } else { path }
+        ),
+    )
+}
+
+/// A JSON value read with its duplicate keys noticed (`serde_json::Value` silently keeps the last
+/// one): `duplicate` names the first key found twice in one object anywhere inside, with its
+/// path. A top-level array keeps its elements apart (`elements`), so a duplicate refuses only the
+/// element it is in.
+struct Checked {
+    value: Value,
+    duplicate: Option<String>,
+    elements: Option<Vec<Checked>>,
+}
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor { top: true })
+    }
+}
+
+/// Below the top level: arrays become plain `Value::Array`s.
+struct Nested(Checked);
+
+impl<'de> serde::Deserialize<'de> for Nested {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor { top: false }).map(Nested)
+    }
+}
+
+struct CheckedVisitor {
+    top: bool,
+}
+
+impl CheckedVisitor {
+    fn plain(value: Value) -> Checked {
+        Checked {
+            value,
+            duplicate: None,
+            elements: None,
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Checked, E> {
+        Ok(Self::plain(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Checked, E> {
+        Ok(Self::plain(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Checked, E> {
+        Ok(Self::plain(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Checked, E> {
+        Ok(Self::plain(Value::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Checked, E> {
+        Ok(Self::plain(Value::String(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Checked, E> {
+        Ok(Self::plain(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Self::plain(Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Ok(Self::plain(Value::Null))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        let mut elements = Vec::new();
+        while let Some(Nested(e)) = seq.next_element()? {
+            elements.push(e);
+        }
+        if self.top {
+            return Ok(Checked {
+                value: Value::Null,
+                duplicate: None,
+                elements: Some(elements),
+            });
+        }
+        let mut duplicate = None;
+        let mut values = Vec::with_capacity(elements.len());
+        for (i, e) in elements.into_iter().enumerate() {
+            if duplicate.is_none() {
+                duplicate = e.duplicate.map(|d| format!("[{i}].{d}"));
+            }
+            values.push(e.value);
+        }
+        Ok(Checked {
+            value: Value::Array(values),
+            duplicate,
+            elements: None,
+        })
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let mut m = Map::new();
+        let mut duplicate = None;
+        while let Some(k) = map.next_key::<String>()? {
+            let Nested(v) = map.next_value()?;
+            if duplicate.is_none() {
+                duplicate = v.duplicate.map(|d| format!("{k}.{d}"));
+            }
+            if m.contains_key(&k) {
+                duplicate.get_or_insert(k);
+                continue;
+            }
+            m.insert(k, v.value);
+        }
+        Ok(Checked {
+            value: Value::Object(m),
+            duplicate,
+            elements: None,
+        })
+    }
+}
+
 /// Every shape, every error with its path.
 fn decode_general(payload: &[u8]) -> Result<Vec<RawItem>, Rejection> {
-    let doc: Value = serde_json::from_slice(payload)
+    let doc: Checked = serde_json::from_slice(payload)
         .map_err(|e| Rejection::new(RejectReason::NotJson, format!("not JSON: {e}")))?;
     let mut items = Vec::new();
-    match doc {
-        Value::Array(elems) => {
+    let one = |e: Checked, path: &str, items: &mut Vec<RawItem>| match e.duplicate {
+        Some(dup) => Err(duplicate_key(path, &dup)),
+        None => decode_object(e.value, path, items),
+    };
+    match doc.elements {
+        Some(elems) => {
             if elems.is_empty() {
                 return Err(Rejection::new(
                     RejectReason::InvalidPayload,
@@ -202,10 +337,10 @@ fn decode_general(payload: &[u8]) -> Result<Vec<RawItem>, Rejection> {
                 ));
             }
             for (i, e) in elems.into_iter().enumerate() {
-                decode_object(e, &format!("[{i}]"), &mut items)?;
+                one(e, &format!("[{i}]"), &mut items)?;
             }
         }
-        other => decode_object(other, "", &mut items)?,
+        None => one(doc, "", &mut items)?,
     }
     Ok(items)
 }
@@ -457,6 +592,41 @@ mod tests {
         assert_eq!(decode_each(b"not json").1.len(), 1);
         assert_eq!(decode_each(b"  ").1[0].reason, RejectReason::EmptyPayload);
         assert_eq!(decode_each(b"[]").1[0].reason, RejectReason::InvalidPayload);
+    }
+
+    #[test]
+    fn a_duplicate_key_refuses_its_element_alone() {
+        // `serde_json::Value` would keep the last "value" (99) and store it as if it were meant.
+        let (items, refused) = decode_each(
+            br#"[{"quantity":"SO2","value":12,"value":99},{"quantity":"NOx","value":30},{"ts":1,"values":{"SO2":1,"SO2":2}}]"#,
+        );
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0].quantity, "NOx");
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused
+            .iter()
+            .all(|r| r.reason == RejectReason::InvalidPayload));
+        assert!(
+            refused[0].detail.contains("[0]")
+                && refused[0].detail.contains("\"value\" appears twice"),
+            "{}",
+            refused[0].detail
+        );
+        assert!(
+            refused[1].detail.contains("[2]") && refused[1].detail.contains("\"values.SO2\""),
+            "{}",
+            refused[1].detail
+        );
+        let whole = decode(br#"{"quantity":"SO2","quantity":"NOx","value":1}"#).unwrap_err();
+        assert!(
+            whole.detail.starts_with("payload: key \"quantity\""),
+            "{}",
+            whole.detail
+        );
+        // Equal keys in different objects are not duplicates.
+        let (items, refused) =
+            decode_each(br#"{"ts":1,"values":{"SO2":{"value":1},"NOx":{"value":2}}}"#);
+        assert_eq!((items.len(), refused.len()), (2, 0));
     }
 
     #[test]

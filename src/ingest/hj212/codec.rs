@@ -247,6 +247,19 @@ impl Packet {
     }
 
     /// Pollutant fields: code → suffix (`Rtd`, `Avg`, `ZsRtd`, `Flag`, …) → value.
+    /// Fields given more than once (`a21026-Rtd` twice): which value the logger meant is
+    /// ambiguous, so the pollutant's values are refused rather than the last one kept.
+    pub fn duplicate_fields(&self) -> std::collections::BTreeSet<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut twice = std::collections::BTreeSet::new();
+        for (k, _) in self.cp.iter().flatten() {
+            if k.contains('-') && !seen.insert(k.as_str()) {
+                twice.insert(k.clone());
+            }
+        }
+        twice
+    }
+
     pub fn pollutants(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (k, v) in self.cp.iter().flatten() {

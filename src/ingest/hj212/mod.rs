@@ -93,7 +93,20 @@ pub fn items(p: &Packet) -> Result<Items, String> {
     let mut out = Vec::new();
     let mut unknown = Vec::new();
     let mut refused = Vec::new();
+    let twice = p.duplicate_fields();
     for (code, fields) in p.pollutants() {
+        if let Some(field) = twice
+            .iter()
+            .find(|f| f.split_once('-').map(|(c, _)| c) == Some(code.as_str()))
+        {
+            refused.push(Rejection::new(
+                RejectReason::InvalidPayload,
+                format!(
+                    "CP {field} appears twice in the frame; which value is meant is ambiguous, so the pollutant's values are refused"
+                ),
+            ));
+            continue;
+        }
         let q = find_quantity(&code).filter(|q| q.hj212 == Some(code.as_str()));
         if q.is_none() {
             unknown.push(code.clone());
@@ -488,6 +501,23 @@ mod tests {
             }
         );
         toml::from_str(&toml).unwrap()
+    }
+
+    #[test]
+    fn a_field_given_twice_refuses_its_pollutant_alone() {
+        // a21026-Avg twice (in two groups): 12 or 99? Neither is stored; O2 is.
+        let f = frame("QN=20260101101000000;ST=31;CN=2051;PW=1;MN=DT1;Flag=4;CP=&&DataTime=20260101100000;a21026-Avg=12,a21026-Flag=N;a19001-Avg=9.0,a19001-Flag=N;a21026-Avg=99&&");
+        let (items, _, refused) =
+            items(&parse_frame(f.as_bytes(), Tolerance::default()).unwrap()).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].code, "a19001");
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].reason, RejectReason::InvalidPayload);
+        assert!(
+            refused[0].detail.contains("a21026-Avg appears twice"),
+            "{}",
+            refused[0].detail
+        );
     }
 
     #[test]
