@@ -404,8 +404,27 @@ async fn invalid_registrations_are_refused_with_their_field_paths_and_nothing_is
         json!({"path": "values[2].address", "message": "70000 is outside 0..=65535"})
     );
     // A body's own problems keep their HTTP meaning: broken JSON is 400, no JSON content type is
-    // 415; neither is a registration error (422). (A body over the limit is 413; a client that is
-    // still sending it may see the connection closed instead, so it is not asserted here.)
+    // 415; neither is a registration error (422). A body declared over the 2 MiB limit is 413
+    // before any of it is read: the request's head alone gets the answer (sent raw, so no client
+    // is still writing the 10 MiB when the server answers).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /api/v1/sensors HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TECH}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            10 << 20
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut answer))
+            .await
+            .expect("answered without the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("request body too large"), "{answer}");
+    }
     let http = reqwest::Client::new();
     let raw = |body: Vec<u8>, json: bool| {
         let mut r = http

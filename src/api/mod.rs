@@ -192,7 +192,31 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/briefings/{name}", get(briefings::png))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(state)
+}
+
+/// The largest request body any endpoint reads (2 MiB).
+pub const BODY_LIMIT: usize = 2 << 20;
+
+/// A body that says up front it is over [`BODY_LIMIT`] is answered 413 before a byte of it is
+/// read, so a client is told why instead of seeing its upload cut off mid-way. (One without a
+/// `Content-Length` is cut at the limit by the extractors, also 413.)
+async fn refuse_oversized(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > BODY_LIMIT as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("请求体过大 / request body too large: {n} bytes, the limit is {BODY_LIMIT}"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 async fn healthz() -> &'static str {
