@@ -17,6 +17,8 @@
 //! Results print as a table and as JSON (`--json FILE`). Nothing here asserts a time: the targets
 //! are compared and reported, never failed on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -159,16 +159,6 @@ impl Period {
         }
     }
 
-    /// Length of the window in milliseconds (0 for samples).
-    pub fn millis(self) -> i64 {
-        match self {
-            Period::Instant => 0,
-            Period::Minute => 60_000,
-            Period::Hour => 3_600_000,
-            Period::Day => 86_400_000,
-        }
-    }
-
     pub fn parse(s: &str) -> Option<Period> {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "instant" | "sample" | "rtd" => Some(Period::Instant),

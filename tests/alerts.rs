@@ -1,6 +1,8 @@
 //! Alerts end to end: readings over MQTT (Mosquitto), rules evaluated by the daemon, notifications to
 //! a real Alertmanager and to a test webhook receiver.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::path::Path;

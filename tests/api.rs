@@ -1,5 +1,7 @@
 //! The HTTP API through `app(state)` with `tower::ServiceExt::oneshot`: no socket, no server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use enviromon::api::{app, AppState, Health};

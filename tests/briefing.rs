@@ -5,6 +5,8 @@
 //! picture served without a token, `POST /api/v1/briefings`, and `enviromon report` over HTTP
 //! giving the same text as the daemon's own briefing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::time::Duration;

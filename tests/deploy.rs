@@ -10,6 +10,8 @@
 //! - `promtool check config`, `promtool check rules`, `promtool test rules`, `amtool check-config`.
 //! - The compose file names only files that exist and variables `.env.example` defines, and the
 //!   daemon accepts the configuration it mounts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,8 @@
 //! Nothing lost: fault tests against real servers. Each counts readings in and readings stored and
 //! asserts exact equality (count, time range and sum of values: every value exactly once).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::time::Duration;

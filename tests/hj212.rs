@@ -1,6 +1,8 @@
 //! HJ 212 over TCP and MQTT against the running daemon: stream framing, replies, MN/password
 //! mapping, 200 units at once, and packets flowing into the hourly compliance figures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::path::Path;

@@ -5,6 +5,8 @@
 //! flight and the logger's own CN 1014; a re-sent exceedance hour raising its alert in a real
 //! Alertmanager; ST 44 electricity readings, heartbeats and CN 3020 site parameters with history.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! `enviromon hj212 decode` / `encode`: what a technician runs on a capture from a data logger.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 

@@ -1,6 +1,8 @@
 //! Modbus polling against real servers: tokio-modbus's server (the simulated gateway, with fault
 //! injection) and pymodbus (a third-party implementation), over Modbus TCP and RTU over TCP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! The MQTT connection itself against a real Mosquitto: TLS with a private CA and a password read
 //! from a file, and reconnection after the broker goes away and comes back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::path::Path;

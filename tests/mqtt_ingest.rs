@@ -1,6 +1,8 @@
 //! MQTT ingest end to end against real servers: Mosquitto as the broker, VictoriaMetrics as a real
 //! InfluxDB `/api/v2/write` server, and the embedded store read back through the HTTP API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,8 @@
 //! acknowledged is lost, and what it had not taken yet is still queued at the broker for the next
 //! start (persistent session, fixed client id).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::process::Command;

@@ -12,6 +12,8 @@
 //! per hour. The test waits on conditions (rows stored, the hour computed from its last samples),
 //! never on time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! stopped and over-range hours) and late data giving exactly the on-time result.
 //! Expected values are worked by hand from the formulas of HJ 75-2017 / HJ 76-2017 (O2 correction, 45-minute hour).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 use chrono::{NaiveDate, TimeZone, Utc};
 use enviromon::config::WaterStandardsConfig;
 use enviromon::reading::{DataFlag, Domain, Period, Reading, Source};

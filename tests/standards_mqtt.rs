@@ -1,6 +1,8 @@
 //! Standards through the whole path: readings published over MQTT (Mosquitto), stored, computed by
 //! the engine and read back from the API. Expected values worked by hand (comments).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::time::Duration;

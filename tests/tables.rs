@@ -2,6 +2,8 @@
 //! then `GET /api/v1/reports/…` as CSV and `enviromon report --table … --format xlsx` read back
 //! (calamine): every number equals the API's own result.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! in the comments from the clause it comes from (HJ 75/76, HJ 633, GB 3095, GB 3838, GB/T 8170, and the README's
 //! "Choices the standards leave").
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
 mod common;
 
 use std::time::Duration;

@@ -278,11 +278,6 @@ impl Grade {
             Grade::VI => ("严重污染", "severely polluted"),
         }
     }
-
-    /// Grade II or better: a "good day" (优良天) when it is a daily AQI.
-    pub fn is_good(self) -> bool {
-        self <= Grade::II
-    }
 }
 
 /// Which report the concentrations are for.

@@ -71,11 +71,6 @@ pub fn hour_labels(day: NaiveDate) -> [i64; 24] {
     std::array::from_fn(|i| start + (i as i64 + 1) * HOUR_MS)
 }
 
-/// Days from `a` to `b` inclusive.
-pub fn days_between(a: NaiveDate, b: NaiveDate) -> i64 {
-    (b - a).num_days() + 1
-}
-
 /// `day` + n days.
 pub fn add_days(day: NaiveDate, n: i64) -> NaiveDate {
     day + Duration::days(n)

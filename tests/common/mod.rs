@@ -1,6 +1,8 @@
 //! Real servers for the integration tests: each on a free loopback port with a temporary data
 //! directory, killed when dropped. A missing binary fails the test with the command that installs
 //! it (`scripts/test` installs them all from Debian's packages).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 #![allow(dead_code)]
 
 use std::net::TcpStream;
