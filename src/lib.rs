@@ -42,4 +42,5 @@ pub mod registry;
 pub mod report;
 pub mod standards;
 pub mod store;
+pub mod sync;
 pub mod tables;

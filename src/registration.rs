@@ -4,6 +4,7 @@
 //!
 //! Nothing is ever deleted: retiring a sensor stops its ingest and keeps its record and history.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
@@ -58,10 +59,6 @@ pub struct Registration {
     topic_pattern: String,
     profiles: RwLock<BTreeMap<String, Profile>>,
     keys: Option<std::sync::Arc<crate::ingest::hj212::keys::Keystore>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// MQTT 3.1.1 topic filter matching (`+` one level, `#` the rest).
@@ -185,7 +182,7 @@ impl Registration {
     }
 
     pub fn profiles(&self) -> BTreeMap<String, Profile> {
-        self.profiles.read().map(|p| p.clone()).unwrap_or_default()
+        crate::sync::read(&self.profiles).clone()
     }
 
     /// Check a sensor against the registry (as if `replacing` were not there). Every problem.
@@ -523,9 +520,7 @@ impl Registration {
             )?;
             audit(&conn, actor, "profile", &p.id, before.as_ref(), &p)?;
         }
-        if let Ok(mut all) = self.profiles.write() {
-            all.insert(p.id.clone(), p.clone());
-        }
+        crate::sync::write(&self.profiles).insert(p.id.clone(), p.clone());
         // Devices using it restart with the new map.
         let reg = registry::load(&lock(&self.conn), &self.topic_pattern)?;
         self.registry.replace(reg);

@@ -769,18 +769,12 @@ impl RegistryHandle {
 
     /// The current snapshot (cheap: one `Arc` clone).
     pub fn snapshot(&self) -> Arc<Registry> {
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        crate::sync::read(&self.0).clone()
     }
 
     /// Replace the snapshot and tell the watchers.
     pub fn replace(&self, reg: Registry) {
-        match self.0.write() {
-            Ok(mut g) => *g = Arc::new(reg),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(reg),
-        }
+        *crate::sync::write(&self.0) = Arc::new(reg);
         self.1.send_modify(|g| *g += 1);
     }
 }

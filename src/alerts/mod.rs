@@ -13,6 +13,7 @@
 pub mod notify;
 pub mod rules;
 
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -140,10 +141,6 @@ pub struct Alerting {
     receivers: std::sync::RwLock<Vec<Receiver>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn load_rules(path: Option<&Path>) -> Result<(Vec<Rule>, Option<SystemTime>), AlertError> {
     match path {
         None => Ok((
@@ -233,14 +230,11 @@ impl Alerting {
     }
 
     pub fn attach_receivers(&self, r: Vec<Receiver>) {
-        *self.receivers.write().unwrap_or_else(|p| p.into_inner()) = r;
+        *crate::sync::write(&self.receivers) = r;
     }
 
     pub fn receiver_list(&self) -> Vec<Receiver> {
-        self.receivers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.receivers).clone()
     }
 
     /// Send a test notification to receiver `name` now (not queued): its answer, or why it failed.
@@ -294,7 +288,7 @@ impl Alerting {
 
     /// Where the `site_parameters` series reads the loggers' declared parameters.
     pub fn attach_site_info(&self, si: Arc<crate::ingest::hj212::site_info::SiteInfo>) {
-        *self.site_info.write().unwrap_or_else(|p| p.into_inner()) = Some(si);
+        *crate::sync::write(&self.site_info) = Some(si);
     }
 
     pub fn rules(&self) -> Vec<Rule> {
@@ -450,11 +444,7 @@ impl Alerting {
                 }
             }
             SeriesKind::SiteParameters => {
-                let si = self
-                    .site_info
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let si = crate::sync::read(&self.site_info).clone();
                 let Some(si) = si else { return out };
                 let changes = si
                     .changes_since(now_ms - KEEP_RESOLVED_MS)

@@ -68,7 +68,7 @@ impl Queue {
 
     /// Never blocks: a full queue drops its oldest entry (returns true then).
     pub fn push(&self, n: Notification) -> bool {
-        let mut q = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = crate::sync::lock(&self.items);
         let dropped = q.len() >= QUEUE;
         if dropped {
             q.pop_front();
@@ -80,10 +80,7 @@ impl Queue {
     }
 
     fn pop(&self) -> Option<Notification> {
-        self.items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
+        crate::sync::lock(&self.items).pop_front()
     }
 }
 

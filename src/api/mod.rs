@@ -41,10 +41,10 @@ pub struct Health {
 
 impl Health {
     pub fn set(slot: &std::sync::Mutex<Option<String>>, why: Option<String>) {
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        *crate::sync::lock(slot) = why;
     }
     fn get(slot: &std::sync::Mutex<Option<String>>) -> Option<String> {
-        slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(slot).clone()
     }
 }
 
@@ -281,10 +281,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn modbus_devices(State(s): State<AppState>) -> Response {
     let devices: Vec<crate::ingest::modbus::poller::DeviceState> = match &s.modbus {
-        Some(st) => st
-            .read()
-            .map(|g| g.values().cloned().collect())
-            .unwrap_or_default(),
+        Some(st) => crate::sync::read(st).values().cloned().collect(),
         None => Vec::new(),
     };
     Json(json!({"enabled": s.modbus.is_some(), "devices": devices})).into_response()

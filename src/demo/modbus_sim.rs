@@ -37,7 +37,7 @@ pub struct Sim {
 
 impl Sim {
     fn with<R>(&self, unit: u8, f: impl FnOnce(&mut Unit) -> R) -> R {
-        let mut g = self.units.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = crate::sync::lock(&self.units);
         f(g.entry(unit).or_default())
     }
 

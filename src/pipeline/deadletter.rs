@@ -20,6 +20,7 @@
 //! Writes are blocking (fsync): async callers use [`DeadLetter::reject_async`], which runs them
 //! on the blocking pool, so a slow disk never holds up another connection's task.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -161,10 +162,6 @@ pub struct DeadLetter {
     /// Per reason: when we last warned, and how many refusals were not logged since.
     last_warn: Mutex<HashMap<RejectReason, (Instant, u64)>>,
     flood: Mutex<HashMap<(Source, RejectReason), Bucket>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DeadLetter {

@@ -34,10 +34,7 @@ pub struct LatestValues(Arc<RwLock<HashMap<String, HashMap<String, Reading>>>>);
 
 impl LatestValues {
     pub fn update<'a>(&self, readings: impl IntoIterator<Item = &'a Reading>) {
-        let mut map = match self.0.write() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = crate::sync::write(&self.0);
         for r in readings {
             if !map.contains_key(r.sensor.as_str()) {
                 map.insert(r.sensor.clone(), HashMap::new());
@@ -68,10 +65,7 @@ impl LatestValues {
 
     /// All latest readings, sorted by sensor then quantity.
     pub fn snapshot(&self) -> Vec<Reading> {
-        let map = match self.0.read() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let map = crate::sync::read(&self.0);
         let mut v: Vec<Reading> = map.values().flat_map(|q| q.values().cloned()).collect();
         v.sort_by(|a, b| (&a.sensor, &a.quantity).cmp(&(&b.sensor, &b.quantity)));
         v

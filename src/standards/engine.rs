@@ -182,17 +182,11 @@ impl Engine {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        match self.conn.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::sync::lock(&self.conn)
     }
 
     fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeSet<(Kind, String, i64)>> {
-        match self.dirty.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::sync::lock(&self.dirty)
     }
 
     /// Keep the readings that matter and mark their hours changed.

@@ -5,6 +5,7 @@
 //! reading is the same row. A batch is one transaction, committed with `synchronous = FULL` before
 //! the writer acknowledges anything. Reads for the API use their own connection (WAL mode).
 
+use crate::sync::lock;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,13 +32,6 @@ pub enum EmbeddedError {
 pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
-}
-
-fn lock(c: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
-    match c.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 impl EmbeddedStore {

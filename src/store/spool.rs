@@ -501,15 +501,12 @@ impl Spool {
 
     /// The spool's state for I/O; the view is published when the guard drops.
     fn lock(&self) -> Locked<'_> {
-        let g = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let g = crate::sync::lock(&self.inner);
         Locked { g, spool: self }
     }
 
     fn view(&self) -> View {
-        *self.view.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::sync::lock(&self.view)
     }
 
     /// What the spool holds. Never waits for an append's fsync: it reads the view the last
@@ -823,7 +820,7 @@ impl std::ops::DerefMut for Locked<'_> {
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         let v = View::of(&self.g);
-        *self.spool.view.lock().unwrap_or_else(|p| p.into_inner()) = v;
+        *crate::sync::lock(&self.spool.view) = v;
     }
 }
 

@@ -129,7 +129,7 @@ impl Keystore {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+        crate::sync::read(&self.inner)
     }
 
     /// The keys that may open a frame from `mn` now: the current one first, then the previous one
@@ -169,7 +169,7 @@ impl Keystore {
         by: &str,
         now_ms: i64,
     ) -> Result<KeyChange, KeyError> {
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::write(&self.inner);
         let before = map.get(mn).cloned();
         let fp = |hex: &str| Key::from_hex(hex).ok().map(|k| k.fingerprint());
         let mut next = map.clone();

@@ -113,7 +113,7 @@ impl SiteInfo {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.conn)
     }
 
     /// Record what a logger declared at `ts_ms`. Returns the values that changed (a first

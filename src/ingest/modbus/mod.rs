@@ -178,7 +178,7 @@ impl Supervisor {
                 if let Some((k, token, handle)) = running.remove(&ep) {
                     token.cancel();
                     let _ = handle.await;
-                    let mut st = self.states.write().unwrap_or_else(|p| p.into_inner());
+                    let mut st = crate::sync::write(&self.states);
                     for (sensor, _, _) in k {
                         st.remove(&sensor);
                         let _ = self.metrics.modbus_up.remove_label_values(&[&sensor]);

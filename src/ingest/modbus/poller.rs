@@ -365,7 +365,7 @@ impl Poller {
             })
             .collect();
         {
-            let mut st = self.states.write().unwrap_or_else(|p| p.into_inner());
+            let mut st = crate::sync::write(&self.states);
             for d in &self.devices {
                 st.insert(
                     d.sensor.clone(),
@@ -463,7 +463,7 @@ impl Poller {
                 c.set_slave(Slave(device.config.unit_id));
                 match poll_device(c, device, Some(&self.metrics)).await {
                     Ok(r) => {
-                        let mut st = self.states.write().unwrap_or_else(|p| p.into_inner());
+                        let mut st = crate::sync::write(&self.states);
                         if let Some(x) = st.get_mut(&device.sensor) {
                             x.request_errors = r.exceptions.clone();
                         }
@@ -630,7 +630,7 @@ impl Poller {
             .modbus_last_success
             .with_label_values(&[&d.sensor])
             .set(now.timestamp_millis() as f64 / 1000.0);
-        let mut st = self.states.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = crate::sync::write(&self.states);
         if let Some(x) = st.get_mut(&d.sensor) {
             if was_down && x.polls > 0 {
                 tracing::info!(sensor = %d.sensor, endpoint = %self.endpoint.describe(), "Modbus device up");
@@ -648,7 +648,7 @@ impl Poller {
             .modbus_up
             .with_label_values(&[&d.sensor])
             .set(0);
-        let mut st = self.states.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = crate::sync::write(&self.states);
         if let Some(x) = st.get_mut(&d.sensor) {
             if x.up {
                 tracing::warn!(sensor = %d.sensor, endpoint = %self.endpoint.describe(), error, "Modbus device down");
