@@ -320,7 +320,10 @@ async fn idle_and_surplus_connections_are_closed() {
     let addr = running.hj212_addr.unwrap();
     let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(10, "two connections held", || async {
+        (running.metrics.hj212_connections.get() == 2).then_some(())
+    })
+    .await;
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
@@ -347,6 +350,16 @@ async fn idle_and_surplus_connections_are_closed() {
             "enviromon_hj212_frames_total{result=\"connection_refused\"}"
         ) >= 1.0
     );
+    // Both idle connections closed: their places are given back, and a new logger gets one.
+    eventually(10, "the idle connections' places given back", || async {
+        (running.metrics.hj212_connections.get() == 0).then_some(())
+    })
+    .await;
+    let _d = tokio::net::TcpStream::connect(addr).await.unwrap();
+    eventually(10, "a new connection accepted", || async {
+        (running.metrics.hj212_connections.get() == 1).then_some(())
+    })
+    .await;
     running.shutdown().await;
 }
 

@@ -16,7 +16,6 @@
 //! key) rotates the logger's key. Heartbeats (CN 9015) are answered with 9013 when they ask.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +91,8 @@ struct Shared {
 
 impl Server {
     pub async fn run(self) {
-        let active = Arc::new(AtomicUsize::new(0));
+        // One permit per connection, released when its task ends, however it ends.
+        let slots = Arc::new(Semaphore::new(self.max_connections));
         let shared = Arc::new(Shared {
             server: self,
             resend: Arc::new(Semaphore::new(RESEND_SLOTS)),
@@ -110,7 +110,7 @@ impl Server {
                     continue;
                 }
             };
-            if active.load(Ordering::SeqCst) >= shared.server.max_connections {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
                 shared
                     .server
                     .metrics
@@ -120,16 +120,37 @@ impl Server {
                 tracing::warn!(%peer, max = shared.server.max_connections, "HJ 212 connection refused: too many connections");
                 drop(socket);
                 continue;
-            }
-            active.fetch_add(1, Ordering::SeqCst);
-            shared.server.metrics.hj212_connections.inc();
-            let (s, a) = (shared.clone(), active.clone());
+            };
+            let slot = Slot::new(permit, shared.server.metrics.hj212_connections.clone());
+            let s = shared.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 s.connection(socket, peer).await;
-                a.fetch_sub(1, Ordering::SeqCst);
-                s.server.metrics.hj212_connections.dec();
             });
         }
+    }
+}
+
+/// A connection's place: its permit and its count in `enviromon_hj212_connections`, both given
+/// back on drop (also when the connection's task panics).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, gauge: prometheus::IntGauge) -> Slot {
+        gauge.inc();
+        Slot {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.dec();
     }
 }
 
