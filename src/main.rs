@@ -875,7 +875,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<ShutdownOutcome> {
             ("127.0.0.1".to_string(), port)
         }
     };
-    let (data_dir, _tmp) = match data_dir {
+    let (data_dir, own_dir) = match data_dir {
         Some(d) => (d, None),
         None => {
             let t = std::env::temp_dir().join(format!("enviromon-demo-{}", std::process::id()));
@@ -994,5 +994,18 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<ShutdownOutcome> {
     }
     stop_sim.cancel();
     let _ = sim.await;
-    Ok(running.shutdown().await)
+    let outcome = running.shutdown().await;
+    // A data directory the demo made for itself goes with it; `--data-dir` keeps one.
+    if let Some(t) = own_dir {
+        match std::fs::remove_dir_all(&t) {
+            Ok(()) => println!(
+                "演示数据已删除 / demo data removed: {} (--data-dir DIR keeps it)",
+                t.display()
+            ),
+            Err(e) => {
+                tracing::warn!(dir = %t.display(), error = %e, "cannot remove the demo's data directory")
+            }
+        }
+    }
+    Ok(outcome)
 }

@@ -133,3 +133,32 @@ fn check_config_reports_three_mistakes_with_their_paths_and_exits_2() {
         );
     }
 }
+
+/// `enviromon demo` without `--data-dir` makes its data directory under the system's temporary
+/// directory and removes it when it stops (runs used to leave one behind per process id).
+#[test]
+fn the_demo_removes_the_data_directory_it_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_enviromon"))
+        .args(["demo", "--duration", "3s", "--http"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("TMPDIR", tmp.path())
+        .env("ENVIROMON_LOG", "warn")
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("数据目录 / data dir:"))
+        .map(|d| std::path::PathBuf::from(d.trim()))
+        .unwrap_or_else(|| panic!("the demo names its data directory: {stdout}"));
+    assert!(made.starts_with(tmp.path()), "{}", made.display());
+    assert!(!made.exists(), "{} left behind", made.display());
+    assert!(stdout.contains("demo data removed"), "{stdout}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
