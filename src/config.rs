@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::standards::hj633::Edition;
+
 /// The documented defaults, compiled in so the daemon runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// The demo's settings layered over the defaults by `enviromon demo`.
@@ -134,7 +136,9 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
         } else if let Some(f) = quoted(&message, "missing field `") {
             // Stand a placeholder in for it, so the fields after it are still checked.
             let shown = with(&f);
-            let under = placeholders.keys().any(|p| within(&shown, p));
+            // Under a placeholder, or a field just taken out for its own error: said already.
+            let under = placeholders.keys().any(|p| within(&shown, p))
+                || errs.iter().any(|e| e.path == shown);
             if !under {
                 errs.push(FieldError {
                     path: shown.clone(),
@@ -156,7 +160,29 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
             *n += 1;
             match PLACEHOLDERS.get(*n) {
                 Some(v) if put(&mut tree, &target, v.clone()) => continue,
-                _ => return (None, errs),
+                _ => {
+                    // No placeholder fits (a required field of a closed type, like a token's
+                    // role): take out the array element holding it, whose error is reported,
+                    // and go on with the rest.
+                    let (parent, orig_parent) = (
+                        &target[..target.len().saturating_sub(1)],
+                        &orig[..orig.len().saturating_sub(1)],
+                    );
+                    match (parent.last(), orig_parent.last()) {
+                        (Some(PathStep::Index(_)), Some(PathStep::Index(o))) => {
+                            removed
+                                .entry(display(&orig_parent[..orig_parent.len() - 1]))
+                                .or_default()
+                                .push(*o);
+                            placeholders.remove(&path);
+                            if !remove(&mut tree, parent) {
+                                return (None, errs);
+                            }
+                            continue;
+                        }
+                        _ => return (None, errs),
+                    }
+                }
             }
         }
         if !placeholders.keys().any(|p| within(&path, p)) {
@@ -400,13 +426,44 @@ impl Default for ApiConfig {
     }
 }
 
+/// Roles, each allowed what the ones below it are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Technician,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "technician" => Some(Role::Technician),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Technician => "technician",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiToken {
     /// Who it is (written in the audit log).
     pub name: String,
     /// viewer, technician, operator or admin.
-    pub role: String,
+    pub role: Role,
     /// Lowercase hex SHA-256 of the token.
     pub sha256: String,
 }
@@ -840,7 +897,7 @@ pub struct StandardsConfig {
     /// Compute compliance at all. Default true.
     pub enabled: bool,
     /// AQI edition: "HJ633-2026" (in force, the default) or "HJ633-2012" (the plan period).
-    pub aqi_edition: String,
+    pub aqi_edition: Edition,
     /// Readings up to this late re-open and recompute their hour and day; older ones are stored
     /// but do not change results. Default 48 h.
     #[serde(with = "humantime_serde")]
@@ -857,7 +914,7 @@ impl Default for StandardsConfig {
     fn default() -> Self {
         StandardsConfig {
             enabled: true,
-            aqi_edition: "HJ633-2026".into(),
+            aqi_edition: Edition::Hj633_2026,
             lateness: Duration::from_secs(48 * 3600),
             interval: Duration::from_secs(10),
             cems: CemsStandardsConfig::default(),
@@ -1010,14 +1067,24 @@ pub struct LogConfig {
     /// `tracing` filter directive, e.g. `info` or `enviromon=debug,info`.
     pub level: String,
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
-            format: "text".into(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -1114,15 +1181,6 @@ impl Config {
             );
         }
         for (i, t) in self.api.tokens.iter().enumerate() {
-            if !matches!(
-                t.role.as_str(),
-                "viewer" | "technician" | "operator" | "admin"
-            ) {
-                err(
-                    &format!("api.tokens[{i}].role"),
-                    format!("{:?} is not viewer, technician, operator or admin", t.role),
-                );
-            }
             if t.sha256.len() != 64
                 || !t
                     .sha256
@@ -1440,15 +1498,6 @@ impl Config {
             }
         }
         let st = &self.standards;
-        if crate::standards::hj633::Edition::parse(&st.aqi_edition).is_none() {
-            err(
-                "standards.aqi_edition",
-                format!(
-                    "{:?} is not \"HJ633-2026\" or \"HJ633-2012\"",
-                    st.aqi_edition
-                ),
-            );
-        }
         if st.interval.is_zero() {
             err("standards.interval", "must be greater than 0s".into());
         }
@@ -1466,12 +1515,6 @@ impl Config {
             err(
                 "log.level",
                 format!("{:?} is not a tracing filter", self.log.level),
-            );
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            err(
-                "log.format",
-                format!("{:?} is not \"text\" or \"json\"", self.log.format),
             );
         }
         if errs.is_empty() {
@@ -1578,6 +1621,40 @@ mod tests {
         );
         cfg.report.daily_at = "24:00".into();
         assert!(cfg.report.daily_at_minutes().unwrap().is_err());
+    }
+
+    #[test]
+    fn closed_choices_are_typed_and_a_misspelt_one_is_an_error_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("choices.toml");
+        let sha = "0".repeat(64);
+        std::fs::write(
+            &f,
+            format!(
+                "[log]\nformat = \"JSON\"\n[standards]\naqi_edition = \"HJ663-2026\"\n\
+                 [api]\ntokens = [{{name = \"a\", role = \"operator\", sha256 = \"{sha}\"}}, \
+                 {{name = \"b\", role = \"superuser\", sha256 = \"{sha}\"}}]\n"
+            ),
+        )
+        .unwrap();
+        let e = Config::load_layers(Some(&f), &[], false).unwrap_err();
+        let paths: Vec<String> = e.field_errors().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            vec!["api.tokens[1].role", "log.format", "standards.aqi_edition"]
+        );
+        std::fs::write(
+            &f,
+            format!(
+                "[log]\nformat = \"json\"\n[standards]\naqi_edition = \"2012\"\n\
+                 [api]\ntokens = [{{name = \"a\", role = \"operator\", sha256 = \"{sha}\"}}]\n"
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load_layers(Some(&f), &[], false).unwrap();
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        assert_eq!(cfg.standards.aqi_edition, Edition::Hj633_2012);
+        assert_eq!(cfg.api.tokens[0].role, Role::Operator);
     }
 
     #[test]

@@ -295,7 +295,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&cfg.log.level, cfg.log.format == "json");
+            init_logging(
+                &cfg.log.level,
+                cfg.log.format == enviromon::config::LogFormat::Json,
+            );
             exit(runtime().and_then(|rt| rt.block_on(run(cfg))))
         }
         Command::Aqi(args) => aqi_command(&args),

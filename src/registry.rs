@@ -155,19 +155,52 @@ pub struct SerialSettings {
     #[serde(default = "default_baud")]
     pub baud: u32,
     /// `none`, `even` or `odd`.
-    #[serde(default = "default_parity")]
-    pub parity: String,
-    #[serde(default = "default_data_bits")]
+    #[serde(default)]
+    pub parity: Parity,
+    /// 5, 6, 7 or 8.
+    #[serde(default = "default_data_bits", deserialize_with = "data_bits")]
     pub data_bits: u8,
-    #[serde(default = "default_stop_bits")]
+    /// 1 or 2.
+    #[serde(default = "default_stop_bits", deserialize_with = "stop_bits")]
     pub stop_bits: u8,
 }
 
 fn default_baud() -> u32 {
     9600
 }
-fn default_parity() -> String {
-    "none".into()
+/// A serial line's parity. A misspelt one is an error, never a silent `none`: the device would
+/// not answer and nothing would say why.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+fn data_bits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = u8::deserialize(d)?;
+    if (5..=8).contains(&n) {
+        Ok(n)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "data_bits {n} is not 5, 6, 7 or 8"
+        )))
+    }
+}
+
+fn stop_bits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = u8::deserialize(d)?;
+    if (1..=2).contains(&n) {
+        Ok(n)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "stop_bits {n} is not 1 or 2"
+        )))
+    }
 }
 fn default_data_bits() -> u8 {
     8
@@ -900,6 +933,32 @@ mod tests {
             panic!("{e}")
         };
         assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+
+    #[test]
+    fn serial_settings_refuse_what_no_line_can_be() {
+        let ok: SerialSettings =
+            serde_json::from_str(r#"{"port": "/dev/ttyS0", "parity": "even"}"#).unwrap();
+        assert_eq!(
+            (ok.parity, ok.baud, ok.data_bits, ok.stop_bits),
+            (Parity::Even, 9600, 8, 1)
+        );
+        for (bad, why) in [
+            (
+                r#"{"port": "/dev/ttyS0", "parity": "Even"}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"port": "/dev/ttyS0", "data_bits": 9}"#,
+                "not 5, 6, 7 or 8",
+            ),
+            (r#"{"port": "/dev/ttyS0", "stop_bits": 0}"#, "not 1 or 2"),
+        ] {
+            let e = serde_json::from_str::<SerialSettings>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

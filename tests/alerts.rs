@@ -48,7 +48,7 @@ fn alert_config(dir: &Path, mqtt: u16, id: &str, rules: Option<&str>, hook_port:
     });
     cfg.api.tokens = vec![enviromon::config::ApiToken {
         name: "duty-operator".into(),
-        role: "operator".into(),
+        role: enviromon::config::Role::Operator,
         sha256: enviromon::api::auth::hash_token(OPERATOR),
     }];
     if let Some(r) = rules {

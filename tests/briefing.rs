@@ -28,7 +28,7 @@ fn config(dir: &std::path::Path, broker: u16, robots: Option<(u16, u16)>) -> Con
     cfg.alerts.evaluation_interval = Duration::from_millis(300);
     cfg.api.tokens.push(ApiToken {
         name: "duty-operator".into(),
-        role: "operator".into(),
+        role: enviromon::config::Role::Operator,
         sha256: hash_token(OPERATOR),
     });
     if let Some((hook, refusing)) = robots {

@@ -63,12 +63,12 @@ async fn start(dir: &Path, mqtt: u16, id: &str, am: Option<u16>) -> daemon::Runn
     cfg.api.tokens = vec![
         ApiToken {
             name: "field-tech".into(),
-            role: "technician".into(),
+            role: enviromon::config::Role::Technician,
             sha256: hash_token(TECH),
         },
         ApiToken {
             name: "duty-operator".into(),
-            role: "operator".into(),
+            role: enviromon::config::Role::Operator,
             sha256: hash_token(OPERATOR),
         },
     ];

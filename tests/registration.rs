@@ -28,17 +28,17 @@ async fn start(dir: &std::path::Path, mqtt: u16, id: &str) -> daemon::Running {
     cfg.api.tokens = vec![
         ApiToken {
             name: "field-tech".into(),
-            role: "technician".into(),
+            role: enviromon::config::Role::Technician,
             sha256: hash_token(TECH),
         },
         ApiToken {
             name: "viewer".into(),
-            role: "viewer".into(),
+            role: enviromon::config::Role::Viewer,
             sha256: hash_token(VIEWER),
         },
         ApiToken {
             name: "duty-operator".into(),
-            role: "operator".into(),
+            role: enviromon::config::Role::Operator,
             sha256: hash_token(OPERATOR),
         },
     ];

@@ -12,35 +12,7 @@ use sha2::Digest;
 use super::{ApiError, AppState};
 use crate::config::ApiConfig;
 
-/// Roles, each allowed what the ones below it are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Viewer,
-    Technician,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "technician" => Some(Role::Technician),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Technician => "technician",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
+pub use crate::config::Role;
 
 /// Who made a request (inserted into the request's extensions).
 #[derive(Debug, Clone)]
@@ -66,7 +38,7 @@ impl Tokens {
         let entries = cfg
             .tokens
             .iter()
-            .filter_map(|t| Role::parse(&t.role).map(|r| (t.name.clone(), r, t.sha256.clone())))
+            .map(|t| (t.name.clone(), t.role, t.sha256.clone()))
             .collect();
         Tokens {
             anonymous_read: cfg.anonymous_read,

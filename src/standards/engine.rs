@@ -77,7 +77,7 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(cfg: &StandardsConfig) -> Settings {
         Settings {
-            edition: Edition::parse(&cfg.aqi_edition).unwrap_or(Edition::Hj633_2026),
+            edition: cfg.aqi_edition,
             lateness_ms: cfg.lateness.as_millis().min(i64::MAX as u128) as i64,
             cems: cfg.cems.clone(),
             air: cfg.air.clone(),

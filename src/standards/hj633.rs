@@ -17,8 +17,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Which edition's rules apply.
+/// Which edition's rules apply. Read from text by [`Edition::parse`] (`"HJ633-2026"`, `"2026"`,
+/// any case), so a configuration's misspelling is an error at start, never a silent default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Edition {
     #[serde(rename = "HJ633-2012")]
     Hj633_2012,
@@ -45,6 +47,13 @@ impl Edition {
             "HJ633-2026" | "2026" => Some(Edition::Hj633_2026),
             _ => None,
         }
+    }
+}
+
+impl TryFrom<String> for Edition {
+    type Error = String;
+    fn try_from(s: String) -> Result<Edition, String> {
+        Edition::parse(&s).ok_or_else(|| format!("{s:?} is not \"HJ633-2026\" or \"HJ633-2012\""))
     }
 }
 

@@ -136,10 +136,10 @@ async fn connect(ep: &Endpoint, unit: u8, timeout: Duration) -> Result<Context, 
                 Ok(tokio_modbus::client::rtu::attach_slave(stream, slave))
             }
             Endpoint::Serial(s) => {
-                let parity = match s.parity.as_str() {
-                    "even" => tokio_serial::Parity::Even,
-                    "odd" => tokio_serial::Parity::Odd,
-                    _ => tokio_serial::Parity::None,
+                let parity = match s.parity {
+                    crate::registry::Parity::Even => tokio_serial::Parity::Even,
+                    crate::registry::Parity::Odd => tokio_serial::Parity::Odd,
+                    crate::registry::Parity::None => tokio_serial::Parity::None,
                 };
                 let data_bits = match s.data_bits {
                     5 => tokio_serial::DataBits::Five,
