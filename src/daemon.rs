@@ -408,18 +408,21 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??,
         )
     };
+    let source_ctx = crate::ingest::SourceContext {
+        registry: registry.clone(),
+        tx: tx.clone(),
+        deadletter: deadletter.clone(),
+        metrics: metrics.clone(),
+        max_future_skew: cfg.pipeline.max_future_skew,
+        stop: stop_sources.clone(),
+    };
     let mut sources = Vec::new();
     if cfg.mqtt.enabled {
         health.mqtt_enabled.store(true, Ordering::Relaxed);
         let opts = mqtt::options(&cfg.mqtt)?;
         let source = MqttSource {
             config: cfg.mqtt.clone(),
-            registry: registry.clone(),
-            tx: tx.clone(),
-            deadletter: deadletter.clone(),
-            metrics: metrics.clone(),
-            max_future_skew: cfg.pipeline.max_future_skew,
-            stop: stop_sources.clone(),
+            ctx: source_ctx.clone(),
             keys: keys.clone(),
             health: health.clone(),
         };
@@ -469,14 +472,9 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         sources.push(tokio::spawn(
             crate::ingest::hj212::server::Server {
                 listener,
-                registry: registry.clone(),
-                tx: tx.clone(),
-                deadletter: deadletter.clone(),
-                metrics: metrics.clone(),
+                ctx: source_ctx.clone(),
                 max_connections: cfg.hj212.max_connections,
                 idle_timeout: cfg.hj212.idle_timeout,
-                max_future_skew: cfg.pipeline.max_future_skew,
-                stop: stop_sources.clone(),
                 keys: keys.clone(),
                 require_encryption: cfg.hj212.require_encryption,
                 site_info: Some(si),
@@ -491,14 +489,9 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         let reg2 = registration.clone();
         let sup = crate::ingest::modbus::Supervisor {
             config: cfg.modbus.clone(),
-            registry: registry.clone(),
+            ctx: source_ctx.clone(),
             profiles: Arc::new(move || reg2.profiles()),
-            tx: tx.clone(),
-            deadletter: deadletter.clone(),
-            metrics: metrics.clone(),
-            max_future_skew: cfg.pipeline.max_future_skew,
             states: states.clone(),
-            stop: stop_sources.clone(),
         };
         sup.check()?;
         sources.push(tokio::spawn(sup.run()));

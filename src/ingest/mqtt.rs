@@ -16,16 +16,13 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{ConfigError, MqttConfig, RetainedWithoutTs};
 use crate::metrics::Metrics;
-use crate::pipeline::deadletter::DeadLetter;
 use crate::pipeline::validate::{self, Context};
 use crate::pipeline::{Acknowledge, Envelope, RejectReason, Rejection};
 use crate::reading::Source;
-use crate::registry::RegistryHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -101,13 +98,8 @@ impl Acknowledge for MqttAck {
 /// What the source needs from the daemon.
 pub struct MqttSource {
     pub config: MqttConfig,
-    pub registry: RegistryHandle,
-    pub tx: mpsc::Sender<Envelope>,
-    pub deadletter: Arc<DeadLetter>,
-    pub metrics: Metrics,
-    pub max_future_skew: Duration,
-    /// Cancelled when the daemon begins shutdown: stop taking new messages.
-    pub stop: CancellationToken,
+    /// Registry, channel, dead letters, metrics, skew limit, stop.
+    pub ctx: crate::ingest::SourceContext,
     /// SM4 keys for HJ 212-2025 frames carried over MQTT.
     pub keys: Arc<crate::ingest::hj212::keys::Keystore>,
     /// Where `/readyz` reads why the broker cannot be reached.
@@ -124,7 +116,7 @@ impl MqttSource {
             client.clone(),
             ack_rx,
             epoch.clone(),
-            self.metrics.clone(),
+            self.ctx.metrics.clone(),
         ));
         let qos = match self.config.qos {
             0 => QoS::AtMostOnce,
@@ -135,13 +127,13 @@ impl MqttSource {
         let mut connected = false;
         let mut unreachable_since: Option<std::time::Instant> = None;
         let mut last_warned: Option<std::time::Instant> = None;
-        let mut changes = self.registry.changes();
+        let mut changes = self.ctx.registry.changes();
         // Topics of registered sensors that the configured filters do not cover, subscribed one by one.
         let mut extra: std::collections::BTreeSet<String> = self.extra_topics();
         loop {
             let event = tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => break,
+                _ = self.ctx.stop.cancelled() => break,
                 // The source holds the registry handle, so its change channel never closes.
                 _ = changes.changed() => {
                     let now = self.extra_topics();
@@ -158,10 +150,10 @@ impl MqttSource {
             };
             if connected
                 && matches!(event, Ok(Event::Incoming(_)))
-                && self.metrics.mqtt_connected.get() == 0
+                && self.ctx.metrics.mqtt_connected.get() == 0
             {
                 // A pause outlived the keep-alive, yet the broker still answers: connected.
-                self.metrics.mqtt_connected.set(1);
+                self.ctx.metrics.mqtt_connected.set(1);
                 crate::api::Health::set(&self.health.broker_error, None);
             }
             match event {
@@ -169,7 +161,7 @@ impl MqttSource {
                     let e = epoch.fetch_add(1, Ordering::SeqCst) + 1;
                     connected = true;
                     backoff = self.config.reconnect_min;
-                    self.metrics.mqtt_connected.set(1);
+                    self.ctx.metrics.mqtt_connected.set(1);
                     crate::api::Health::set(&self.health.broker_error, None);
                     last_warned = None;
                     if let Some(since) = unreachable_since.take() {
@@ -203,8 +195,8 @@ impl MqttSource {
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    self.metrics.mqtt_connection_errors.inc();
-                    self.metrics.mqtt_connected.set(0);
+                    self.ctx.metrics.mqtt_connection_errors.inc();
+                    self.ctx.metrics.mqtt_connected.set(0);
                     crate::api::Health::set(
                         &self.health.broker_error,
                         Some(format!("{}:{}: {err}", self.config.host, self.config.port)),
@@ -227,7 +219,7 @@ impl MqttSource {
                     connected = false;
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = self.stop.cancelled() => break,
+                        _ = self.ctx.stop.cancelled() => break,
                     }
                     backoff = (backoff * 2).min(self.config.reconnect_max);
                 }
@@ -235,7 +227,8 @@ impl MqttSource {
         }
         // Shutdown: no more envelopes from us. Keep polling so the acks the spooler fires while it
         // drains reach the broker; messages that arrive now are left unacknowledged (redelivered).
-        let MqttSource { tx, metrics, .. } = self;
+        let MqttSource { ctx, .. } = self;
+        let crate::ingest::SourceContext { tx, metrics, .. } = ctx;
         drop(tx);
         drop(ack_tx);
         let mut acker = acker;
@@ -263,7 +256,8 @@ impl MqttSource {
     }
 
     fn extra_topics(&self) -> std::collections::BTreeSet<String> {
-        self.registry
+        self.ctx
+            .registry
             .snapshot()
             .sensors
             .values()
@@ -285,7 +279,8 @@ impl MqttSource {
         p: &Publish,
         ack: Option<Box<dyn Acknowledge>>,
     ) -> Result<(), ()> {
-        self.metrics
+        self.ctx
+            .metrics
             .messages_received
             .with_label_values(&["mqtt"])
             .inc();
@@ -303,13 +298,13 @@ impl MqttSource {
                 )],
             )
         } else {
-            let reg = self.registry.snapshot();
+            let reg = self.ctx.registry.snapshot();
             match validate::sensor_for_topic(&reg, &p.topic) {
                 Err(r) => (Vec::new(), vec![r]),
                 Ok(sensor) => {
                     let ctx = Context {
                         now,
-                        max_future_skew: chrono::Duration::from_std(self.max_future_skew)
+                        max_future_skew: chrono::Duration::from_std(self.ctx.max_future_skew)
                             .unwrap_or(chrono::Duration::minutes(5)),
                         source: Source::Mqtt,
                     };
@@ -331,13 +326,14 @@ impl MqttSource {
             readings.retain(|r| !r.ts_assumed);
             let dropped = (before - readings.len()) as u64;
             if dropped > 0 {
-                self.metrics.mqtt_retained_untimed.inc_by(dropped);
+                self.ctx.metrics.mqtt_retained_untimed.inc_by(dropped);
                 tracing::debug!(topic = %p.topic, count = dropped, "retained readings without a timestamp ignored (the broker resends them at every subscription)");
             }
         }
         let mut ack = ack;
         if !rejections.is_empty()
             && self
+                .ctx
                 .deadletter
                 .reject_async(
                     Source::Mqtt,
@@ -352,20 +348,21 @@ impl MqttSource {
             ack = None;
         }
         if !readings.is_empty() {
-            self.metrics
+            self.ctx
+                .metrics
                 .readings_received
                 .with_label_values(&["mqtt"])
                 .inc_by(readings.len() as u64);
             let assumed = readings.iter().filter(|r| r.ts_assumed).count() as u64;
             if assumed > 0 {
-                self.metrics.timestamps_assumed.inc_by(assumed);
+                self.ctx.metrics.timestamps_assumed.inc_by(assumed);
                 tracing::debug!(topic = %p.topic, count = assumed, "readings without timestamp took the receive time");
             }
         }
         if readings.is_empty() && ack.is_none() {
             return Ok(());
         }
-        let send = self.tx.send(Envelope { readings, ack });
+        let send = self.ctx.tx.send(Envelope { readings, ack });
         tokio::pin!(send);
         // While this waits (the spool is full, or its disk is), the event loop is not polled and
         // no PINGREQ goes out: after 1.5 × keep-alive the broker closes the connection
@@ -375,7 +372,7 @@ impl MqttSource {
         let sent = tokio::select! {
             r = &mut send => r,
             _ = tokio::time::sleep(limit) => {
-                self.metrics.mqtt_connected.set(0);
+                self.ctx.metrics.mqtt_connected.set(0);
                 crate::api::Health::set(
                     &self.health.broker_error,
                     Some(format!(
@@ -388,9 +385,10 @@ impl MqttSource {
             }
         };
         sent.map_err(|_| ())?;
-        self.metrics
+        self.ctx
+            .metrics
             .queue_depth
-            .set((self.tx.max_capacity() - self.tx.capacity()) as i64);
+            .set((self.ctx.tx.max_capacity() - self.ctx.tx.capacity()) as i64);
         Ok(())
     }
 }

@@ -22,18 +22,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, Decoded, Edition, Frame, Reassembler, StreamDecoder, Tolerance};
 use super::keys::Keystore;
 use super::site_info::{self, InfoKind, SiteInfo};
 use crate::metrics::Metrics;
-use crate::pipeline::deadletter::DeadLetter;
 use crate::pipeline::validate::Context;
 use crate::pipeline::{Acknowledge, Envelope, RejectReason, Rejection};
 use crate::reading::Source;
 use crate::registration::Registration;
-use crate::registry::{RegistryHandle, SensorStatus};
+use crate::registry::SensorStatus;
 
 /// Re-sent envelopes that may wait for the spool at once, across all connections.
 pub const RESEND_SLOTS: usize = 4;
@@ -64,14 +62,10 @@ impl Acknowledge for ReplyAck {
 
 pub struct Server {
     pub listener: TcpListener,
-    pub registry: RegistryHandle,
-    pub tx: mpsc::Sender<Envelope>,
-    pub deadletter: Arc<DeadLetter>,
-    pub metrics: Metrics,
+    /// Registry, channel, dead letters, metrics, skew limit, stop.
+    pub ctx: crate::ingest::SourceContext,
     pub max_connections: usize,
     pub idle_timeout: Duration,
-    pub max_future_skew: Duration,
-    pub stop: CancellationToken,
     /// The loggers' SM4 keys.
     pub keys: Arc<Keystore>,
     /// Every logger on this listener must encrypt (a listener reachable from the Internet:
@@ -100,7 +94,7 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 a = shared.server.listener.accept() => a,
-                _ = shared.server.stop.cancelled() => break,
+                _ = shared.server.ctx.stop.cancelled() => break,
             };
             let (socket, peer) = match accepted {
                 Ok(x) => x,
@@ -113,6 +107,7 @@ impl Server {
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 shared
                     .server
+                    .ctx
                     .metrics
                     .hj212_frames
                     .with_label_values(&["connection_refused"])
@@ -121,7 +116,7 @@ impl Server {
                 drop(socket);
                 continue;
             };
-            let slot = Slot::new(permit, shared.server.metrics.hj212_connections.clone());
+            let slot = Slot::new(permit, shared.server.ctx.metrics.hj212_connections.clone());
             let s = shared.clone();
             tokio::spawn(async move {
                 let _slot = slot;
@@ -171,7 +166,7 @@ impl Shared {
         let topic = format!("hj212://{peer}");
         loop {
             tokio::select! {
-                _ = srv.stop.cancelled() => break,
+                _ = srv.ctx.stop.cancelled() => break,
                 Some(frame) = reply_rx.recv() => {
                     if socket.write_all(frame.as_bytes()).await.is_err() {
                         break;
@@ -191,13 +186,13 @@ impl Shared {
                             Decoded::Frame(p) => Frame::Plain(p),
                             Decoded::Sealed(s) => Frame::Sealed(s),
                             Decoded::Bad(e, raw) => {
-                                srv.metrics.hj212_frames.with_label_values(&["bad"]).inc();
+                                srv.ctx.metrics.hj212_frames.with_label_values(&["bad"]).inc();
                                 let rej = Rejection::new(RejectReason::InvalidPayload, format!("HJ 212 frame refused: {e}"));
                                 self.dead_letter(&topic, &raw, &[rej]).await;
                                 continue;
                             }
                             Decoded::Garbage(raw) => {
-                                srv.metrics.hj212_frames.with_label_values(&["garbage"]).inc();
+                                srv.ctx.metrics.hj212_frames.with_label_values(&["garbage"]).inc();
                                 tracing::debug!(%peer, bytes = raw.len(), "bytes outside any HJ 212 frame skipped");
                                 continue;
                             }
@@ -225,6 +220,7 @@ impl Shared {
         // On the blocking pool: one connection's fsync never holds up another's replies.
         match self
             .server
+            .ctx
             .deadletter
             .reject_async(
                 Source::Hj212,
@@ -260,7 +256,7 @@ impl Shared {
             Frame::Plain(p) => p.mn().to_string(),
             Frame::Sealed(s) => s.mn().to_string(),
         };
-        let reg = srv.registry.snapshot();
+        let reg = srv.ctx.registry.snapshot();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let checked = match reg.sensor_for_mn(&mn) {
             Some(s) if s.status == SensorStatus::Retired => Err(Rejection::new(
@@ -277,7 +273,8 @@ impl Shared {
         let (sensor, p) = match checked {
             Ok(x) => x,
             Err(r) => {
-                srv.metrics
+                srv.ctx
+                    .metrics
                     .hj212_frames
                     .with_label_values(&["refused"])
                     .inc();
@@ -285,16 +282,22 @@ impl Shared {
                 return Ok(());
             }
         };
-        srv.metrics.hj212_frames.with_label_values(&["ok"]).inc();
+        srv.ctx
+            .metrics
+            .hj212_frames
+            .with_label_values(&["ok"])
+            .inc();
         let edition = p.edition();
-        srv.metrics
+        srv.ctx
+            .metrics
             .hj212_frames_by_edition
             .with_label_values(&[edition.as_str(), if p.encrypted { "true" } else { "false" }])
             .inc();
         if edition == Edition::Hj212_2025 && p.data_segment().len() > codec::MAX_DATA {
             // HJ 212-2025 requires splitting above 1024 characters: the logger's error, counted
             // (it was decoded only because the source's tolerance allows long frames).
-            srv.metrics
+            srv.ctx
+                .metrics
                 .hj212_frames
                 .with_label_values(&["oversize_2025"])
                 .inc();
@@ -303,7 +306,8 @@ impl Shared {
         let whole = reassembler.push(p);
         if reassembler.dropped() > dropped {
             // Over the bounds (or a part numbered out of range): counted, never held forever.
-            srv.metrics
+            srv.ctx
+                .metrics
                 .hj212_frames
                 .with_label_values(&["split_dropped"])
                 .inc_by(reassembler.dropped() - dropped);
@@ -333,7 +337,8 @@ impl Shared {
         match p.cn() {
             "9015" => {
                 // Heartbeat: nothing to store; answered (9013, notification answer) when asked.
-                srv.metrics
+                srv.ctx
+                    .metrics
                     .hj212_frames
                     .with_label_values(&["heartbeat"])
                     .inc();
@@ -381,7 +386,7 @@ impl Shared {
         }
         let ctx = Context {
             now: chrono::Utc::now(),
-            max_future_skew: chrono::Duration::from_std(srv.max_future_skew)
+            max_future_skew: chrono::Duration::from_std(srv.ctx.max_future_skew)
                 .unwrap_or(chrono::Duration::minutes(5)),
             source: Source::Hj212,
         };
@@ -403,7 +408,8 @@ impl Shared {
         }
         let n = d.readings.len() as u64;
         if n > 0 {
-            srv.metrics
+            srv.ctx
+                .metrics
                 .readings_received
                 .with_label_values(&["hj212"])
                 .inc_by(n);
@@ -425,10 +431,11 @@ impl Shared {
             tx: reply_tx.clone(),
             frame: p.ack_wanted().then(|| codec::reply(&p, "9014", "")),
             resent: if resend { n } else { 0 },
-            metrics: resend.then(|| srv.metrics.clone()),
+            metrics: resend.then(|| srv.ctx.metrics.clone()),
             _slot: slot,
         }) as Box<dyn Acknowledge>;
-        srv.tx
+        srv.ctx
+            .tx
             .send(Envelope {
                 readings: d.readings,
                 ack: Some(ack),
@@ -456,7 +463,7 @@ impl Shared {
             .unwrap_or_default();
         let id = sensor.id.clone();
         let reg = self.server.registration.clone();
-        let metrics = self.server.metrics.clone();
+        let metrics = self.server.ctx.metrics.clone();
         let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
             let changed = si
                 .record(&mn, &id, kind, &items, ts_ms)

@@ -17,15 +17,11 @@ pub mod profile;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ModbusConfig;
-use crate::metrics::Metrics;
-use crate::pipeline::deadletter::DeadLetter;
-use crate::pipeline::Envelope;
-use crate::registry::{Protocol, Registry, RegistryHandle, SensorStatus};
+use crate::registry::{Protocol, Registry, SensorStatus};
 use poller::{Device, Endpoint, Poller, States};
 use profile::Profile;
 
@@ -126,14 +122,10 @@ pub type ProfileSource = Arc<dyn Fn() -> BTreeMap<String, Profile> + Send + Sync
 /// Everything the supervisor needs.
 pub struct Supervisor {
     pub config: ModbusConfig,
-    pub registry: RegistryHandle,
+    /// Registry, channel, dead letters, metrics, skew limit, stop.
+    pub ctx: crate::ingest::SourceContext,
     pub profiles: ProfileSource,
-    pub tx: mpsc::Sender<Envelope>,
-    pub deadletter: Arc<DeadLetter>,
-    pub metrics: Metrics,
-    pub max_future_skew: std::time::Duration,
     pub states: States,
-    pub stop: CancellationToken,
 }
 
 type Running = BTreeMap<
@@ -148,16 +140,16 @@ type Running = BTreeMap<
 impl Supervisor {
     /// Check the registry's devices now (at start: a bad seed stops the daemon with every error).
     pub fn check(&self) -> Result<usize, ModbusError> {
-        Ok(devices(&self.registry.snapshot(), &(self.profiles)())?.len())
+        Ok(devices(&self.ctx.registry.snapshot(), &(self.profiles)())?.len())
     }
 
     /// Keep one poller per endpoint in line with the registry: a registered device is polled within
     /// one interval, a changed one restarts its endpoint's poller, a retired one stops.
     pub async fn run(self) {
-        let mut changes = self.registry.changes();
+        let mut changes = self.ctx.registry.changes();
         let mut running: Running = BTreeMap::new();
         loop {
-            let reg = self.registry.snapshot();
+            let reg = self.ctx.registry.snapshot();
             let mut desired: BTreeMap<Endpoint, Vec<Device>> = BTreeMap::new();
             for d in devices_lenient(&reg, &(self.profiles)()) {
                 if let Some(ep) = Endpoint::of(&d.config) {
@@ -181,7 +173,7 @@ impl Supervisor {
                     let mut st = crate::sync::write(&self.states);
                     for (sensor, _, _) in k {
                         st.remove(&sensor);
-                        let _ = self.metrics.modbus_up.remove_label_values(&[&sensor]);
+                        let _ = self.ctx.metrics.modbus_up.remove_label_values(&[&sensor]);
                     }
                 }
             }
@@ -190,26 +182,24 @@ impl Supervisor {
                     continue;
                 }
                 tracing::info!(endpoint = %ep.describe(), devices = ds.len(), "Modbus polling");
-                let token = self.stop.child_token();
+                let token = self.ctx.stop.child_token();
                 let k = key(&ds);
                 let p = Poller {
                     endpoint: ep.clone(),
                     devices: ds,
-                    registry: self.registry.clone(),
-                    tx: self.tx.clone(),
-                    deadletter: self.deadletter.clone(),
-                    metrics: self.metrics.clone(),
+                    ctx: crate::ingest::SourceContext {
+                        stop: token.clone(),
+                        ..self.ctx.clone()
+                    },
                     states: self.states.clone(),
                     reconnect_max: self.config.reconnect_max,
                     device_backoff_max: self.config.device_backoff_max,
-                    max_future_skew: self.max_future_skew,
-                    stop: token.clone(),
                 };
                 running.insert(ep, (k, token, tokio::spawn(p.run())));
             }
             tokio::select! {
                 r = changes.changed() => if r.is_err() { break },
-                _ = self.stop.cancelled() => break,
+                _ = self.ctx.stop.cancelled() => break,
             }
         }
         for (_, (_, token, handle)) in running {

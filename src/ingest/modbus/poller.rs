@@ -20,24 +20,19 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::Slave;
-use tokio_util::sync::CancellationToken;
 
 use super::decode;
 use super::plan::{self, Request, Slot};
 use super::profile::{Profile, RegisterKind};
 use crate::metrics::Metrics;
-use crate::pipeline::deadletter::DeadLetter;
 use crate::pipeline::payload::{CustomPaths, Paths, RawItem};
 use crate::pipeline::validate::{self, Context as VContext};
 use crate::pipeline::{Envelope, Rejection};
 use crate::reading::{DataFlag, Source};
-use crate::registry::{
-    ModbusDevice, ModbusTransport, RegistryHandle, SensorStatus, SerialSettings,
-};
+use crate::registry::{ModbusDevice, ModbusTransport, SensorStatus, SerialSettings};
 
 /// Where a connection goes: devices sharing one are polled in turn over it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -335,15 +330,11 @@ pub async fn read_device(d: &Device) -> Result<PollResult, String> {
 pub struct Poller {
     pub endpoint: Endpoint,
     pub devices: Vec<Device>,
-    pub registry: RegistryHandle,
-    pub tx: mpsc::Sender<Envelope>,
-    pub deadletter: Arc<DeadLetter>,
-    pub metrics: Metrics,
+    /// Registry, channel, dead letters, metrics, skew limit, stop.
+    pub ctx: crate::ingest::SourceContext,
     pub states: States,
     pub reconnect_max: Duration,
     pub device_backoff_max: Duration,
-    pub max_future_skew: Duration,
-    pub stop: CancellationToken,
 }
 
 struct Schedule {
@@ -377,12 +368,14 @@ impl Poller {
                         ..Default::default()
                     },
                 );
-                self.metrics
+                self.ctx
+                    .metrics
                     .modbus_up
                     .with_label_values(&[&d.sensor])
                     .set(0);
                 for kind in ["connect", "timeout", "transport", "exception", "decode"] {
-                    self.metrics
+                    self.ctx
+                        .metrics
                         .modbus_errors
                         .with_label_values(&[&d.sensor, kind]);
                 }
@@ -411,7 +404,7 @@ impl Poller {
             let wake = due.max(connect_retry_at);
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = self.stop.cancelled() => break,
+                _ = self.ctx.stop.cancelled() => break,
             }
             let device = &self.devices[i];
             if ctx.is_none() {
@@ -426,7 +419,8 @@ impl Poller {
                     }
                     Err(e) => {
                         for d in &self.devices {
-                            self.metrics
+                            self.ctx
+                                .metrics
                                 .modbus_errors
                                 .with_label_values(&[&d.sensor, "connect"])
                                 .inc();
@@ -451,7 +445,8 @@ impl Poller {
             }
             let started = Instant::now();
             let slip = started.saturating_duration_since(due);
-            self.metrics
+            self.ctx
+                .metrics
                 .modbus_schedule_slip
                 .observe(slip.as_secs_f64());
             let wall = chrono::Utc::now();
@@ -461,7 +456,7 @@ impl Poller {
                     break Err("not connected".to_string());
                 };
                 c.set_slave(Slave(device.config.unit_id));
-                match poll_device(c, device, Some(&self.metrics)).await {
+                match poll_device(c, device, Some(&self.ctx.metrics)).await {
                     Ok(r) => {
                         let mut st = crate::sync::write(&self.states);
                         if let Some(x) = st.get_mut(&device.sensor) {
@@ -477,7 +472,8 @@ impl Poller {
                         } else {
                             "transport"
                         };
-                        self.metrics
+                        self.ctx
+                            .metrics
                             .modbus_errors
                             .with_label_values(&[&device.sensor, kind])
                             .inc();
@@ -497,7 +493,8 @@ impl Poller {
                     }
                 }
             };
-            self.metrics
+            self.ctx
+                .metrics
                 .modbus_poll_seconds
                 .with_label_values(&[&device.sensor])
                 .observe(started.elapsed().as_secs_f64());
@@ -544,7 +541,7 @@ impl Poller {
         status: DataFlag,
         at: chrono::DateTime<chrono::Utc>,
     ) {
-        let reg = self.registry.snapshot();
+        let reg = self.ctx.registry.snapshot();
         let Some(sensor) = reg.sensors.get(&d.sensor) else {
             return;
         };
@@ -553,7 +550,7 @@ impl Poller {
         }
         let ctx = VContext {
             now: chrono::Utc::now(),
-            max_future_skew: chrono::Duration::from_std(self.max_future_skew)
+            max_future_skew: chrono::Duration::from_std(self.ctx.max_future_skew)
                 .unwrap_or(chrono::Duration::minutes(5)),
             source: Source::Modbus,
         };
@@ -587,6 +584,7 @@ impl Poller {
             let raw = serde_json::json!({"sensor": d.sensor, "profile": d.profile.id}).to_string();
             // A poll cannot be asked again: a failed record is counted and logged by `reject`.
             let _ = self
+                .ctx
                 .deadletter
                 .reject_async(
                     Source::Modbus,
@@ -599,12 +597,14 @@ impl Poller {
         if readings.is_empty() {
             return;
         }
-        self.metrics
+        self.ctx
+            .metrics
             .readings_received
             .with_label_values(&["modbus"])
             .inc_by(readings.len() as u64);
         // A full pipeline makes this wait: the next poll waits with it (backpressure).
         if self
+            .ctx
             .tx
             .send(Envelope {
                 readings,
@@ -618,15 +618,23 @@ impl Poller {
     }
 
     fn record_success(&self, d: &Device, s: &mut Schedule) {
-        let was_down =
-            s.failures > 0 || self.metrics.modbus_up.with_label_values(&[&d.sensor]).get() == 0;
+        let was_down = s.failures > 0
+            || self
+                .ctx
+                .metrics
+                .modbus_up
+                .with_label_values(&[&d.sensor])
+                .get()
+                == 0;
         s.failures = 0;
-        self.metrics
+        self.ctx
+            .metrics
             .modbus_up
             .with_label_values(&[&d.sensor])
             .set(1);
         let now = chrono::Utc::now();
-        self.metrics
+        self.ctx
+            .metrics
             .modbus_last_success
             .with_label_values(&[&d.sensor])
             .set(now.timestamp_millis() as f64 / 1000.0);
@@ -644,7 +652,8 @@ impl Poller {
 
     fn record_failure(&self, d: &Device, s: &mut Schedule, error: &str, counted_poll: bool) {
         s.failures = s.failures.saturating_add(1);
-        self.metrics
+        self.ctx
+            .metrics
             .modbus_up
             .with_label_values(&[&d.sensor])
             .set(0);
