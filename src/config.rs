@@ -1138,7 +1138,9 @@ impl Config {
         }
     }
 
-    /// Check every value; return all problems, each with its field path.
+    /// Check every value; return all problems, each with its field path. Each section's values
+    /// are checked on their own (pure, `check_*`), then the files the configuration names
+    /// (`check_files`, the only part that reads the filesystem).
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
         let mut err = |path: &str, message: String| {
@@ -1147,6 +1149,31 @@ impl Config {
                 message,
             })
         };
+        self.check_pipeline(&mut err);
+        self.check_http(&mut err);
+        self.check_api(&mut err);
+        self.check_mqtt(&mut err);
+        self.check_store(&mut err);
+        self.check_spool(&mut err);
+        self.check_modbus(&mut err);
+        self.check_hj212(&mut err);
+        self.check_alerts(&mut err);
+        self.check_report(&mut err);
+        self.check_standards(&mut err);
+        self.check_log(&mut err);
+        self.check_files(&mut err);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// The pipeline: dead-letter bounds and the channel.
+    fn check_pipeline(&self, err: &mut impl FnMut(&str, String)) {
+        if self.pipeline.channel_capacity == 0 {
+            err("pipeline.channel_capacity", "must be at least 1".into());
+        }
         let pl = &self.pipeline;
         if pl.deadletter_max_bytes < 64 * 1024 {
             err(
@@ -1162,6 +1189,10 @@ impl Config {
                 "the rate must be > 0 and the burst ≥ 1".into(),
             );
         }
+    }
+
+    /// The daemon and the HTTP listener.
+    fn check_http(&self, err: &mut impl FnMut(&str, String)) {
         if self.daemon.shutdown_deadline.is_zero() {
             err("daemon.shutdown_deadline", "must be greater than 0s".into());
         }
@@ -1180,6 +1211,10 @@ impl Config {
                 ),
             );
         }
+    }
+
+    /// API tokens.
+    fn check_api(&self, err: &mut impl FnMut(&str, String)) {
         for (i, t) in self.api.tokens.iter().enumerate() {
             if t.sha256.len() != 64
                 || !t
@@ -1196,6 +1231,10 @@ impl Config {
                 err(&format!("api.tokens[{i}].name"), "must not be empty".into());
             }
         }
+    }
+
+    /// The MQTT source (its files: `check_files`).
+    fn check_mqtt(&self, err: &mut impl FnMut(&str, String)) {
         let m = &self.mqtt;
         if m.enabled {
             if m.host.trim().is_empty() {
@@ -1252,17 +1291,6 @@ impl Config {
                 err("mqtt.max_payload_bytes", "must be at least 1".into());
             }
             if let Some(tls) = &m.tls {
-                for (path, file) in [
-                    ("mqtt.tls.ca_file", Some(&tls.ca_file)),
-                    ("mqtt.tls.client_cert_file", tls.client_cert_file.as_ref()),
-                    ("mqtt.tls.client_key_file", tls.client_key_file.as_ref()),
-                ] {
-                    if let Some(f) = file {
-                        if !f.is_file() {
-                            err(path, format!("{} does not exist", f.display()));
-                        }
-                    }
-                }
                 if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
                     err(
                         "mqtt.tls.client_key_file",
@@ -1270,18 +1298,11 @@ impl Config {
                     );
                 }
             }
-            if let Some(f) = &m.password_file {
-                if !f.is_file() {
-                    err(
-                        "mqtt.password_file",
-                        format!("{} does not exist", f.display()),
-                    );
-                }
-            }
         }
-        if self.pipeline.channel_capacity == 0 {
-            err("pipeline.channel_capacity", "must be at least 1".into());
-        }
+    }
+
+    /// The store.
+    fn check_store(&self, err: &mut impl FnMut(&str, String)) {
         let s = &self.store;
         if s.batch_size == 0 || s.batch_size > 100_000 {
             err(
@@ -1323,14 +1344,6 @@ impl Config {
                     "InfluxDB 2 needs an API token: set ENVIROMON__STORE__INFLUXDB__TOKEN or store.influxdb.token_file".into(),
                 );
             }
-            if let Some(f) = &i.token_file {
-                if !f.is_file() {
-                    err(
-                        "store.influxdb.token_file",
-                        format!("{} does not exist", f.display()),
-                    );
-                }
-            }
             if i.timeout.is_zero() {
                 err("store.influxdb.timeout", "must be greater than 0s".into());
             }
@@ -1367,6 +1380,10 @@ impl Config {
                 err("store.influxdb1.timeout", "must be greater than 0s".into());
             }
         }
+    }
+
+    /// The spool.
+    fn check_spool(&self, err: &mut impl FnMut(&str, String)) {
         let sp = &self.spool;
         if sp.max_bytes < 64 * 1024 {
             err(
@@ -1383,6 +1400,10 @@ impl Config {
         if sp.fsync == FsyncMode::Interval && sp.fsync_interval.is_zero() {
             err("spool.fsync_interval", "must be greater than 0s".into());
         }
+    }
+
+    /// The Modbus source.
+    fn check_modbus(&self, err: &mut impl FnMut(&str, String)) {
         if self.modbus.reconnect_max < Duration::from_millis(100) {
             err("modbus.reconnect_max", "must be at least 100ms".into());
         }
@@ -1392,14 +1413,10 @@ impl Config {
                 "must be greater than 0s".into(),
             );
         }
-        if let Some(d) = &self.modbus.profiles_dir {
-            if !d.is_dir() {
-                err(
-                    "modbus.profiles_dir",
-                    format!("{} is not a directory", d.display()),
-                );
-            }
-        }
+    }
+
+    /// The HJ 212 server.
+    fn check_hj212(&self, err: &mut impl FnMut(&str, String)) {
         if self.hj212.enabled {
             if self.hj212.listen.parse::<SocketAddr>().is_err() {
                 err(
@@ -1417,6 +1434,10 @@ impl Config {
                 err("hj212.idle_timeout", "must be greater than 0s".into());
             }
         }
+    }
+
+    /// Rules and receivers.
+    fn check_alerts(&self, err: &mut impl FnMut(&str, String)) {
         let al = &self.alerts;
         if al.evaluation_interval.is_zero()
             || al.resend_interval.is_zero()
@@ -1426,16 +1447,6 @@ impl Config {
                 "alerts.evaluation_interval",
                 "evaluation, resend and repeat intervals must be greater than 0s".into(),
             );
-        }
-        if let Some(f) = &al.rules_file {
-            match std::fs::read_to_string(f) {
-                Err(e) => err("alerts.rules_file", format!("{}: {e}", f.display())),
-                Ok(text) => {
-                    if let Err(e) = crate::alerts::rules::parse(&f.display().to_string(), &text) {
-                        err("alerts.rules_file", e.to_string());
-                    }
-                }
-            }
         }
         let url_ok = |u: &str| {
             url::Url::parse(u).is_ok_and(|x| x.scheme() == "http" || x.scheme() == "https")
@@ -1472,6 +1483,11 @@ impl Config {
                 );
             }
         }
+    }
+
+    /// The daily briefing.
+    fn check_report(&self, err: &mut impl FnMut(&str, String)) {
+        let al = &self.alerts;
         if let Some(Err(e)) = self.report.daily_at_minutes() {
             err("report.daily_at", e);
         }
@@ -1492,11 +1508,10 @@ impl Config {
                 );
             }
         }
-        if let Some(f) = &self.report.font {
-            if !f.is_file() {
-                err("report.font", format!("{} is not a file", f.display()));
-            }
-        }
+    }
+
+    /// The standards engine.
+    fn check_standards(&self, err: &mut impl FnMut(&str, String)) {
         let st = &self.standards;
         if st.interval.is_zero() {
             err("standards.interval", "must be greater than 0s".into());
@@ -1511,16 +1526,78 @@ impl Config {
                 "must be a number ≥ 0".into(),
             );
         }
+    }
+
+    /// Logging.
+    fn check_log(&self, err: &mut impl FnMut(&str, String)) {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             err(
                 "log.level",
                 format!("{:?} is not a tracing filter", self.log.level),
             );
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs)
+    }
+
+    /// The files the configuration names: each must exist (and the rules file must parse).
+    fn check_files(&self, err: &mut impl FnMut(&str, String)) {
+        let m = &self.mqtt;
+        if m.enabled {
+            if let Some(tls) = &m.tls {
+                for (path, file) in [
+                    ("mqtt.tls.ca_file", Some(&tls.ca_file)),
+                    ("mqtt.tls.client_cert_file", tls.client_cert_file.as_ref()),
+                    ("mqtt.tls.client_key_file", tls.client_key_file.as_ref()),
+                ] {
+                    if let Some(f) = file {
+                        if !f.is_file() {
+                            err(path, format!("{} does not exist", f.display()));
+                        }
+                    }
+                }
+            }
+            if let Some(f) = &m.password_file {
+                if !f.is_file() {
+                    err(
+                        "mqtt.password_file",
+                        format!("{} does not exist", f.display()),
+                    );
+                }
+            }
+        }
+        if self.store.kind == StoreKind::Influxdb {
+            let i = &self.store.influxdb;
+            if let Some(f) = &i.token_file {
+                if !f.is_file() {
+                    err(
+                        "store.influxdb.token_file",
+                        format!("{} does not exist", f.display()),
+                    );
+                }
+            }
+        }
+        if let Some(d) = &self.modbus.profiles_dir {
+            if !d.is_dir() {
+                err(
+                    "modbus.profiles_dir",
+                    format!("{} is not a directory", d.display()),
+                );
+            }
+        }
+        let al = &self.alerts;
+        if let Some(f) = &al.rules_file {
+            match std::fs::read_to_string(f) {
+                Err(e) => err("alerts.rules_file", format!("{}: {e}", f.display())),
+                Ok(text) => {
+                    if let Err(e) = crate::alerts::rules::parse(&f.display().to_string(), &text) {
+                        err("alerts.rules_file", e.to_string());
+                    }
+                }
+            }
+        }
+        if let Some(f) = &self.report.font {
+            if !f.is_file() {
+                err("report.font", format!("{} is not a file", f.display()));
+            }
         }
     }
 }
