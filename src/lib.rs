@@ -27,6 +27,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod backoff;
 pub mod catalogue;
 pub mod cli;
 pub mod config;

@@ -5,6 +5,7 @@
 //! backoff without delaying the others, and never blocks evaluation or ingest (a full queue drops
 //! the oldest notification and counts it).
 
+use crate::backoff::Backoff;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -262,7 +263,7 @@ pub fn spawn(r: Receiver, metrics: Metrics, stop: CancellationToken) -> Queue {
                     _ = stop.cancelled() => return,
                 }
             };
-            let mut delay = Duration::from_millis(200);
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(120));
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -281,10 +282,9 @@ pub fn spawn(r: Receiver, metrics: Metrics, stop: CancellationToken) -> Queue {
                             .inc();
                         tracing::warn!(receiver = %r.name, error = %e, attempt, "alert notification failed; retrying");
                         tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
                             _ = stop.cancelled() => return,
                         }
-                        delay = (delay * 2).min(Duration::from_secs(120));
                     }
                     Err(e) => {
                         metrics

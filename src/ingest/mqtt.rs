@@ -10,6 +10,7 @@
 //!   idempotent writes absorb the duplicates);
 //! - reconnects forever with capped exponential backoff; `enviromon_mqtt_connected` tells the state.
 
+use crate::backoff::Backoff;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,7 +124,7 @@ impl MqttSource {
             2 => QoS::ExactlyOnce,
             _ => QoS::AtLeastOnce,
         };
-        let mut backoff = self.config.reconnect_min;
+        let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
         let mut connected = false;
         let mut unreachable_since: Option<std::time::Instant> = None;
         let mut last_warned: Option<std::time::Instant> = None;
@@ -160,7 +161,7 @@ impl MqttSource {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     let e = epoch.fetch_add(1, Ordering::SeqCst) + 1;
                     connected = true;
-                    backoff = self.config.reconnect_min;
+                    backoff.reset();
                     self.ctx.metrics.mqtt_connected.set(1);
                     crate::api::Health::set(&self.health.broker_error, None);
                     last_warned = None;
@@ -204,7 +205,7 @@ impl MqttSource {
                     if connected {
                         tracing::warn!(error = %err, "MQTT connection lost; reconnecting");
                     } else {
-                        tracing::debug!(error = %err, retry_in_ms = backoff.as_millis() as u64, "MQTT connect failed");
+                        tracing::debug!(error = %err, retry_in_ms = backoff.peek().as_millis() as u64, "MQTT connect failed");
                     }
                     // WARN from the first failure, then every 30 s while it lasts.
                     let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
@@ -213,15 +214,14 @@ impl MqttSource {
                     {
                         last_warned = Some(std::time::Instant::now());
                         if !connected {
-                            tracing::warn!(error = %err, host = %self.config.host, port = self.config.port, down_for_s = since.elapsed().as_secs(), retry_in_ms = backoff.as_millis() as u64, "MQTT broker unreachable; retrying");
+                            tracing::warn!(error = %err, host = %self.config.host, port = self.config.port, down_for_s = since.elapsed().as_secs(), retry_in_ms = backoff.peek().as_millis() as u64, "MQTT broker unreachable; retrying");
                         }
                     }
                     connected = false;
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = self.ctx.stop.cancelled() => break,
                     }
-                    backoff = (backoff * 2).min(self.config.reconnect_max);
                 }
             }
         }

@@ -10,6 +10,7 @@
 //! Readings the spool's record format cannot hold are dead-lettered; their message is acknowledged
 //! only once that record is durable, never without one.
 
+use crate::backoff::Backoff;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -162,7 +163,7 @@ impl Spooler {
                 "spool has room again: ingest resumed"
             );
         }
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let spool = self.spool.clone();
             let data = buf.to_vec();
@@ -189,10 +190,9 @@ impl Spooler {
                 Err(e) => tracing::error!(error = %e, "spool append task failed; retrying"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = self.hard_stop.cancelled() => return Err(()),
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 }

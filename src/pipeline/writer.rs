@@ -13,6 +13,7 @@
 //! On shutdown the writer keeps storing until the spool is read to the end; if the store is still
 //! failing at the hard deadline it stops, and the rest waits in the spool for the next start.
 
+use crate::backoff::Backoff;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -253,7 +254,7 @@ impl Writer {
         oldest: Option<i64>,
     ) -> Result<Option<StoreError>, Aborted> {
         let store = self.store.name();
-        let mut delay = self.config.retry_min;
+        let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max).with_jitter();
         let mut failing_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
@@ -296,20 +297,19 @@ impl Writer {
                     }
                     // While the store fails the time to drain is unknown (-1).
                     self.update_spool_gauges(oldest, &DrainRate::default());
-                    let mut jittered = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                    let mut jittered = backoff.next_delay();
                     if let StoreError::Retryable {
                         retry_after: Some(after),
                         ..
                     } = &e
                     {
                         // The server said when: not before, and not past our cap.
-                        jittered = (*after).min(self.config.retry_max).max(jittered);
+                        jittered = (*after).min(backoff.max()).max(jittered);
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(jittered) => {}
                         _ = self.hard_stop.cancelled() => return Err(Aborted),
                     }
-                    delay = (delay * 2).min(self.config.retry_max);
                 }
                 Err(e) => {
                     self.metrics
@@ -354,7 +354,7 @@ impl Writer {
             format!("{}: {e}", self.store.name()),
         );
         let topic = format!("{}/{}", r.sensor, r.quantity);
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let written = self
                 .deadletter
@@ -364,10 +364,9 @@ impl Writer {
                 return Ok(());
             }
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = self.hard_stop.cancelled() => return Err(Aborted),
             }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 }

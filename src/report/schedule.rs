@@ -12,6 +12,7 @@
 //! again on the timer (a restart after 08:00 neither repeats it nor, if the daemon was down at
 //! 08:00, misses it: the latest due briefing is made at start).
 
+use crate::backoff::Backoff;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -309,7 +310,7 @@ impl Briefings {
         image_url: Option<&str>,
         png: Option<&[u8]>,
     ) -> Result<(), String> {
-        let mut delay = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -317,8 +318,7 @@ impl Briefings {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt >= PUSH_ATTEMPTS => return Err(e),
                 Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }

@@ -14,6 +14,7 @@
 //!   and by the shortest poll interval, so a gateway that returns is polled again at once;
 //! - a device going down or up is logged once per transition, not per poll.
 
+use crate::backoff::Backoff;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -389,7 +390,12 @@ impl Poller {
             .min()
             .unwrap_or(self.reconnect_max)
             .max(Duration::from_millis(200));
-        let mut connect_backoff = Duration::from_millis(200);
+        // Capped by the shortest poll interval: a gateway that comes back is polled at once, so
+        // the gap in the data is the outage, not the backoff.
+        let mut connect_backoff = Backoff::new(
+            Duration::from_millis(200),
+            self.reconnect_max.min(min_interval),
+        );
         let mut connect_retry_at = now;
         let mut connection_down_logged = false;
         loop {
@@ -411,7 +417,7 @@ impl Poller {
                 match connect(&self.endpoint, device.config.unit_id, device.config.timeout).await {
                     Ok(c) => {
                         ctx = Some(c);
-                        connect_backoff = Duration::from_millis(200);
+                        connect_backoff.reset();
                         if connection_down_logged {
                             tracing::info!(endpoint = %self.endpoint.describe(), "Modbus connection re-established");
                             connection_down_logged = false;
@@ -433,12 +439,7 @@ impl Poller {
                         for (j, d) in self.devices.iter().enumerate() {
                             self.record_failure(d, &mut sched[j], &format!("connect: {e}"), false);
                         }
-                        connect_retry_at = Instant::now() + connect_backoff;
-                        // Capped by the shortest poll interval: a gateway that comes back is
-                        // polled at once, so the gap in the data is the outage, not the backoff.
-                        connect_backoff = (connect_backoff * 2)
-                            .min(self.reconnect_max)
-                            .min(min_interval);
+                        connect_retry_at = Instant::now() + connect_backoff.next_delay();
                         continue;
                     }
                 }
