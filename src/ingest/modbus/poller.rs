@@ -17,7 +17,9 @@
 use crate::backoff::Backoff;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::Rng;
 use serde::Serialize;
@@ -409,7 +411,7 @@ impl Poller {
             };
             let wake = due.max(connect_retry_at);
             tokio::select! {
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 _ = self.ctx.stop.cancelled() => break,
             }
             let device = &self.devices[i];
