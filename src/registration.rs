@@ -4,7 +4,6 @@
 //!
 //! Nothing is ever deleted: retiring a sensor stops its ingest and keeps its record and history.
 
-use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
@@ -18,6 +17,7 @@ use crate::config::FieldError;
 use crate::ingest::modbus::poller::Endpoint;
 use crate::ingest::modbus::profile::{self, Profile};
 use crate::registry::{self, Protocol, Registry, RegistryHandle, Sensor, SensorStatus};
+use crate::sync::lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegError {

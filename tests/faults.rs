@@ -617,6 +617,105 @@ async fn a_full_spool_disk_acknowledges_nothing_it_cannot_keep() {
     assert_eq!(running.shutdown().await, ShutdownOutcome::Clean);
 }
 
+/// Fill `path`'s filesystem to the last byte with one file; returns its size.
+fn fill_disk(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut written = 0u64;
+    for size in [1 << 16, 512, 1] {
+        let chunk = vec![0u8; size];
+        while f.write_all(&chunk).is_ok() {
+            written += size as u64;
+        }
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// The data directory's disk fills (the embedded store, the standards' input, the spool and the
+/// dead-letter file all live on it) while readings arrive; later an operator frees space. Nothing
+/// acknowledged is lost: the broker keeps what could not be spooled, and once there is room every
+/// reading is in the store once and in the standards' input once (the engine retries a full disk
+/// instead of computing verdicts from a thinned input), with no spool record torn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_data_disk_loses_nothing_and_recovers_when_space_is_freed() {
+    const N: i64 = 3_000;
+    let fs = Tmpfs::mount("16m");
+    let broker = mosquitto();
+    let mut cfg = daemon_config(
+        &fs.dir.path().join("data"),
+        broker.port,
+        "enviromon-data-full",
+    );
+    cfg.standards.interval = Duration::from_millis(300);
+    let running = daemon::start(cfg).await.unwrap();
+    let addr = running.http_addr;
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    let ballast = fs.dir.path().join("ballast");
+    assert!(fill_disk(&ballast) > 1 << 20, "the ballast took the disk");
+    // Two hours ago: inside the standards' lateness window. Values 0..N.
+    let base = Utc::now().timestamp_millis() - 2 * 3_600_000;
+    let publishing = publish_in_background(broker.port, "pub-data-full", TOPIC, N, base);
+    eventually(60, "the data disk is full", || async {
+        (running.metrics.spool_disk_full.get() == 1).then_some(())
+    })
+    .await;
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(
+        running.metrics.spool_appended_readings.get() < N as u64,
+        "the full disk stopped the spool"
+    );
+    // The operator frees space.
+    std::fs::remove_file(&ballast).unwrap();
+    let db = fs.dir.path().join("data").join("enviromon.db");
+    let want = (N, (N * (N - 1) / 2) as f64);
+    let stored = eventually(120, "all readings stored once space returns", || {
+        let db = db.clone();
+        async move {
+            let (count, _, _, sum) = embedded_summary(&db, "dt-1-cems");
+            (count == N).then_some((count, sum))
+        }
+    })
+    .await;
+    assert_eq!(stored, want);
+    let input = eventually(60, "all readings in the standards' input", || {
+        let db = db.clone();
+        async move {
+            let c = rusqlite::Connection::open(&db).ok()?;
+            let r: (i64, f64) = c
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(value), 0) FROM std_input WHERE sensor = 'dt-1-cems'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .ok()?;
+            (r.0 == N).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(input, want);
+    tokio::time::timeout(Duration::from_secs(60), publishing)
+        .await
+        .expect("every message acknowledged in the end")
+        .unwrap();
+    assert_eq!(running.metrics.spool_appended_readings.get(), N as u64);
+    assert_eq!(running.metrics.spool_corrupt_records.get(), 0);
+    eventually(20, "ready again", || async {
+        (reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .ok()?
+            .status()
+            == 200)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(running.shutdown().await, ShutdownOutcome::Clean);
+}
+
 /// Half-open HTTP clients (the issue: 500 of 500 still open after 35 s): connections that send no
 /// complete request headers are closed after `http.header_read_timeout`, connections beyond
 /// `http.max_connections` wait, and a real client is served once slots free up.

@@ -13,7 +13,6 @@
 pub mod notify;
 pub mod rules;
 
-use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::reading::{DataFlag, Reading};
 use crate::registry::{Registry, RegistryHandle, SensorStatus};
 use crate::standards::engine::Engine;
+use crate::sync::lock;
 use notify::{Notification, Queue, Receiver, ReceiverKind};
 use rules::{Alert, Phase, Rule, Sample, SeriesKind, Transition};
 

@@ -5,7 +5,6 @@
 //! backoff without delaying the others, and never blocks evaluation or ingest (a full queue drops
 //! the oldest notification and counts it).
 
-use crate::backoff::Backoff;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::rules::{Alert, Phase};
+use crate::backoff::Backoff;
 use crate::config::Secret;
 use crate::metrics::Metrics;
 

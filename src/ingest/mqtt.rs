@@ -10,7 +10,6 @@
 //!   idempotent writes absorb the duplicates);
 //! - reconnects forever with capped exponential backoff; `enviromon_mqtt_connected` tells the state.
 
-use crate::backoff::Backoff;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfigur
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::config::{ConfigError, MqttConfig, RetainedWithoutTs};
 use crate::metrics::Metrics;
 use crate::pipeline::validate::{self, Context};

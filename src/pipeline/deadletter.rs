@@ -20,7 +20,6 @@
 //! Writes are blocking (fsync): async callers use [`DeadLetter::reject_async`], which runs them
 //! on the blocking pool, so a slow disk never holds up another connection's task.
 
-use crate::sync::lock;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -34,6 +33,7 @@ use serde::Serialize;
 use super::{RejectReason, Rejection};
 use crate::metrics::Metrics;
 use crate::reading::Source;
+use crate::sync::lock;
 
 /// Payload bytes kept in a record.
 const MAX_PAYLOAD_KEPT: usize = 64 * 1024;

@@ -10,7 +10,6 @@
 //! Readings the spool's record format cannot hold are dead-lettered; their message is acknowledged
 //! only once that record is durable, never without one.
 
-use crate::backoff::Backoff;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deadletter::DeadLetter;
 use super::{Envelope, RejectReason, Rejection};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::store::spool::{encode_record, Spool};
 

@@ -13,7 +13,6 @@
 //! On shutdown the writer keeps storing until the spool is read to the end; if the store is still
 //! failing at the hard deadline it stops, and the rest waits in the spool for the next start.
 
-use crate::backoff::Backoff;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deadletter::DeadLetter;
 use super::{RejectReason, Rejection};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::reading::Reading;
 use crate::store::spool::{Batch, Spool};
@@ -273,7 +273,7 @@ impl Writer {
                     if let Some(a) = &self.alerting {
                         a.observe(chunk, chrono::Utc::now().timestamp_millis());
                     }
-                    self.feed_standards(chunk).await;
+                    self.feed_standards(chunk).await?;
                     if let Some(since) = failing_since {
                         tracing::info!(
                             store,
@@ -322,25 +322,53 @@ impl Writer {
         }
     }
 
-    async fn feed_standards(&self, chunk: &[Reading]) {
+    /// Hand a stored chunk to the standards engine before the spool moves past it. A transient
+    /// failure (the data disk full, the database busy) is retried until it passes, so the
+    /// verdicts are never computed from a silently thinned input; any other failure is counted
+    /// and logged, and storage goes on (the readings are stored; the standards miss them).
+    async fn feed_standards(&self, chunk: &[Reading]) -> Result<(), Aborted> {
         let Some(engine) = self.standards.clone() else {
-            return;
+            return Ok(());
         };
-        let readings = chunk.to_vec();
-        let now = chrono::Utc::now().timestamp_millis();
-        match tokio::task::spawn_blocking(move || engine.ingest(&readings, now)).await {
-            Ok(Ok(stats)) => {
-                if stats.too_late > 0 {
-                    self.metrics
-                        .standards_too_late
-                        .inc_by(stats.too_late as u64);
+        let readings: Arc<Vec<Reading>> = Arc::new(chunk.to_vec());
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut warned = false;
+        loop {
+            let (e2, r2) = (engine.clone(), readings.clone());
+            let now = chrono::Utc::now().timestamp_millis();
+            match tokio::task::spawn_blocking(move || e2.ingest(&r2, now)).await {
+                Ok(Ok(stats)) => {
+                    if stats.too_late > 0 {
+                        self.metrics
+                            .standards_too_late
+                            .inc_by(stats.too_late as u64);
+                    }
+                    if warned {
+                        tracing::info!("standards engine takes stored readings again");
+                    }
+                    return Ok(());
+                }
+                Ok(Err(e)) if e.is_transient() => {
+                    self.metrics.standards_errors.inc();
+                    if !warned {
+                        warned = true;
+                        tracing::error!(error = %e, "standards engine cannot take stored readings yet; retrying (the spool holds them)");
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.metrics.standards_errors.inc();
+                    tracing::error!(error = %e, "standards engine could not take stored readings");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "standards ingest task failed");
+                    return Ok(());
                 }
             }
-            Ok(Err(e)) => {
-                self.metrics.standards_errors.inc();
-                tracing::error!(error = %e, "standards engine could not take stored readings");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = self.hard_stop.cancelled() => return Err(Aborted),
             }
-            Err(e) => tracing::error!(error = %e, "standards ingest task failed"),
         }
     }
 

@@ -12,7 +12,6 @@
 //! again on the timer (a restart after 08:00 neither repeats it nor, if the daemon was down at
 //! 08:00, misses it: the latest due briefing is made at start).
 
-use crate::backoff::Backoff;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{draw, gather, Font, ReportData, ReportError, Robot};
 use crate::alerts::notify::{dingtalk_url, robot_answer, Receiver, ReceiverKind};
+use crate::backoff::Backoff;
 use crate::config::BriefingDay;
 use crate::metrics::Metrics;
 use crate::standards::time::{self, DAY_MS, MINUTE_MS};

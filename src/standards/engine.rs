@@ -53,6 +53,25 @@ pub enum EngineError {
     Task(String),
 }
 
+impl EngineError {
+    /// A failure that passes by itself: the disk full (space is freed), the database busy or
+    /// locked, an I/O error. Worth retrying; anything else is a bug or a broken database.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::{
+            CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure,
+        };
+        let sql = match self {
+            EngineError::Sql(e) => Some(e),
+            EngineError::Db(crate::db::DbError::Sql(e)) => Some(e),
+            _ => None,
+        };
+        matches!(
+            sql.and_then(rusqlite::Error::sqlite_error_code),
+            Some(DiskFull | DatabaseBusy | DatabaseLocked | SystemIoFailure | CannotOpen)
+        )
+    }
+}
+
 /// What the engine computes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
@@ -1076,5 +1095,27 @@ impl Engine {
             as_of: as_of.to_string(),
             indicators,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> EngineError {
+        EngineError::Sql(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    }
+
+    #[test]
+    fn a_full_disk_or_a_busy_database_is_retried_a_broken_one_is_not() {
+        assert!(sqlite(rusqlite::ffi::SQLITE_FULL).is_transient());
+        assert!(sqlite(rusqlite::ffi::SQLITE_BUSY).is_transient());
+        assert!(sqlite(rusqlite::ffi::SQLITE_IOERR).is_transient());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_CONSTRAINT).is_transient());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_CORRUPT).is_transient());
+        assert!(!EngineError::Task("panicked".into()).is_transient());
     }
 }

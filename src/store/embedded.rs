@@ -5,7 +5,6 @@
 //! reading is the same row. A batch is one transaction, committed with `synchronous = FULL` before
 //! the writer acknowledges anything. Reads for the API use their own connection (WAL mode).
 
-use crate::sync::lock;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::StoreError;
 use crate::db;
 use crate::reading::{DataFlag, Domain, Reading, Source};
+use crate::sync::lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {

@@ -14,7 +14,6 @@
 //!   and by the shortest poll interval, so a gateway that returns is polled again at once;
 //! - a device going down or up is logged once per transition, not per poll.
 
-use crate::backoff::Backoff;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -30,6 +29,7 @@ use tokio_modbus::Slave;
 use super::decode;
 use super::plan::{self, Request, Slot};
 use super::profile::{Profile, RegisterKind};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::pipeline::payload::{CustomPaths, Paths, RawItem};
 use crate::pipeline::validate::{self, Context as VContext};
