@@ -716,6 +716,64 @@ async fn a_full_data_disk_loses_nothing_and_recovers_when_space_is_freed() {
     assert_eq!(running.shutdown().await, ShutdownOutcome::Clean);
 }
 
+/// A message whose refusal cannot be recorded (the dead-letter file's writes fail: it is
+/// `/dev/full` here, ENOSPC on every write) is not acknowledged, so the broker keeps it; after a
+/// restart with a working file the broker delivers it again, its refusal is recorded and its good
+/// value is stored, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_cannot_be_recorded_leaves_the_message_at_the_broker() {
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let dead = data.join("deadletter.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &dead).unwrap();
+    let cfg = daemon_config(&data, broker.port, "enviromon-deadletter-full");
+    let running = daemon::start(cfg.clone()).await.unwrap();
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    let ts = base_ts();
+    let mut p = Publisher::connect(broker.port, "pub-deadletter-full").await;
+    p.publish(
+        TOPIC,
+        format!(
+            r#"[{{"ts":{ts},"quantity":"SO2","value":7}},{{"ts":{},"quantity":"SO2","value":"abc"}}]"#,
+            ts + 1
+        ),
+    )
+    .await;
+    p.wait_acked().await;
+    eventually(20, "the dead-letter write failed", || async {
+        (running.metrics.deadletter_errors.get() >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(running.metrics.deadletter_records.get(), 0);
+    let db = data.join("enviromon.db");
+    eventually(20, "the good value stored", || {
+        let db = db.clone();
+        async move { (embedded_summary(&db, "dt-1-cems").0 == 1).then_some(()) }
+    })
+    .await;
+    running.shutdown().await;
+
+    // A working file: the broker resends what was never acknowledged (persistent session).
+    std::fs::remove_file(&dead).unwrap();
+    let running = daemon::start(cfg).await.unwrap();
+    let records = eventually(30, "the refusal recorded after redelivery", || async {
+        let r = deadletter::read_all(&running.deadletter_path).ok()?;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].reason, "non_numeric");
+    assert!(records[0].payload.contains("abc"), "{}", records[0].payload);
+    // Stores are idempotent: the redelivered good value is still one row.
+    assert_eq!(embedded_summary(&db, "dt-1-cems"), (1, ts, ts, 7.0));
+    running.shutdown().await;
+}
+
 /// Half-open HTTP clients (the issue: 500 of 500 still open after 35 s): connections that send no
 /// complete request headers are closed after `http.header_read_timeout`, connections beyond
 /// `http.max_connections` wait, and a real client is served once slots free up.

@@ -306,6 +306,46 @@ async fn hj212_frames_over_mqtt_use_the_same_codec() {
     running.shutdown().await;
 }
 
+/// A frame with a refused value whose record cannot be written (the dead-letter file is
+/// `/dev/full`: ENOSPC on every write) is not answered 9014, so the logger keeps it and sends it
+/// again. The heartbeat sent after it is the first thing answered: replies on a connection go out
+/// in order, so no 9014 went out before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_cannot_be_recorded_is_not_answered_9014() {
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("deadletter.jsonl")).unwrap();
+    let running = start(dir.path(), broker.port, 0).await;
+    let mut s = tokio::net::TcpStream::connect(running.hj212_addr.unwrap())
+        .await
+        .unwrap();
+    let t0 = chrono::Utc::now().timestamp_millis() / 1000 * 1000 - 120_000;
+    let data = frame(&format!(
+        "QN={}000;ST=31;CN=2011;PW=123456;MN=DT2DAL0001;Flag=5;CP=&&DataTime={};a21026-Rtd=abc,a21026-Flag=N;a19001-Rtd=6.0&&",
+        dt(t0),
+        dt(t0)
+    ));
+    s.write_all(data.as_bytes()).await.unwrap();
+    eventually(20, "the dead-letter write failed", || async {
+        (running.metrics.deadletter_errors.get() >= 1).then_some(())
+    })
+    .await;
+    let heartbeat = frame(&format!(
+        "QN={}001;ST=31;CN=9015;PW=123456;MN=DT2DAL0001;Flag=5;CP=&&&&",
+        dt(t0)
+    ));
+    s.write_all(heartbeat.as_bytes()).await.unwrap();
+    let r = hj212_replies(&mut s, 1).await;
+    let reply = parse_frame(r[0].as_bytes(), Tolerance::default()).unwrap();
+    assert_eq!(
+        reply.cn(),
+        "9013",
+        "the heartbeat's answer comes first: {r:?}"
+    );
+    assert_eq!(running.metrics.deadletter_records.get(), 0);
+    running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_surplus_connections_are_closed() {
     let broker = mosquitto();
