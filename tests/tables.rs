@@ -45,10 +45,11 @@ async fn cems_tables_in_csv_and_xlsx_carry_the_apis_numbers() {
         .await;
     }
     p.wait_acked().await;
-    let api = &wait_results(
+    let api = &wait_results_where(
         addr,
         &format!("/api/v1/cems/hourly?unit=dt-1&from={end}&to={end}"),
         1,
+        all_minutes,
     )
     .await[0];
     assert_eq!(api["pollutants"]["SO2"]["corrected"].as_f64(), Some(50.0));

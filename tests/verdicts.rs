@@ -122,7 +122,7 @@ async fn a_cems_minute_is_judged_by_its_own_flag_and_its_correction_inputs() {
     p.wait_acked().await;
     let addr = running.http_addr;
     let hour = |unit: &str| format!("/api/v1/cems/hourly?unit={unit}&from={h}&to={h}");
-    let dt1 = &wait_results(addr, &hour("dt-1"), 1).await[0]["pollutants"];
+    let dt1 = &wait_results_where(addr, &hour("dt-1"), 1, all_minutes).await[0]["pollutants"];
     // SO2's own flag is N in all 60 minutes: valid (≥ 45, HJ 76-2017 App. B), 60 > 35 exceeded.
     assert_eq!(dt1["SO2"]["valid_minutes"], 60, "{dt1}");
     assert_eq!(dt1["SO2"]["status"], "valid");
@@ -135,7 +135,7 @@ async fn a_cems_minute_is_judged_by_its_own_flag_and_its_correction_inputs() {
         ),
         (Some(40), Some("invalid"))
     );
-    let dt2 = &wait_results(addr, &hour("dt-2"), 1).await[0]["pollutants"];
+    let dt2 = &wait_results_where(addr, &hour("dt-2"), 1, all_minutes).await[0]["pollutants"];
     // SO2's T minutes do not touch NOx or PM: NOx 30 ≤ 50 and PM 3 ≤ 10 are within the limits.
     for q in ["NOx", "PM"] {
         assert_eq!(dt2[q]["exceeded"], false, "{q}: {dt2}");
@@ -152,7 +152,7 @@ async fn a_cems_minute_is_judged_by_its_own_flag_and_its_correction_inputs() {
         ),
         (Some(60), Some(true), Some(false))
     );
-    let sy1 = &wait_results(addr, &hour("sy-1"), 1).await[0]["pollutants"];
+    let sy1 = &wait_results_where(addr, &hour("sy-1"), 1, all_minutes).await[0]["pollutants"];
     // O2 invalid for 20 minutes: each pollutant has 40 correctable minutes → invalid hour.
     for q in ["SO2", "NOx", "PM"] {
         assert_eq!(sy1[q]["valid_minutes"], 40, "{q}: {sy1}");
@@ -160,7 +160,7 @@ async fn a_cems_minute_is_judged_by_its_own_flag_and_its_correction_inputs() {
         assert_eq!(sy1[q]["status"], "invalid");
         assert_eq!(sy1[q]["exceeded"], false);
     }
-    let sy2 = &wait_results(addr, &hour("sy-2"), 1).await[0]["pollutants"];
+    let sy2 = &wait_results_where(addr, &hour("sy-2"), 1, all_minutes).await[0]["pollutants"];
     // HJ 75 judges the hour by its valid minutes: 40 < 45 → invalid, whatever the logger's
     // hourly record says (default `hourly_record = "when_no_minutes"`).
     assert_eq!(
