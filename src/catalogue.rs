@@ -543,6 +543,56 @@ pub fn find_quantity(name: &str) -> Option<&'static Quantity> {
         })
 }
 
+/// What an ambient air station's analysers report, per quantity: the unit a channel without one is
+/// stored in, and the range no ambient analyser goes beyond (in that unit).
+///
+/// Units: GB 3095 states ambient SO2, NO2, O3 and particulates in µg/m³ and CO in mg/m³, and the
+/// stations' analysers and loggers report them so; a flue-gas default (mg/m³) would make every
+/// ambient value 1,000 times too large.
+///
+/// Ranges: above the top of HJ 633's IAQI table (SO2 24 h 2,620 µg/m³, NO2 1 h 3,840 µg/m³, CO 1 h
+/// 150 mg/m³, O3 1 h 1,200 µg/m³, PM2.5 24 h 500 µg/m³) with headroom, PM10 up to 10,000 µg/m³
+/// because sand-dust episodes in northern China go far past its 600 µg/m³ breakpoint; and far
+/// below a typical value read 1,000 times too large (20 µg/m³ of SO2 taken as 20 mg/m³). A value
+/// outside is refused (dead-lettered): no ambient analyser of that kind reports it.
+const AMBIENT: &[(&str, &str, f64)] = &[
+    ("SO2", "ug/m3", 10_000.0),
+    ("NO2", "ug/m3", 10_000.0),
+    ("NO", "ug/m3", 10_000.0),
+    ("NOx", "ug/m3", 10_000.0),
+    ("CO", "mg/m3", 200.0),
+    ("O3", "ug/m3", 2_500.0),
+    ("PM2.5", "ug/m3", 2_000.0),
+    ("PM10", "ug/m3", 10_000.0),
+    ("PM", "ug/m3", 10_000.0),
+];
+
+impl Quantity {
+    /// The unit a channel of a sensor in `domain` is stored in when it names none: the catalogue's
+    /// (flue gas: mg/m³) except for ambient air, where it is what the stations report ([`AMBIENT`]).
+    pub fn default_unit_in(&self, domain: crate::reading::Domain) -> &'static str {
+        match domain {
+            crate::reading::Domain::Air => AMBIENT
+                .iter()
+                .find(|(k, _, _)| *k == self.key)
+                .map_or(self.default_unit, |(_, u, _)| *u),
+            _ => self.default_unit,
+        }
+    }
+
+    /// The plausible range of this quantity for a sensor in `domain`, in
+    /// [`Quantity::default_unit_in`]`(domain)`: what no analyser of that kind reports beyond.
+    pub fn plausible_in(&self, domain: crate::reading::Domain) -> (f64, f64) {
+        match domain {
+            crate::reading::Domain::Air => AMBIENT
+                .iter()
+                .find(|(k, _, _)| *k == self.key)
+                .map_or((self.min, self.max), |(_, _, hi)| (0.0, *hi)),
+            _ => (self.min, self.max),
+        }
+    }
+}
+
 /// Why a value could not be converted.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum UnitError {
@@ -657,6 +707,20 @@ pub fn reported(key: &str, r: Reporting, value: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18: an ambient channel without a unit is in GB 3095's units, not the flue gas's.
+    #[test]
+    fn ambient_channels_default_to_what_stations_report() {
+        use crate::reading::Domain;
+        let q = |k: &str| find_quantity(k).unwrap();
+        assert_eq!(q("SO2").default_unit_in(Domain::Air), "ug/m3");
+        assert_eq!(q("NO2").default_unit_in(Domain::Air), "ug/m3");
+        assert_eq!(q("CO").default_unit_in(Domain::Air), "mg/m3");
+        assert_eq!(q("SO2").default_unit_in(Domain::Cems), "mg/m3");
+        assert_eq!(q("COD").default_unit_in(Domain::Air), "mg/L");
+        assert_eq!(q("SO2").plausible_in(Domain::Air), (0.0, 10_000.0));
+        assert_eq!(q("SO2").plausible_in(Domain::Cems), (0.0, 20_000.0));
+    }
 
     #[test]
     fn values_are_reported_at_their_precision() {

@@ -1,4 +1,5 @@
-//! `enviromon sensors …`: the field technician's client of the registration API.
+//! `enviromon sensors …` and `enviromon sites …`: the field technician's client of the
+//! registration API.
 //!
 //! Human-readable output by default, `--json` for scripts. The token comes from `ENVIROMON_TOKEN` or
 //! `--token-file`; it is sent as a bearer token and never printed.
@@ -266,36 +267,7 @@ impl Client {
                 None,
             )
             .await?;
-        self.print(&v, |v| {
-            let mut out = format!(
-                "测试 / test {id}: {}\n",
-                if v["ok"] == true {
-                    "正常 / OK"
-                } else {
-                    "部分失败 / partly failed"
-                }
-            );
-            for r in v["values"]
-                .as_array()
-                .or(v["readings"].as_array())
-                .into_iter()
-                .flatten()
-            {
-                out.push_str(&format!(
-                    "  {:<12} {:>14} {}\n",
-                    r["quantity"].as_str().unwrap_or(""),
-                    r["value"],
-                    r["unit"].as_str().unwrap_or("")
-                ));
-            }
-            for (req, exc) in v["exceptions"].as_object().into_iter().flatten() {
-                out.push_str(&format!("  ! {req}: {exc}\n"));
-            }
-            if let Some(f) = v["flag"].as_str() {
-                out.push_str(&format!("  flag: {f}\n"));
-            }
-            out.trim_end().to_string()
-        });
+        self.print(&v, |v| probe_text("测试 / test", v));
         Ok(())
     }
 
@@ -329,6 +301,247 @@ impl Client {
         self.print(&v, |_| format!("{id}: 已停用 / retired (history kept)"));
         Ok(())
     }
+}
+
+/// A JSON merge patch (RFC 7396) from `--set path=value` arguments (a dotted path makes nested
+/// objects; the value is JSON when it parses as JSON, else a string) or from `--patch JSON`.
+pub fn merge_patch_of(set: &[String], patch: Option<&str>) -> Result<Value, CliError> {
+    if let Some(p) = patch {
+        return serde_json::from_str(p)
+            .map_err(|e| CliError::Refused(format!("--patch is not JSON: {e}")));
+    }
+    if set.is_empty() {
+        return Err(CliError::Refused(
+            "say what to change: --set path=value (e.g. --set modbus.address=10.20.0.15:502) or --patch '{…}'"
+                .into(),
+        ));
+    }
+    let mut out = Value::Object(Default::default());
+    for a in set {
+        let Some((path, raw)) = a.split_once('=') else {
+            return Err(CliError::Refused(format!("--set {a:?}: write path=value")));
+        };
+        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::from(raw));
+        let mut at = &mut out;
+        let parts: Vec<&str> = path.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            if part.is_empty() {
+                return Err(CliError::Refused(format!(
+                    "--set {a:?}: empty path segment"
+                )));
+            }
+            let Value::Object(m) = at else {
+                return Err(CliError::Refused(format!(
+                    "--set {a:?}: {part} is inside a value set by another --set"
+                )));
+            };
+            if i + 1 == parts.len() {
+                m.insert(part.to_string(), value.clone());
+                break;
+            }
+            at = m
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
+    }
+    Ok(out)
+}
+
+/// A TOML file as the JSON body of a registration: a bare table or the first entry of `[[key]]`.
+fn toml_body(file: &PathBuf, key: &str) -> Result<Value, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {
+        path: file.clone(),
+        source,
+    })?;
+    let t: toml::Value = toml::from_str(&text).map_err(|e| CliError::Toml {
+        path: file.clone(),
+        message: e.to_string(),
+    })?;
+    let t = match t
+        .get(key)
+        .and_then(|s| s.as_array())
+        .and_then(|a| a.first())
+    {
+        Some(s) => s.clone(),
+        None => t,
+    };
+    serde_json::to_value(t).map_err(|e| CliError::Toml {
+        path: file.clone(),
+        message: e.to_string(),
+    })
+}
+
+impl Client {
+    /// PATCH a sensor or a site with a merge patch; prints what is stored now.
+    pub async fn edit(&self, path: &str, id: &str, patch: Value) -> Result<(), CliError> {
+        let v = self.call(reqwest::Method::PATCH, path, Some(patch)).await?;
+        self.print(&v, |v| {
+            format!(
+                "已修改 / changed {id}:\n{}",
+                serde_json::to_string_pretty(v).unwrap_or_default()
+            )
+        });
+        Ok(())
+    }
+
+    /// Dry run of the sensor in a TOML file: nothing is registered.
+    pub async fn dry_run(&self, file: &PathBuf, seconds: u64) -> Result<(), CliError> {
+        let body = toml_body(file, "sensor")?;
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/sensors/dry-run?seconds={seconds}"),
+                Some(body),
+            )
+            .await?;
+        self.print(&v, |v| probe_text("试运行 / dry run", v));
+        Ok(())
+    }
+
+    pub async fn restore(&self, id: &str) -> Result<(), CliError> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/sensors/{id}/restore"),
+                None,
+            )
+            .await?;
+        self.print(&v, |_| format!("{id}: 已恢复 / restored (active)"));
+        Ok(())
+    }
+
+    /// The recent refusals, newest first.
+    pub async fn refusals(&self, sensor: Option<&str>, limit: usize) -> Result<(), CliError> {
+        let mut path = format!("/api/v1/deadletter?limit={limit}");
+        if let Some(s) = sensor {
+            path.push_str(&format!("&sensor={s}"));
+        }
+        let v = self.get(&path).await?;
+        self.print(&v, |v| {
+            let mut out = String::new();
+            for r in v["records"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{} {} {} [{}] {}\n    {}\n",
+                    r["time"].as_str().unwrap_or(""),
+                    r["source"].as_str().unwrap_or(""),
+                    r["topic"].as_str().unwrap_or(""),
+                    r["reason"].as_str().unwrap_or(""),
+                    r["detail"].as_str().unwrap_or(""),
+                    r["payload"]
+                        .as_str()
+                        .unwrap_or("")
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ));
+            }
+            if out.is_empty() {
+                "没有拒收记录 / no refusals".into()
+            } else {
+                out.trim_end().to_string()
+            }
+        });
+        Ok(())
+    }
+
+    pub async fn sites(&self) -> Result<(), CliError> {
+        let v = self.get("/api/v1/sites").await?;
+        self.print(&v, |v| {
+            let mut out = format!("{:<24} {:<16} {}\n", "ID", "类型/KIND", "名称/NAME");
+            for s in v["sites"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{:<24} {:<16} {} / {}\n",
+                    s["id"].as_str().unwrap_or(""),
+                    s["kind"].as_str().unwrap_or(""),
+                    s["name_zh"].as_str().unwrap_or(""),
+                    s["name_en"].as_str().unwrap_or("")
+                ));
+            }
+            out.trim_end().to_string()
+        });
+        Ok(())
+    }
+
+    /// Add the site described in a TOML file (the fields of a `[[site]]` seed entry).
+    pub async fn add_site(&self, file: &PathBuf) -> Result<(), CliError> {
+        let body = toml_body(file, "site")?;
+        let v = self
+            .call(reqwest::Method::POST, "/api/v1/sites", Some(body))
+            .await?;
+        self.print(&v, |v| {
+            format!(
+                "已新增站点 / site added: {} ({})",
+                v["id"].as_str().unwrap_or(""),
+                v["kind"].as_str().unwrap_or("")
+            )
+        });
+        Ok(())
+    }
+}
+
+/// A test's or dry run's answer for people: each value with its unit or why it was refused, the
+/// exceptions with what to check, the warnings.
+fn probe_text(title: &str, v: &Value) -> String {
+    let mut out = format!(
+        "{title} {}: {}\n",
+        v["sensor"].as_str().unwrap_or(""),
+        if v["ok"] == true {
+            "通过 / OK"
+        } else {
+            "需检查 / check"
+        }
+    );
+    for r in v["values"].as_array().into_iter().flatten() {
+        match r["refused"].as_object() {
+            Some(why) => out.push_str(&format!(
+                "  ✗ {:<12} {:>14} {}  [{}] {}\n",
+                r["quantity"].as_str().unwrap_or(""),
+                r["value"],
+                r["unit"].as_str().unwrap_or(""),
+                why.get("reason").and_then(Value::as_str).unwrap_or(""),
+                why.get("detail").and_then(Value::as_str).unwrap_or("")
+            )),
+            None => out.push_str(&format!(
+                "  ✓ {:<12} {:>14} {}\n",
+                r["quantity"].as_str().unwrap_or(""),
+                r["value"],
+                r["unit"].as_str().unwrap_or("")
+            )),
+        }
+    }
+    for r in v["refusals"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  ✗ [{}] {}\n",
+            r["reason"].as_str().unwrap_or(""),
+            r["detail"].as_str().unwrap_or("")
+        ));
+    }
+    for e in v["exceptions"].as_array().into_iter().flatten() {
+        let ex = &e["explanation"];
+        out.push_str(&format!(
+            "  ! {}: {}{}\n",
+            e["request"].as_str().unwrap_or(""),
+            e["exception"].as_str().unwrap_or(""),
+            if ex.is_null() {
+                String::new()
+            } else {
+                format!(
+                    " — 0x{:02X} {}: {} / {}",
+                    ex["code"].as_u64().unwrap_or(0),
+                    ex["name"].as_str().unwrap_or(""),
+                    ex["hint_zh"].as_str().unwrap_or(""),
+                    ex["hint_en"].as_str().unwrap_or("")
+                )
+            }
+        ));
+    }
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  ! {}\n", w.as_str().unwrap_or("")));
+    }
+    if let Some(f) = v["flag"].as_str() {
+        out.push_str(&format!("  flag: {f}\n"));
+    }
+    out.trim_end().to_string()
 }
 
 /// The token: `ENVIROMON_TOKEN`, or the first line of `--token-file`.

@@ -954,6 +954,19 @@ pub struct AirStandardsConfig {
     /// A district hourly (or, with `station_days`, daily) value needs at least this many stations
     /// with a valid value. Default 1.
     pub district_min_stations: u32,
+    /// A station value more than this many times off (either way) the median of the other
+    /// stations is held out of the district's mean and raises the `air_station_held_out` alert
+    /// (floors: 5 µg/m³, CO 0.5 mg/m³; needs two other stations with a value). Default 50: a
+    /// unit mistake is 1,000×, while neighbouring stations of one district differ by a few times.
+    /// 0 turns the check off.
+    pub outlier_factor: f64,
+    /// How long after its registration a sensor's values are checked against the other stations
+    /// (its first days, when a registration mistake shows). Default 7d.
+    #[serde(with = "humantime_serde")]
+    pub outlier_probation: std::time::Duration,
+    /// Check every station's values, not only those of newly registered sensors. Default false:
+    /// an established station far above the others is more likely a real local episode.
+    pub outlier_all_stations: bool,
 }
 
 impl Default for AirStandardsConfig {
@@ -961,6 +974,9 @@ impl Default for AirStandardsConfig {
         AirStandardsConfig {
             district_method: Default::default(),
             district_min_stations: 1,
+            outlier_factor: 50.0,
+            outlier_probation: std::time::Duration::from_secs(7 * 86_400),
+            outlier_all_stations: false,
         }
     }
 }
@@ -1524,6 +1540,13 @@ impl Config {
             err(
                 "standards.water.unmetered_produced_m3_per_day",
                 "must be a number ≥ 0".into(),
+            );
+        }
+        let f = st.air.outlier_factor;
+        if !f.is_finite() || (f != 0.0 && f <= 1.0) {
+            err(
+                "standards.air.outlier_factor",
+                format!("{f} must be 0 (off) or a factor above 1"),
             );
         }
     }

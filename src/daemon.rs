@@ -408,6 +408,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??,
         )
     };
+    let taps = crate::ingest::tap::Taps::default();
     let source_ctx = crate::ingest::SourceContext {
         registry: registry.clone(),
         tx: tx.clone(),
@@ -415,6 +416,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         metrics: metrics.clone(),
         max_future_skew: cfg.pipeline.max_future_skew,
         stop: stop_sources.clone(),
+        taps: taps.clone(),
     };
     let mut sources = Vec::new();
     if cfg.mqtt.enabled {
@@ -501,6 +503,8 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
 
     let mut state = AppState {
         briefings: None,
+        taps: Some(taps),
+        deadletter: Some(deadletter.clone()),
         site_info,
         registration: Some(registration),
         tokens: crate::api::auth::Tokens::from_config(&cfg.api),

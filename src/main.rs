@@ -37,6 +37,8 @@ enum Command {
     Demo(DemoOptions),
     /// 传感器登记（现场）/ Sensors: register, list, test, maintenance, retire (talks to the API).
     Sensors(SensorsArgs),
+    /// 站点（现场）/ Sites: list, add, edit without a restart (talks to the API).
+    Sites(SitesArgs),
     /// HJ 212 报文解码/编码（现场排查数采仪）/ Decode or encode HJ 212 frames (debugging a data logger).
     Hj212 {
         #[command(subcommand)]
@@ -212,6 +214,75 @@ enum SensorsCommand {
     },
     /// 查看 SM4 密钥状态（仅指纹）/ Show the SM4 key status (fingerprints only).
     KeyStatus { id: String },
+    /// 修改传感器（JSON 合并补丁，RFC 7396）/ Change a sensor (JSON merge patch, RFC 7396):
+    /// `--set modbus.address=10.20.0.15:502`, `--set channels='[…]'`, or `--patch '{…}'`.
+    Edit {
+        id: String,
+        /// 路径=值（值按 JSON 解析，否则为字符串；null 删除）/ path=value (JSON if it parses, else a string; null removes).
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// 完整的合并补丁（JSON）/ The whole merge patch as JSON.
+        #[arg(long, conflicts_with = "set")]
+        patch: Option<String>,
+    },
+    /// 试运行：不登记，先读设备或监听主题/MN / Dry run: test-read the device (or listen to the
+    /// topic / MN) of a sensor described in a TOML file, without registering it.
+    DryRun {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// 恢复已停用的传感器 / Restore a retired sensor.
+    Restore { id: String },
+    /// 最近的拒收记录（原因与报文）/ Recent refusals (reason and payload), newest first.
+    Refusals {
+        /// 只看该传感器 / Only this sensor's.
+        #[arg(long)]
+        sensor: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SitesArgs {
+    /// 守护进程地址 / The daemon's API.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "ENVIROMON_SERVER"
+    )]
+    server: String,
+    /// 令牌文件（或环境变量 ENVIROMON_TOKEN）/ File with the bearer token (or ENVIROMON_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// 输出 JSON / Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: SitesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SitesCommand {
+    /// 列出站点 / List sites.
+    List,
+    /// 新增站点（TOML 文件，字段同 seeds/sites.toml 的 [[site]]）/ Add a site from a TOML file (the
+    /// fields of a `[[site]]` seed entry).
+    Add {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// 修改站点（JSON 合并补丁）/ Change a site (JSON merge patch): `--set name_zh=…`.
+    Edit {
+        id: String,
+        #[arg(long = "set")]
+        set: Vec<String>,
+        #[arg(long, conflicts_with = "set")]
+        patch: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -308,6 +379,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sensors(args) => sensors_command(args),
+        Command::Sites(args) => sites_command(args),
         Command::Hj212 { command } => hj212_command(command),
         Command::Demo(opts) => {
             init_logging("info", false);
@@ -573,6 +645,46 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn sites_command(a: SitesArgs) -> ExitCode {
+    use enviromon::cli::{token, Client};
+    let token = match token(a.token_file.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = Client {
+        server: a.server,
+        token,
+        json: a.json,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match a.command {
+            SitesCommand::List => client.sites().await,
+            SitesCommand::Add { file } => client.add_site(&file).await,
+            SitesCommand::Edit { id, set, patch } => {
+                let p = enviromon::cli::merge_patch_of(&set, patch.as_deref())?;
+                client.edit(&format!("/api/v1/sites/{id}"), &id, p).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn sensors_command(a: SensorsArgs) -> ExitCode {
     use enviromon::cli::{token, Client};
     let token = match token(a.token_file.as_ref()) {
@@ -615,6 +727,15 @@ fn sensors_command(a: SensorsArgs) -> ExitCode {
             }
             SensorsCommand::Retire { id, reason } => client.retire(&id, reason).await,
             SensorsCommand::KeyStatus { id } => client.key_status(&id).await,
+            SensorsCommand::Edit { id, set, patch } => {
+                let p = enviromon::cli::merge_patch_of(&set, patch.as_deref())?;
+                client.edit(&format!("/api/v1/sensors/{id}"), &id, p).await
+            }
+            SensorsCommand::DryRun { file, seconds } => client.dry_run(&file, seconds).await,
+            SensorsCommand::Restore { id } => client.restore(&id).await,
+            SensorsCommand::Refusals { sensor, limit } => {
+                client.refusals(sensor.as_deref(), limit).await
+            }
             SensorsCommand::SetKey {
                 id,
                 key_file,
@@ -966,6 +1087,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<ShutdownOutcome> {
     println!();
     println!("enviromon 演示已启动 / demo running");
     println!("  MQTT 代理 / broker:        {host}:{port}  (topics enviromon/{{site}}/{{sensor}})");
+    println!("  控制台 / web console:       http://{addr}/  (token demo-operator-token)");
     println!("  最新读数 / latest readings: http://{addr}/api/v1/readings/latest");
     println!(
         "  历史读数 / history:         http://{addr}/api/v1/readings?sensor=dt-1-cems&quantity=SO2"

@@ -58,6 +58,8 @@ pub struct Registration {
     registry: RegistryHandle,
     topic_pattern: String,
     profiles: RwLock<BTreeMap<String, Profile>>,
+    /// The profiles shipped with enviromon (`config/profiles`, `modbus.profiles_dir`): never replaced.
+    shipped: std::collections::BTreeSet<String>,
     keys: Option<std::sync::Arc<crate::ingest::hj212::keys::Keystore>>,
 }
 
@@ -89,6 +91,7 @@ impl Registration {
                                                target TEXT NOT NULL, before TEXT, after TEXT);
              CREATE TABLE IF NOT EXISTS profiles (id TEXT PRIMARY KEY, doc TEXT NOT NULL);",
         )?;
+        let shipped = profiles.keys().cloned().collect();
         let mut all = profiles;
         {
             let mut stmt = conn.prepare("SELECT doc FROM profiles")?;
@@ -102,6 +105,7 @@ impl Registration {
             registry,
             topic_pattern: topic_pattern.into(),
             profiles: RwLock::new(all),
+            shipped,
             keys: None,
         })
     }
@@ -189,12 +193,7 @@ impl Registration {
     pub fn check(&self, s: &Sensor, replacing: Option<&str>) -> Vec<FieldError> {
         let reg = self.registry.snapshot();
         let mut errs = Vec::new();
-        let id_ok = !s.id.is_empty()
-            && s.id.len() <= 64
-            && s.id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if !id_ok {
+        if !id_ok(&s.id) {
             errs.push(fe(
                 "id",
                 format!(
@@ -254,6 +253,21 @@ impl Registration {
                             }
                         }
                     }
+                }
+            }
+            if let Some((plo, phi, sym)) = registry::plausible_range(ch, s.domain) {
+                let what = format!("{} {} analyser", domain_words(s.domain), q.key);
+                if let Some(lo) = ch.min.filter(|lo| *lo < plo) {
+                    errs.push(fe(
+                        format!("channels[{i}].min"),
+                        format!("{lo} {sym} is below what {what} reports ({plo} {sym})"),
+                    ));
+                }
+                if let Some(hi) = ch.max.filter(|hi| *hi > phi) {
+                    errs.push(fe(
+                        format!("channels[{i}].max"),
+                        format!("{hi} {sym} is above what {what} reports ({phi} {sym}); is the unit right?"),
+                    ));
                 }
             }
             if let (Some(lo), Some(hi)) = (ch.min, ch.max) {
@@ -392,8 +406,9 @@ impl Registration {
         errs
     }
 
-    /// Register a sensor from its JSON; returns it as stored.
-    pub fn register(&self, actor: &str, body: &Value) -> Result<Sensor, RegError> {
+    /// A sensor from its JSON as it would be registered (default topic filled in), checked
+    /// against the registry; nothing is stored. What a dry run tests.
+    pub fn candidate(&self, body: &Value) -> Result<Sensor, RegError> {
         let mut s: Sensor = typed(body).map_err(RegError::Invalid)?;
         if s.protocol == Protocol::Mqtt && s.topic.is_none() {
             s.topic = Some(
@@ -406,8 +421,138 @@ impl Registration {
         if !errs.is_empty() {
             return Err(RegError::Invalid(errs));
         }
+        // Normalise the channels' quantity names as loading does (aliases, HJ 212 codes).
+        for ch in &mut s.channels {
+            if let Some(q) = find_quantity(&ch.quantity) {
+                ch.quantity = q.key.to_string();
+            }
+        }
+        Ok(s)
+    }
+
+    /// Register a sensor from its JSON; returns it as stored.
+    pub fn register(&self, actor: &str, body: &Value) -> Result<Sensor, RegError> {
+        let mut s = self.candidate(body)?;
+        s.registered_at = Some(chrono::Utc::now().to_rfc3339());
         self.save(actor, "register", &s.id.clone(), None, &s)?;
         Ok(s)
+    }
+
+    /// The HJ 212 loggers' keys, when this process has them (a dry run opens sealed frames).
+    pub fn keystore(&self) -> Option<std::sync::Arc<crate::ingest::hj212::keys::Keystore>> {
+        self.keys.clone()
+    }
+
+    /// Check a site (as if `replacing` were not there). Every problem.
+    pub fn check_site(&self, site: &registry::Site, replacing: Option<&str>) -> Vec<FieldError> {
+        let reg = self.registry.snapshot();
+        let mut errs = Vec::new();
+        if !id_ok(&site.id) {
+            errs.push(fe(
+                "id",
+                format!(
+                    "{:?} may only contain a-z, 0-9, - and _ (1–64 characters)",
+                    site.id
+                ),
+            ));
+        }
+        if replacing != Some(site.id.as_str()) && reg.sites.contains_key(&site.id) {
+            errs.push(fe("id", format!("site {:?} already exists", site.id)));
+        }
+        if site.name_zh.trim().is_empty() {
+            errs.push(fe("name_zh", "must not be empty"));
+        }
+        if site.name_en.trim().is_empty() {
+            errs.push(fe("name_en", "must not be empty"));
+        }
+        if let Some(m) = &site.monitored {
+            if site.kind != registry::SiteKind::AirStation {
+                errs.push(fe("monitored", "only for kind = \"air_station\""));
+            }
+            let air: Vec<&str> = crate::standards::air::POLLUTANTS
+                .iter()
+                .map(|(q, _)| *q)
+                .collect();
+            for (i, q) in m.iter().enumerate() {
+                match find_quantity(q).map(|q| q.key) {
+                    Some(k) if air.contains(&k) => {}
+                    _ => errs.push(fe(
+                        format!("monitored[{i}]"),
+                        format!("{q:?} is not one of {}", air.join(", ")),
+                    )),
+                }
+            }
+        }
+        errs
+    }
+
+    /// Add a site (an air station, a river section, a plant) from its JSON.
+    pub fn register_site(&self, actor: &str, body: &Value) -> Result<registry::Site, RegError> {
+        let site: registry::Site = typed(body).map_err(RegError::Invalid)?;
+        let errs = self.check_site(&site, None);
+        if !errs.is_empty() {
+            return Err(RegError::Invalid(errs));
+        }
+        self.save_site(actor, "site_add", None, &site)?;
+        Ok(site)
+    }
+
+    /// Change a site by JSON merge patch (RFC 7396); the id cannot change.
+    pub fn patch_site(
+        &self,
+        actor: &str,
+        id: &str,
+        patch: &Value,
+    ) -> Result<registry::Site, RegError> {
+        let before = self
+            .registry
+            .snapshot()
+            .sites
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RegError::NotFound(format!("site {id:?}")))?;
+        if patch.get("id").is_some_and(|v| v.as_str() != Some(id)) {
+            return Err(RegError::Invalid(vec![fe("id", "cannot be changed")]));
+        }
+        if !patch.is_object() {
+            return Err(RegError::Invalid(vec![fe(
+                "",
+                "a PATCH body is a JSON object of fields to change",
+            )]));
+        }
+        let mut doc = serde_json::to_value(&before)?;
+        merge_patch(&mut doc, patch);
+        let after: registry::Site = typed(&doc).map_err(RegError::Invalid)?;
+        let errs = self.check_site(&after, Some(id));
+        if !errs.is_empty() {
+            return Err(RegError::Invalid(errs));
+        }
+        self.save_site(actor, "site_patch", Some(&before), &after)?;
+        Ok(after)
+    }
+
+    fn save_site(
+        &self,
+        actor: &str,
+        action: &str,
+        before: Option<&registry::Site>,
+        after: &registry::Site,
+    ) -> Result<(), RegError> {
+        let reg: Registry;
+        {
+            let mut conn = lock(&self.conn);
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO sites (id, doc) VALUES (?1, ?2)",
+                params![after.id, serde_json::to_string(after)?],
+            )?;
+            audit(&tx, actor, action, &after.id, before, after)?;
+            reg = registry::load(&tx, &self.topic_pattern)?;
+            tx.commit()?;
+        }
+        self.registry.replace(reg);
+        tracing::info!(actor, action, site = %after.id, "registry changed");
+        Ok(())
     }
 
     /// The sensor registered as `id`, or NotFound.
@@ -420,7 +565,7 @@ impl Registration {
             .ok_or_else(|| RegError::NotFound(format!("sensor {id:?}")))
     }
 
-    /// Apply a JSON merge patch to a sensor (the id cannot change).
+    /// Apply a JSON merge patch (RFC 7396) to a sensor (the id and status cannot change).
     pub fn patch(&self, actor: &str, id: &str, patch: &Value) -> Result<Sensor, RegError> {
         let before = self.existing(id)?;
         let Value::Object(p) = patch else {
@@ -431,10 +576,10 @@ impl Registration {
         };
         let mut errs = Vec::new();
         for k in p.keys() {
-            if matches!(k.as_str(), "id" | "status") {
+            if matches!(k.as_str(), "id" | "status" | "registered_at") {
                 errs.push(fe(
                     k.clone(),
-                    "cannot be changed by PATCH (use /retire or /maintenance for the status)",
+                    "cannot be changed by PATCH (use /retire, /restore or /maintenance for the status)",
                 ));
             }
         }
@@ -442,15 +587,7 @@ impl Registration {
             return Err(RegError::Invalid(errs));
         }
         let mut doc = serde_json::to_value(&before)?;
-        if let Value::Object(d) = &mut doc {
-            for (k, v) in p {
-                if v.is_null() {
-                    d.remove(k);
-                } else {
-                    d.insert(k.clone(), v.clone());
-                }
-            }
-        }
+        merge_patch(&mut doc, patch);
         let after: Sensor = typed(&doc).map_err(RegError::Invalid)?;
         let errs = self.check(&after, Some(id));
         if !errs.is_empty() {
@@ -484,7 +621,29 @@ impl Registration {
         Ok(after)
     }
 
-    /// Register (or replace) a device profile from its JSON.
+    /// A retired sensor back to active, checked again as a registration (its topic, MN or unit id
+    /// may be another sensor's by now).
+    pub fn restore(&self, actor: &str, id: &str) -> Result<Sensor, RegError> {
+        let before = self.existing(id)?;
+        if before.status != SensorStatus::Retired {
+            return Err(RegError::Invalid(vec![fe(
+                "status",
+                format!("sensor {id} is not retired"),
+            )]));
+        }
+        let mut after = before.clone();
+        after.status = SensorStatus::Active;
+        after.status_reason = None;
+        let errs = self.check(&after, Some(id));
+        if !errs.is_empty() {
+            return Err(RegError::Invalid(errs));
+        }
+        self.save(actor, "restore", id, Some(&before), &after)?;
+        Ok(after)
+    }
+
+    /// Register a device profile from its JSON. A profile no device uses may be replaced; a shipped
+    /// one or one in use is refused with the devices using it.
     pub fn register_profile(&self, actor: &str, body: &Value) -> Result<Profile, RegError> {
         // Addresses first, from the raw JSON, so 70000 gets its own message rather than a type error.
         let mut errs = Vec::new();
@@ -512,6 +671,39 @@ impl Registration {
             return Err(RegError::Invalid(errs.collect()));
         }
         let before = self.profiles().get(&p.id).cloned();
+        if before.is_some() {
+            // Replacing a profile remaps every device using it at once: a shipped one never, one in
+            // use only once no device uses it. A changed map is registered under a new id and the
+            // devices moved to it one by one (each PATCH checked against its channels).
+            let reg = self.registry.snapshot();
+            let users: Vec<&str> = reg
+                .sensors
+                .values()
+                .filter(|s| s.status != SensorStatus::Retired)
+                .filter(|s| s.modbus.as_ref().is_some_and(|m| m.profile == p.id))
+                .map(|s| s.id.as_str())
+                .collect();
+            let shipped = self.shipped.contains(&p.id);
+            if shipped || !users.is_empty() {
+                let why = if shipped {
+                    "is shipped with enviromon and is never replaced"
+                } else {
+                    "is in use and is not replaced while devices use it"
+                };
+                let used = if users.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (used by {})", users.join(", "))
+                };
+                return Err(RegError::Invalid(vec![fe(
+                    "id",
+                    format!(
+                        "profile {:?} {why}{used}; register the changed map under a new id (e.g. {}-v2) and move the devices to it with PATCH {{\"modbus\": {{\"profile\": \"…\"}}}}",
+                        p.id, p.id
+                    ),
+                )]));
+            }
+        }
         {
             let conn = lock(&self.conn);
             conn.execute(
@@ -654,6 +846,48 @@ impl Registration {
     }
 }
 
+/// Ids of sites and sensors: a-z, 0-9, - and _, 1 to 64 characters (they are tags in the store).
+fn id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// RFC 7396 JSON merge patch: members of an object patch are merged into the target's object
+/// recursively, `null` removes a member, anything else (arrays too) replaces what was there.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+/// How a domain's analysers are named in messages ("an ambient" SO2 analyser).
+fn domain_words(d: crate::reading::Domain) -> &'static str {
+    use crate::reading::Domain;
+    match d {
+        Domain::Air => "an ambient",
+        Domain::Cems => "a flue-gas",
+        Domain::Water => "a water",
+        Domain::Power => "a power",
+        Domain::Production => "a production",
+    }
+}
+
 fn strip_nulls(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
@@ -692,6 +926,60 @@ fn audit<T: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 7396 Appendix A's test cases, each (target, patch, result) as the RFC gives it.
+    #[test]
+    fn merge_patch_is_rfc7396() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (
+                json!({"a": "b", "b": "c"}),
+                json!({"a": null}),
+                json!({"b": "c"}),
+            ),
+            (json!({"a": ["b"]}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "c"}), json!({"a": ["b"]}), json!({"a": ["b"]})),
+            (
+                json!({"a": {"b": "c"}}),
+                json!({"a": {"b": "d", "c": null}}),
+                json!({"a": {"b": "d"}}),
+            ),
+            (
+                json!({"a": [{"b": "c"}]}),
+                json!({"a": [1]}),
+                json!({"a": [1]}),
+            ),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a": "b"}), json!(["c"]), json!(["c"])),
+            (json!({"a": "foo"}), json!(null), json!(null)),
+            (json!({"a": "foo"}), json!("bar"), json!("bar")),
+            (
+                json!({"e": null}),
+                json!({"a": 1}),
+                json!({"e": null, "a": 1}),
+            ),
+            (
+                json!([1, 2]),
+                json!({"a": "b", "c": null}),
+                json!({"a": "b"}),
+            ),
+            (
+                json!({}),
+                json!({"a": {"bb": {"ccc": null}}}),
+                json!({"a": {"bb": {}}}),
+            ),
+        ];
+        for (mut target, patch, want) in cases {
+            merge_patch(&mut target, &patch);
+            assert_eq!(target, want, "patch {patch}");
+        }
+    }
 
     #[test]
     fn topic_filters_match_like_mqtt() {

@@ -355,6 +355,10 @@ pub struct Sensor {
     pub status_reason: Option<String>,
     #[serde(default)]
     pub illustrative: bool,
+    /// When it was registered through the API (RFC 3339); seeded sensors have none. An air
+    /// sensor's first days are checked against the other stations (`standards.air`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<String>,
 }
 
 /// A resolved channel: catalogue entry, unit and range ready for validation.
@@ -374,24 +378,42 @@ impl Sensor {
     }
 }
 
+/// The range no analyser of `domain` reports beyond for channel `ch`'s quantity, in the channel's
+/// unit, with that unit's symbol (registration refuses a channel range wider than this).
+pub fn plausible_range(ch: &Channel, domain: Domain) -> Option<(f64, f64, &'static str)> {
+    let quantity = find_quantity(&ch.quantity)?;
+    let from = find_unit(quantity.default_unit_in(domain))?;
+    let to = match &ch.unit {
+        Some(u) => find_unit(u)?,
+        None => from,
+    };
+    let (lo, hi) = quantity.plausible_in(domain);
+    let conv = |v| catalogue::convert(v, from, to, quantity, GasReference::of(domain)).ok();
+    Some((conv(lo)?, conv(hi)?, to.symbol))
+}
+
 fn resolve_channel(ch: &Channel, domain: Domain) -> Result<ResolvedChannel, String> {
     let quantity =
         find_quantity(&ch.quantity).ok_or_else(|| format!("unknown quantity {:?}", ch.quantity))?;
-    let unit_name = ch.unit.as_deref().unwrap_or(quantity.default_unit);
+    // A channel without a unit is in what analysers of the sensor's domain report (ambient SO2 in
+    // µg/m³, flue-gas SO2 in mg/m³), never in another domain's unit.
+    let domain_unit = quantity.default_unit_in(domain);
+    let unit_name = ch.unit.as_deref().unwrap_or(domain_unit);
     let unit = find_unit(unit_name).ok_or_else(|| format!("unknown unit {unit_name:?}"))?;
-    let default_unit = find_unit(quantity.default_unit)
-        .ok_or_else(|| format!("catalogue unit {:?} missing", quantity.default_unit))?;
+    let default_unit =
+        find_unit(domain_unit).ok_or_else(|| format!("catalogue unit {domain_unit:?} missing"))?;
     let conv = |v: f64| {
         catalogue::convert(v, default_unit, unit, quantity, GasReference::of(domain))
             .map_err(|e| e.to_string())
     };
+    let (lo, hi) = quantity.plausible_in(domain);
     let min = match ch.min {
         Some(v) => v,
-        None => conv(quantity.min)?,
+        None => conv(lo)?,
     };
     let max = match ch.max {
         Some(v) => v,
-        None => conv(quantity.max)?,
+        None => conv(hi)?,
     };
     if min >= max {
         return Err(format!("min {min} must be below max {max}"));

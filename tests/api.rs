@@ -24,6 +24,8 @@ fn state(readings: Option<enviromon::store::embedded::EmbeddedReader>) -> AppSta
     .unwrap();
     AppState {
         briefings: None,
+        taps: None,
+        deadletter: None,
         site_info: None,
         registry: RegistryHandle::new(reg),
         metrics: Metrics::new().unwrap(),

@@ -452,3 +452,72 @@ async fn a_garbage_flood_is_bounded_and_never_holds_up_another_logger() {
     assert!(size < 2 << 20, "dead-letter file {size} bytes");
     running.shutdown().await;
 }
+
+/// Issue 18: a dry run of a new HJ 212 logger listens for its MN (frames from an MN not yet
+/// registered are refused as usual) and shows each value decoded against the sensor-to-be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_listens_for_a_new_loggers_mn() {
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = daemon_config(dir.path(), broker.port, "enviromon-hj212-dry");
+    cfg.hj212.enabled = true;
+    cfg.hj212.listen = "127.0.0.1:0".into();
+    cfg.api.tokens = vec![enviromon::config::ApiToken {
+        name: "field-tech".into(),
+        role: enviromon::config::Role::Technician,
+        sha256: enviromon::api::auth::hash_token("tech-token"),
+    }];
+    cfg.validate().unwrap();
+    let running = daemon::start(cfg).await.unwrap();
+    let (http, hj) = (running.http_addr, running.hj212_addr.unwrap());
+    let sensor = serde_json::json!({"id": "dt-1-new-dal", "site": "datang", "unit": "dt-1", "name_zh": "新数采仪",
+        "name_en": "new logger", "domain": "cems", "protocol": "hj212", "hj212": {"mn": "NEWDAL0001"},
+        "channels": [{"quantity": "SO2"}, {"quantity": "O2"}]});
+    let req = reqwest::Client::new()
+        .post(format!("http://{http}/api/v1/sensors/dry-run?seconds=20"))
+        .bearer_auth("tech-token")
+        .json(&sensor)
+        .send();
+    tokio::pin!(req);
+    let mut s = tokio::net::TcpStream::connect(hj).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis() / 1000 * 1000 - 60_000;
+    let f = frame(&format!(
+        "QN={}000;ST=31;CN=2011;PW=123456;MN=NEWDAL0001;Flag=4;CP=&&DataTime={};a21026-Rtd=12.5,a21026-Flag=N;a19001-Rtd=6.1,a19001-Flag=N&&",
+        dt(now),
+        dt(now)
+    ));
+    // Sent until the dry run has heard it (it listens from its request on).
+    let resp = loop {
+        s.write_all(f.as_bytes()).await.unwrap();
+        tokio::select! {
+            r = &mut req => break r.unwrap(),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (v["protocol"].as_str(), v["ok"].as_bool()),
+        (Some("hj212"), Some(true)),
+        "{v}"
+    );
+    let so2 = v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["quantity"] == "SO2")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (so2["value"].as_f64(), so2["unit"].as_str()),
+        (Some(12.5), Some("mg/m3")),
+        "{v}"
+    );
+    // Not registered: its frames are still refused and nothing is stored.
+    let r = reqwest::get(format!("http://{http}/api/v1/sensors/dt-1-new-dal"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(count(&running.db_path, "dt-1-new-dal"), 0);
+    running.shutdown().await;
+}

@@ -633,6 +633,73 @@ async fn the_sensors_cli_adds_tests_and_sets_maintenance_against_a_running_daemo
     );
     let (code, out, _) = cli(&["maintenance", "wwtp-cli-cod", "--off"]);
     assert_eq!((code, out.contains("active")), (Some(0), true), "{out}");
+    // `sensors edit`: a merge patch from --set; the nested address changes, the rest stays.
+    let (code, out, err) = cli(&[
+        "edit",
+        "wwtp-cli-cod",
+        "--set",
+        "modbus.interval=2s",
+        "--set",
+        "name_en=COD (moved)",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let s = get_json(addr, "/api/v1/sensors/wwtp-cli-cod").await;
+    assert_eq!(
+        (
+            s["modbus"]["interval"].as_str(),
+            s["modbus"]["unit_id"].as_u64(),
+            s["name_en"].as_str()
+        ),
+        (Some("2s"), Some(5), Some("COD (moved)")),
+        "{s}"
+    );
+    // A wrong value is refused with its path, in words.
+    let (code, _, err) = cli(&["edit", "wwtp-cli-cod", "--set", "modbus.unit_id=300"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("modbus.unit_id"), "{err}");
+    // `sites add` and `sites edit` (the same client, its own command).
+    let site_file = dir.path().join("site.toml");
+    std::fs::write(&site_file, "id = \"aq-jianxi-4\"\nname_zh = \"涧西空气站4号\"\nname_en = \"Jianxi air station 4\"\nkind = \"air_station\"\n").unwrap();
+    let sites = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_enviromon"))
+            .arg("sites")
+            .args(args)
+            .args(["--server", &server, "--token-file"])
+            .arg(&token_file)
+            .env_remove("ENVIROMON_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = sites(&["add", "--file", site_file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = sites(&[
+        "edit",
+        "aq-jianxi-4",
+        "--set",
+        "monitored=[\"PM2.5\",\"PM10\"]",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, _) = sites(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("aq-jianxi-4") && l.contains("air_station")),
+        "{out}"
+    );
+    let v = get_json(addr, "/api/v1/sites").await;
+    let site = v["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "aq-jianxi-4")
+        .unwrap()
+        .clone();
+    assert_eq!(site["monitored"], json!(["PM2.5", "PM10"]));
     // The token from the environment, as the README's walkthrough does it.
     let out = Command::new(env!("CARGO_BIN_EXE_enviromon"))
         .args([
@@ -668,4 +735,329 @@ async fn the_sensors_cli_adds_tests_and_sets_maintenance_against_a_running_daemo
     );
     running.shutdown().await;
     stop.cancel();
+}
+
+/// Publish `payload` on `topic` every 200 ms until `done` resolves (a dry run listens from the
+/// moment its request arrives, so the message is sent until it has been heard), and give its result.
+async fn publish_until<T>(
+    p: &mut Publisher,
+    topic: &str,
+    payload: &str,
+    done: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(done);
+    loop {
+        p.publish(topic, payload.to_string()).await;
+        tokio::select! {
+            r = &mut done => return r,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+async fn patch(addr: std::net::SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .patch(format!("http://{addr}{path}"))
+        .bearer_auth(TECH)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Issue 18's three mistakes, refused with a clear message instead of corrupting data, and a new
+/// air station added at run time:
+/// - an ambient analyser registered without units stores µg/m³ (not the flue-gas mg/m³);
+/// - a range wider than an ambient analyser reports is refused at registration, and a value
+///   outside it at ingest (dead-lettered, shown by `GET /api/v1/deadletter?sensor=`);
+/// - a shipped profile cannot be overwritten;
+/// - PATCH is a JSON merge patch: `{"modbus": {"address": …}}` keeps the transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_protects_the_district_figures() {
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), broker.port, "enviromon-reg-protect").await;
+    let addr = running.http_addr;
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    // A sensor at a station that does not exist yet: refused, then the station is added.
+    let sensor = json!({"id": "aq-3-analyser", "site": "aq-jianxi-3", "name_zh": "3号站分析仪", "name_en": "station 3 analysers",
+        "domain": "air", "protocol": "mqtt", "channels": [{"quantity": "SO2"}, {"quantity": "NO2"}, {"quantity": "CO"}]});
+    let (status, body) = post(addr, "/api/v1/sensors", Some(TECH), sensor.clone()).await;
+    assert_eq!(
+        (status, body["error"]["errors"][0]["path"].as_str()),
+        (422, Some("site")),
+        "{body}"
+    );
+    let site = json!({"id": "aq-jianxi-3", "name_zh": "涧西空气站3号", "name_en": "Jianxi air station 3", "kind": "air_station"});
+    let (status, body) = post(addr, "/api/v1/sites", Some(TECH), site).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = patch(
+        addr,
+        "/api/v1/sites/aq-jianxi-3",
+        json!({"note": "新建站 / new station"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["note"].as_str(), body["kind"].as_str()),
+        (200, Some("新建站 / new station"), Some("air_station")),
+        "{body}"
+    );
+    // A range no ambient analyser reports: refused with its path, nothing registered.
+    let mut wide = sensor.clone();
+    wide["channels"][0]["max"] = json!(100000);
+    let (status, body) = post(addr, "/api/v1/sensors", Some(TECH), wide).await;
+    assert_eq!(status, 422, "{body}");
+    let e = &body["error"]["errors"][0];
+    assert_eq!(e["path"], "channels[0].max", "{body}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("ambient SO2 analyser reports (10000 ug/m3)"),
+        "{body}"
+    );
+    // Without units: SO2 and NO2 in µg/m³, CO in mg/m³ (GB 3095's units).
+    let (status, body) = post(addr, "/api/v1/sensors", Some(TECH), sensor).await;
+    assert_eq!(status, 201, "{body}");
+    let topic = body["topic"].as_str().unwrap().to_string();
+    let mut p = Publisher::connect(broker.port, "pub-reg-protect").await;
+    // Ingest: SO2 20 µg/m³ and CO 0.8 mg/m³ are stored as such; NO2 20,000 is more than any ambient
+    // analyser reports (10,000 µg/m³): refused with its reason, the others kept.
+    let msg = json!([{"quantity": "SO2", "value": 20}, {"quantity": "CO", "value": 0.8}, {"quantity": "NO2", "value": 20000}]).to_string();
+    let latest = publish_until(
+        &mut p,
+        &topic,
+        &msg,
+        eventually(20, "stored in µg/m³", || async {
+            let v = get_json(addr, "/api/v1/readings/latest?sensor=aq-3-analyser").await;
+            let rs = v["readings"].as_array().cloned().unwrap_or_default();
+            (rs.len() >= 2).then_some(rs)
+        }),
+    )
+    .await;
+    let of = |q: &str| {
+        latest
+            .iter()
+            .find(|r| r["quantity"] == q)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        (of("SO2")["value"].as_f64(), of("SO2")["unit"].as_str()),
+        (Some(20.0), Some("ug/m3"))
+    );
+    assert_eq!(
+        (of("CO")["value"].as_f64(), of("CO")["unit"].as_str()),
+        (Some(0.8), Some("mg/m3"))
+    );
+    assert!(of("NO2").is_null(), "NO2 refused: {latest:?}");
+    let refusals = eventually(10, "refusal listed", || async {
+        let v = get_json(addr, "/api/v1/deadletter?sensor=aq-3-analyser").await;
+        let rs = v["records"].as_array().cloned().unwrap_or_default();
+        rs.into_iter().find(|r| r["reason"] == "out_of_range")
+    })
+    .await;
+    assert!(
+        refusals["detail"]
+            .as_str()
+            .unwrap()
+            .contains("20000 ug/m3 is outside the plausible range 0..=10000"),
+        "{refusals}"
+    );
+    assert!(
+        refusals["payload"].as_str().unwrap().contains("20000"),
+        "{refusals}"
+    );
+    // A shipped profile is never replaced; the answer names the devices using it.
+    let profile = json!({"id": "generic-water-analyzer", "name_zh": "改", "name_en": "changed", "values": [
+        {"quantity": "COD", "register": "input", "address": 0, "type": "f32"}]});
+    let (status, body) = post(addr, "/api/v1/profiles", Some(TECH), profile).await;
+    assert_eq!(status, 422, "{body}");
+    let m = body["error"]["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        m.contains("is shipped with enviromon and is never replaced")
+            && m.contains("wwtp-outlet-quality"),
+        "{m}"
+    );
+    // JSON merge patch (RFC 7396): the nested address changes, transport and profile stay.
+    let (_sim, port, stop) = modbus_device().await;
+    let (status, body) = post(
+        addr,
+        "/api/v1/sensors",
+        Some(TECH),
+        water_sensor("wwtp-new-cod", port, 5),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = patch(
+        addr,
+        "/api/v1/sensors/wwtp-new-cod",
+        json!({"modbus": {"address": "10.20.0.15:502"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["modbus"]["address"].as_str(),
+            body["modbus"]["transport"].as_str(),
+            body["modbus"]["profile"].as_str()
+        ),
+        (
+            Some("10.20.0.15:502"),
+            Some("tcp"),
+            Some("generic-water-analyzer")
+        )
+    );
+    stop.cancel();
+    running.shutdown().await;
+}
+
+/// A dry run tests a device before anything is registered: each value decoded with its unit, or
+/// exactly why it is refused; a wrong unit id behind a gateway named as exception 0x0B with what
+/// to check; a first read of all zeros not called OK; an MQTT topic listened to and its message
+/// decoded against the sensor-to-be. Nothing is registered or stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_reads_before_anything_is_committed() {
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), broker.port, "enviromon-reg-dry").await;
+    let addr = running.http_addr;
+    eventually(10, "connected", || async {
+        (running.metrics.mqtt_connected.get() == 1).then_some(())
+    })
+    .await;
+    let (sim, port, stop) = modbus_device().await;
+    sim.set_gateway(true);
+    // The right unit id (5): every value decoded in its unit; OK.
+    let (status, t) = post(
+        addr,
+        "/api/v1/sensors/dry-run",
+        Some(TECH),
+        water_sensor("dry-cod", port, 5),
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["ok"], true, "{t}");
+    let cod = t["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["quantity"] == "COD")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            cod["value"].as_f64(),
+            cod["unit"].as_str(),
+            cod["ok"].as_bool()
+        ),
+        (Some(42.5), Some("mg/L"), Some(true)),
+        "{t}"
+    );
+    // A wrong unit id: the gateway answers 0x0B; the technician is told to check the unit id.
+    let (status, t) = post(
+        addr,
+        "/api/v1/sensors/dry-run",
+        Some(TECH),
+        water_sensor("dry-cod", port, 6),
+    )
+    .await;
+    let ex = if status == 502 {
+        t["explanation"].clone()
+    } else {
+        t["exceptions"][0]["explanation"].clone()
+    };
+    assert_eq!(ex["code"], 0x0B, "{status} {t}");
+    assert!(
+        ex["hint_en"]
+            .as_str()
+            .unwrap()
+            .contains("check the unit id"),
+        "{t}"
+    );
+    // A device that reads all zeros (registers set, nothing measured yet): not OK, and why.
+    for i in 0..6u16 {
+        sim.set(
+            7,
+            RegisterKind::Input,
+            i * 2,
+            0.0,
+            DataType::F32,
+            WordOrder::ABCD,
+        );
+    }
+    let (status, t) = post(
+        addr,
+        "/api/v1/sensors/dry-run",
+        Some(TECH),
+        water_sensor("dry-cod", port, 7),
+    )
+    .await;
+    assert_eq!((status, t["ok"].as_bool()), (200, Some(false)), "{t}");
+    assert!(
+        t["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("every value read 0"),
+        "{t}"
+    );
+    // Field errors come back as a registration's would, with their paths.
+    let mut bad = water_sensor("dry-cod", port, 5);
+    bad["modbus"]["address"] = json!("no-port");
+    let (status, t) = post(addr, "/api/v1/sensors/dry-run", Some(TECH), bad).await;
+    assert_eq!(
+        (status, t["error"]["errors"][0]["path"].as_str()),
+        (422, Some("modbus.address")),
+        "{t}"
+    );
+    // MQTT: the topic is listened to; a value with a unit that cannot be converted is refused
+    // with its reason, the other decoded.
+    let sensor = json!({"id": "dry-mqtt", "site": "jianxi-wwtp", "name_zh": "试运行", "name_en": "dry run", "domain": "water",
+        "protocol": "mqtt", "topic": "enviromon/jianxi-wwtp/dry-mqtt", "channels": [{"quantity": "COD"}, {"quantity": "pH"}]});
+    let mut p = Publisher::connect(broker.port, "pub-reg-dry").await;
+    let msg = json!([{"quantity": "COD", "value": 31.5}, {"quantity": "pH", "value": 7.2, "unit": "degC"}]).to_string();
+    let (status, t) = publish_until(
+        &mut p,
+        "enviromon/jianxi-wwtp/dry-mqtt",
+        &msg,
+        post(
+            addr,
+            "/api/v1/sensors/dry-run?seconds=20",
+            Some(TECH),
+            sensor,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["ok"], false, "{t}");
+    assert_eq!(
+        (
+            t["values"][0]["quantity"].as_str(),
+            t["values"][0]["value"].as_f64()
+        ),
+        (Some("COD"), Some(31.5)),
+        "{t}"
+    );
+    assert!(
+        t["refusals"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("degC"),
+        "{t}"
+    );
+    // Nothing was registered or stored.
+    let r = reqwest::get(format!("http://{addr}/api/v1/sensors/dry-mqtt"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        count(&running.db_path, "dry-cod") + count(&running.db_path, "dry-mqtt"),
+        0
+    );
+    stop.cancel();
+    running.shutdown().await;
 }

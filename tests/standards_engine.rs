@@ -352,3 +352,157 @@ fn an_air_month_by_hj663_in_the_api_and_the_table() {
     let short = enviromon::standards::air::month("district", 2026, 11, &[]);
     assert_eq!(short.values["SO2"].value, None);
 }
+
+/// The engine over the seeds plus a third air station `aq-jianxi-3` whose analyser is registered
+/// with `registered_at` (None: as if seeded), and `air` settings.
+fn engine_with_third_station(
+    dir: &std::path::Path,
+    registered_at: Option<&str>,
+    air: enviromon::config::AirStandardsConfig,
+) -> Engine {
+    let db = dir.join("e.db");
+    let conn = enviromon::db::open(&db).unwrap();
+    let mut seeds = Seeds::embedded().unwrap();
+    seeds.sites.push(
+        serde_json::from_value(
+            serde_json::json!({"id": "aq-jianxi-3", "name_zh": "涧西空气站3号",
+            "name_en": "Jianxi air station 3", "kind": "air_station"}),
+        )
+        .unwrap(),
+    );
+    seeds.sensors.push(
+        serde_json::from_value(serde_json::json!({"id": "aq-3-so2", "site": "aq-jianxi-3",
+            "name_zh": "3号站 SO2", "name_en": "station 3 SO2", "domain": "air", "protocol": "mqtt",
+            "channels": [{"quantity": "SO2"}], "registered_at": registered_at}))
+        .unwrap(),
+    );
+    registry::apply_seeds(&conn, &seeds).unwrap();
+    let reg = registry::load(&conn, "enviromon/{site}/{sensor}").unwrap();
+    let settings = Settings {
+        edition: Edition::Hj633_2026,
+        lateness_ms: 30 * 86_400_000,
+        cems: Default::default(),
+        air,
+        water: WaterStandardsConfig::default(),
+    };
+    Engine::open(&db, RegistryHandle::new(reg), settings).unwrap()
+}
+
+/// The held-out station raises the built-in `air_station_held_out` alert, with how many times off
+/// the median it was (8000 / 12 = 666.7), and only for that station and pollutant.
+#[test]
+fn a_held_out_station_raises_its_alert() {
+    let hour = time::hour_labels(NaiveDate::from_ymd_opt(2026, 11, 20).unwrap())[10];
+    let dir = tempfile::tempdir().unwrap();
+    let just_now = chrono::Utc::now().to_rfc3339();
+    let e = engine_with_third_station(dir.path(), Some(&just_now), Default::default());
+    district_so2(&e, hour, 8000.0);
+    let conn = enviromon::db::open(&dir.path().join("e.db")).unwrap();
+    let reg = registry::load(&conn, "enviromon/{site}/{sensor}").unwrap();
+    let now = hour + 10 * MINUTE_MS;
+    let alerting = enviromon::alerts::Alerting::open(
+        &dir.path().join("alerts.db"),
+        &enviromon::config::AlertsConfig::default(),
+        now,
+    )
+    .unwrap();
+    let metrics = enviromon::metrics::Metrics::new().unwrap();
+    alerting.evaluate(&reg, Some(&e), &metrics, now).unwrap();
+    let held: Vec<_> = alerting
+        .list(None, now)
+        .into_iter()
+        .filter(|a| a.alert.rule == "air_station_held_out")
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    let a = &held[0].alert;
+    assert_eq!(
+        (
+            a.labels["station"].as_str(),
+            a.labels["pollutant"].as_str(),
+            a.value
+        ),
+        ("aq-jianxi-3", "SO2", Some(666.7))
+    );
+    assert!(
+        a.annotations["summary_en"].contains("666.7 times off"),
+        "{:?}",
+        a.annotations
+    );
+}
+
+/// The district's SO2 and what was held out, for an hour where stations 1 and 2 read 10 and 12
+/// µg/m³ and station 3 reads `third`.
+fn district_so2(e: &Engine, hour: i64, third: f64) -> (f64, Value) {
+    let r = |sensor: &str, site: &str, v: f64| Reading {
+        site: site.into(),
+        ..air_hour(sensor, hour, "SO2", v)
+    };
+    e.ingest(
+        &[
+            r("aq-jianxi-1-analyzers", "aq-jianxi-1", 10.0),
+            r("aq-jianxi-2-analyzers", "aq-jianxi-2", 12.0),
+            r("aq-3-so2", "aq-jianxi-3", third),
+        ],
+        hour + HOUR_MS,
+    )
+    .unwrap();
+    e.recompute(hour + HOUR_MS).unwrap();
+    let (_, _, doc) = e
+        .results_json("air_hourly", Some("district"), hour, hour)
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    (
+        doc["values"]["SO2"].as_f64().unwrap(),
+        doc["held_out"].clone(),
+    )
+}
+
+/// Issue 18: a newly registered station 100× or more off the others is held out of the
+/// district's mean (standards.air.outlier_factor, 50 by default); a near miss counts; an
+/// established station is not second-guessed unless `outlier_all_stations`.
+#[test]
+fn a_new_station_far_off_the_others_is_held_out_of_the_district_mean() {
+    let hour = time::hour_labels(NaiveDate::from_ymd_opt(2026, 11, 20).unwrap())[10];
+    let just_now = chrono::Utc::now().to_rfc3339();
+    // SO2 registered as mg/m3 while the analyser reports µg/m³: 8 read as 8,000 µg/m³ — under the
+    // ambient range (10,000), so only the neighbours can tell. The median of 10, 12 and 8000 is 12;
+    // 8000 > 50 × 12 = 600: held out, the district is (10 + 12)/2 = 11.
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_third_station(dir.path(), Some(&just_now), Default::default());
+    let (so2, held) = district_so2(&e, hour, 8000.0);
+    assert_eq!(so2, 11.0, "held out of the mean");
+    assert_eq!(held["SO2"][0]["station"], "aq-jianxi-3", "{held}");
+    assert_eq!(held["SO2"][0]["value"], 8000.0);
+    assert_eq!(held["SO2"][0]["median"], 12.0);
+    // Near miss: 500 < 600 counts: (10 + 12 + 500) / 3 = 174.0.
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_third_station(dir.path(), Some(&just_now), Default::default());
+    let (so2, held) = district_so2(&e, hour, 500.0);
+    assert_eq!(so2, 174.0);
+    assert!(held.is_null(), "{held}");
+    // A seeded (established) station at 8000 is not checked by default: (10 + 12 + 8000) / 3 =
+    // 2674.0; with outlier_all_stations it is held out again (and stations 1 and 2, within 50×
+    // of the median 12, still count).
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_third_station(dir.path(), None, Default::default());
+    assert_eq!(district_so2(&e, hour, 8000.0).0, 2674.0);
+    let dir = tempfile::tempdir().unwrap();
+    let all = enviromon::config::AirStandardsConfig {
+        outlier_all_stations: true,
+        ..Default::default()
+    };
+    let e = engine_with_third_station(dir.path(), None, all);
+    assert_eq!(district_so2(&e, hour, 8000.0).0, 11.0);
+    // Too low: the median of 10, 12 and 0.1 is 10 (≥ the 5 µg/m³ floor); 0.1 < 10 / 50 = 0.2: held.
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_third_station(dir.path(), Some(&just_now), Default::default());
+    assert_eq!(district_so2(&e, hour, 0.1).0, 11.0);
+    // Registered more than outlier_probation (7 days) before the hour: not checked any more.
+    let dir = tempfile::tempdir().unwrap();
+    let long_ago =
+        (chrono::Utc.timestamp_millis_opt(hour).unwrap() - chrono::Duration::days(8)).to_rfc3339();
+    let e = engine_with_third_station(dir.path(), Some(&long_ago), Default::default());
+    assert_eq!(district_so2(&e, hour, 8000.0).0, 2674.0);
+}

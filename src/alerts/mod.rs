@@ -113,6 +113,19 @@ pub struct AlertView {
     pub alert: Alert,
     pub silenced: bool,
     pub suppressed: bool,
+    /// Who took it on, for this firing (an acknowledgement ends with the episode it was given in).
+    pub acknowledged: Option<Ack>,
+}
+
+/// "I am on it": who acknowledged an alert, when, and what they said. Notifications go on as
+/// before (silence an alert to quieten it); the acknowledgement tells the rest of the duty roster.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Ack {
+    pub by: String,
+    pub comment: String,
+    pub at_ms: i64,
+    /// The episode acknowledged: the alert's `active_since_ms` then.
+    pub episode_ms: i64,
 }
 
 struct RulesSource {
@@ -128,6 +141,8 @@ pub struct Alerting {
     alerts: Mutex<BTreeMap<String, Alert>>,
     /// Fingerprints currently suppressed (maintenance).
     suppressed: Mutex<std::collections::BTreeSet<String>>,
+    /// Acknowledgements by fingerprint (valid for the episode they name).
+    acks: Mutex<BTreeMap<String, Ack>>,
     inputs: Mutex<HashMap<(String, String), SeriesInput>>,
     silences: Mutex<Vec<Silence>>,
     started_ms: i64,
@@ -165,8 +180,18 @@ impl Alerting {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, doc TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS alert_events (ts_ms INTEGER NOT NULL, fingerprint TEXT NOT NULL, event TEXT NOT NULL, doc TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, doc TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS alert_acks (fingerprint TEXT PRIMARY KEY, doc TEXT NOT NULL);",
         )?;
+        let acks: BTreeMap<String, Ack> = {
+            let mut stmt = conn.prepare("SELECT fingerprint, doc FROM alert_acks")?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            rows.into_iter()
+                .filter_map(|(f, d)| serde_json::from_str(&d).ok().map(|a| (f, a)))
+                .collect()
+        };
         let (rules, modified) = load_rules(cfg.rules_file.as_deref())?;
         let mut alerts = BTreeMap::new();
         {
@@ -203,6 +228,7 @@ impl Alerting {
             suppressed: Mutex::new(Default::default()),
             inputs: Mutex::new(HashMap::new()),
             silences: Mutex::new(silences),
+            acks: Mutex::new(acks),
             started_ms: now_ms,
             external_url: cfg.external_url.trim_end_matches('/').to_string(),
             repeat_ms: cfg.repeat_interval.as_millis() as i64,
@@ -535,6 +561,57 @@ impl Alerting {
                         None,
                         sensors,
                     ));
+                }
+            }
+            SeriesKind::AirHeldOut => {
+                let Some(engine) = engine else { return out };
+                // The latest district hour of the last three: per station and pollutant, how many
+                // times off the stations' median it was when held out (0 when it counts).
+                let latest = engine
+                    .results::<crate::standards::results::AirHour>(
+                        Some("district"),
+                        now_ms - 3 * 3_600_000,
+                        now_ms,
+                    )
+                    .unwrap_or_default()
+                    .into_iter()
+                    .max_by_key(|(_, ts, _)| *ts);
+                let Some((_, ts, hour)) = latest else {
+                    return out;
+                };
+                for station in crate::standards::air::stations(reg) {
+                    for (q, _) in crate::standards::air::POLLUTANTS {
+                        let held = hour
+                            .held_out
+                            .get(q)
+                            .and_then(|hs| hs.iter().find(|h| h.station == station));
+                        let ratio = held.map_or(0.0, |h| {
+                            let (hi, lo) = (h.value.max(h.median), h.value.min(h.median));
+                            (hi / lo.max(f64::MIN_POSITIVE) * 10.0).round() / 10.0
+                        });
+                        let sensors = reg
+                            .sensors
+                            .values()
+                            .filter(|s| {
+                                s.site == station && s.channels.iter().any(|c| c.quantity == q)
+                            })
+                            .map(|s| s.id.clone())
+                            .collect();
+                        out.push((
+                            [
+                                ("station".into(), station.clone()),
+                                ("pollutant".into(), q.to_string()),
+                            ]
+                            .into(),
+                            Sample {
+                                value: Some(ratio),
+                                ts_ms: Some(ts),
+                                ..Default::default()
+                            },
+                            None,
+                            sensors,
+                        ));
+                    }
                 }
             }
             SeriesKind::GoodDaysBudget => {
@@ -926,6 +1003,7 @@ impl Alerting {
             .cloned()
             .collect();
         let suppressed = lock(&self.suppressed).clone();
+        let acks = lock(&self.acks).clone();
         lock(&self.alerts)
             .values()
             .filter(|a| match state {
@@ -936,8 +1014,39 @@ impl Alerting {
                 alert: a.clone(),
                 silenced: silences.iter().any(|s| s.matches(a)),
                 suppressed: suppressed.contains(&a.fingerprint),
+                acknowledged: acks
+                    .get(&a.fingerprint)
+                    .filter(|k| k.episode_ms == a.active_since_ms)
+                    .cloned(),
             })
             .collect()
+    }
+
+    /// Acknowledge a pending or firing alert for its current episode; `None` when there is no such
+    /// alert (or it is resolved).
+    pub fn acknowledge(
+        &self,
+        fingerprint: &str,
+        by: &str,
+        comment: &str,
+        now_ms: i64,
+    ) -> Result<Option<Ack>, AlertError> {
+        let episode = match lock(&self.alerts).get(fingerprint) {
+            Some(a) if a.phase != Phase::Resolved => a.active_since_ms,
+            _ => return Ok(None),
+        };
+        let ack = Ack {
+            by: by.to_string(),
+            comment: comment.to_string(),
+            at_ms: now_ms,
+            episode_ms: episode,
+        };
+        lock(&self.conn).execute(
+            "INSERT OR REPLACE INTO alert_acks (fingerprint, doc) VALUES (?1, ?2)",
+            params![fingerprint, serde_json::to_string(&ack)?],
+        )?;
+        lock(&self.acks).insert(fingerprint.to_string(), ack.clone());
+        Ok(Some(ack))
     }
 
     /// The event history (newest first).

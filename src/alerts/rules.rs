@@ -53,6 +53,9 @@ pub enum SeriesKind {
     AirHourlyAqi,
     /// Daily AQI per station and the district.
     AirDailyAqi,
+    /// Per station and pollutant: how many times off the other stations its value in the latest
+    /// district hour was, when it was held out of the district's mean (0 when it counted).
+    AirHeldOut,
     /// Non-good days the district can still afford this year.
     GoodDaysBudget,
     /// Latest daily sewage treatment rate, %.

@@ -251,3 +251,47 @@ pub async fn test_receiver(
             .into_response()),
     }
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    comment: String,
+}
+
+/// `POST /api/v1/alerts/{fingerprint}/ack` with `{"comment": "…"}`: take the alert on for its
+/// current episode (shown in `GET /api/v1/alerts` as `acknowledged`).
+pub async fn acknowledge(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(fingerprint): Path<String>,
+    body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    if b.comment.trim().is_empty() {
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(
+                json!({"error": {"status": 422, "message": "invalid acknowledgement",
+                "errors": ["comment: say what you are doing about it (说明处理情况)"]}}),
+            ),
+        )
+            .into_response());
+    }
+    let a = alerting(&s)?.clone();
+    let now = Utc::now().timestamp_millis();
+    let by = actor.name.clone();
+    let r = tokio::task::spawn_blocking(move || a.acknowledge(&fingerprint, &by, &b.comment, now))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match r {
+        Ok(Some(ack)) => Ok(Json(ack).into_response()),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no pending or firing alert has that fingerprint",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        )),
+    }
+}

@@ -24,6 +24,8 @@ use crate::store::embedded::{self, EmbeddedReader};
 pub mod alerts;
 pub mod auth;
 pub mod briefings;
+pub mod console;
+pub mod dryrun;
 pub mod sensors;
 pub mod serve;
 pub mod standards;
@@ -71,6 +73,10 @@ pub struct AppState {
     pub site_info: Option<Arc<crate::ingest::hj212::site_info::SiteInfo>>,
     /// The daily briefings (`[report]`), when the daemon makes them.
     pub briefings: Option<Arc<crate::report::schedule::Briefings>>,
+    /// Copies of what the sources receive, for dry runs (MQTT topics, HJ 212 MNs).
+    pub taps: Option<crate::ingest::tap::Taps>,
+    /// The dead-letter file, for `GET /api/v1/deadletter`.
+    pub deadletter: Option<Arc<crate::pipeline::deadletter::DeadLetter>>,
 }
 
 /// A JSON error with its status code.
@@ -122,10 +128,17 @@ pub fn app(state: AppState) -> Router {
     let oper = |m| layer(m, st, auth::operator);
     let admin = |m| layer(m, st, auth::admin);
     Router::new()
+        .route("/", get(console::index))
+        .route("/console/app.js", get(console::app_js))
+        .route("/console/app.css", get(console::app_css))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/sites", view(get(list_sites)))
+        .route(
+            "/api/v1/sites",
+            view(get(list_sites)).merge(tech(post(sensors::register_site))),
+        )
+        .route("/api/v1/sites/{id}", tech(patch(sensors::patch_site)))
         .route("/api/v1/units", view(get(list_units)))
         .route(
             "/api/v1/sensors",
@@ -140,7 +153,10 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/sensors/{id}/maintenance",
             tech(post(sensors::maintenance)),
         )
-        .route("/api/v1/sensors/{id}/test", tech(post(sensors::test)))
+        .route("/api/v1/sensors/{id}/test", tech(post(dryrun::test)))
+        .route("/api/v1/sensors/dry-run", tech(post(dryrun::dry_run)))
+        .route("/api/v1/sensors/{id}/restore", tech(post(sensors::restore)))
+        .route("/api/v1/deadletter", view(get(sensors::deadletter)))
         .route(
             "/api/v1/sensors/{id}/hj212-site-info",
             view(get(sensors::site_info)),
@@ -163,6 +179,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/modbus/devices", view(get(modbus_devices)))
         .route("/api/v1/alerts", view(get(alerts::list)))
         .route("/api/v1/alerts/history", view(get(alerts::history)))
+        .route(
+            "/api/v1/alerts/{fingerprint}/ack",
+            oper(post(alerts::acknowledge)),
+        )
         .route("/api/v1/alerts/rules", view(get(alerts::rules)))
         .route(
             "/api/v1/silences",

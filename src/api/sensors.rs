@@ -1,7 +1,6 @@
-//! Sensor registration over HTTP: register, change, retire, maintenance, live test; device
-//! profiles; the audit log; export and import of the registry as TOML.
-
-use std::time::Duration;
+//! Sensor registration over HTTP: register, change (JSON merge patch), retire and restore,
+//! maintenance; sites; device profiles; the audit log; the recent refusals; export and import of
+//! the registry as TOML. Dry runs and live tests are in `dryrun.rs`.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -13,7 +12,7 @@ use serde_json::{json, Value};
 use super::auth::Actor;
 use super::{ApiError, AppState};
 use crate::registration::{RegError, Registration};
-use crate::registry::{Protocol, SensorStatus};
+use crate::registry::SensorStatus;
 
 fn registration(s: &AppState) -> Result<std::sync::Arc<Registration>, ApiError> {
     s.registration.clone().ok_or_else(|| {
@@ -186,111 +185,110 @@ pub async fn maintenance(
     .await
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TestParams {
-    /// MQTT: how long to wait for the next message (default 10, at most 60).
-    seconds: Option<u64>,
+/// The sensor of a dry run's body, checked as a registration would be (422 with every error).
+pub async fn checked_candidate(
+    s: &AppState,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<crate::registry::Sensor, Response> {
+    with_body(s, body, |r, b| r.candidate(b)).await
 }
 
-/// Live test: Modbus reads the device now; MQTT waits for the sensor's next message.
-pub async fn test(
+/// `POST /api/v1/sensors/{id}/restore`: a retired sensor back to active (checked again: its topic,
+/// MN or unit id may have been taken since).
+pub async fn restore(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Query(q): Query<TestParams>,
 ) -> Response {
-    let reg = s.registry.snapshot();
-    let Some(sensor) = reg.sensors.get(&id).cloned() else {
+    let reg = match registration(&s) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match blocking(move || reg.restore(&actor.name, &id)).await {
+        Ok(sensor) => Json(sensor).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/v1/sites`: add a site (an air station, a river section…) at run time.
+pub async fn register_site(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    create(s, actor, body, |r, who, b| r.register_site(who, b)).await
+}
+
+/// `PATCH /api/v1/sites/{id}`: change a site by JSON merge patch (RFC 7396).
+pub async fn patch_site(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match with_body(&s, body, move |r, b| r.patch_site(&actor.name, &id, b)).await {
+        Ok(site) => Json(site).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterParams {
+    /// At most this many records (default 100, at most 1000).
+    limit: Option<usize>,
+    /// Only the refusals of this sensor (its topic, its MN, or its id for Modbus polls).
+    sensor: Option<String>,
+}
+
+/// `GET /api/v1/deadletter`: the recent refusals, newest first, with reason, detail and payload.
+pub async fn deadletter(State(s): State<AppState>, Query(q): Query<DeadLetterParams>) -> Response {
+    let Some(dl) = s.deadletter.clone() else {
         return ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("sensor {id:?} does not exist"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the dead-letter file is not available in this process",
         )
         .into_response();
     };
-    match sensor.protocol {
-        Protocol::Modbus => {
-            let Some(m) = sensor.modbus.clone() else {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let filter = match &q.sensor {
+        None => None,
+        Some(id) => {
+            let reg = s.registry.snapshot();
+            let Some(sensor) = reg.sensors.get(id) else {
                 return ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "the sensor has no modbus section",
+                    StatusCode::NOT_FOUND,
+                    format!("sensor {id:?} does not exist"),
                 )
                 .into_response();
             };
-            let profiles = s
-                .registration
-                .as_ref()
-                .map(|r| r.profiles())
-                .unwrap_or_default();
-            let Some(profile) = profiles.get(&m.profile).cloned() else {
-                return ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("profile {:?} does not exist", m.profile),
-                )
-                .into_response();
-            };
-            let device = crate::ingest::modbus::poller::Device::new(id.clone(), m, profile.clone());
-            let started = std::time::Instant::now();
-            match crate::ingest::modbus::poller::read_device(&device).await {
-                Ok(r) => {
-                    let values: Vec<Value> = r
-                        .values
-                        .iter()
-                        .map(|(i, v)| {
-                            let d = &profile.values[*i];
-                            json!({"quantity": d.quantity, "value": v, "unit": d.unit, "register": d.register, "address": d.address})
-                        })
-                        .collect();
-                    Json(json!({"sensor": id, "protocol": "modbus", "ok": r.exceptions.is_empty(), "flag": r.flag,
-                        "values": values, "exceptions": r.exceptions, "elapsed_ms": started.elapsed().as_millis() as u64}))
-                    .into_response()
-                }
-                Err(e) => ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the device did not answer: {e}"),
-                )
-                .into_response(),
-            }
+            Some((
+                sensor.id.clone(),
+                sensor.topic.clone(),
+                sensor.hj212.as_ref().map(|h| format!("MN={};", h.mn)),
+            ))
         }
-        Protocol::Mqtt => {
-            let secs = q.seconds.unwrap_or(10).clamp(1, 60);
-            let before: std::collections::HashMap<String, i64> = s
-                .latest
-                .snapshot()
-                .into_iter()
-                .filter(|r| r.sensor == id)
-                .map(|r| (r.quantity.clone(), r.ts_ms()))
-                .collect();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-            loop {
-                let fresh: Vec<_> = s
-                    .latest
-                    .snapshot()
-                    .into_iter()
-                    .filter(|r| {
-                        r.sensor == id && before.get(&r.quantity).is_none_or(|t| r.ts_ms() > *t)
-                    })
-                    .collect();
-                if !fresh.is_empty() {
-                    return Json(json!({"sensor": id, "protocol": "mqtt", "ok": true, "topic": sensor.topic, "readings": fresh})).into_response();
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "no message on {:?} within {secs} s",
-                            sensor.topic.unwrap_or_default()
-                        ),
-                    )
-                    .into_response();
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let path = dl.path().to_path_buf();
+    let r = tokio::task::spawn_blocking(move || {
+        crate::pipeline::deadletter::recent(&path, limit, |r| match &filter {
+            None => true,
+            Some((id, topic, mn)) => {
+                r.topic == *id
+                    || topic.as_deref() == Some(r.topic.as_str())
+                    || mn.as_deref().is_some_and(|m| r.payload.contains(m))
             }
-        }
-        Protocol::Hj212 => ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "live test of HJ 212 sensors is not available yet",
+        })
+    })
+    .await;
+    match r {
+        Ok(Ok(records)) => Json(json!({"records": records})).into_response(),
+        Ok(Err(e)) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the dead-letter file: {e}"),
         )
         .into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

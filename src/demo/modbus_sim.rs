@@ -33,6 +33,9 @@ struct Unit {
 #[derive(Debug, Default, Clone)]
 pub struct Sim {
     units: Arc<Mutex<HashMap<u8, Unit>>>,
+    /// Answer like a gateway: a unit id with no registers set gets exception 0x0B (gateway target
+    /// device failed to respond), as a serial gateway does for a unit id nothing answers to.
+    gateway: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sim {
@@ -83,6 +86,11 @@ impl Sim {
         });
     }
 
+    /// Answer unknown unit ids with exception 0x0B, as a serial gateway does.
+    pub fn set_gateway(&self, on: bool) {
+        self.gateway.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Requests a unit has received.
     pub fn requests(&self, unit: u8) -> u64 {
         self.with(unit, |u| u.requests)
@@ -93,6 +101,13 @@ impl Sim {
         req: SlaveRequest<'static>,
     ) -> (Option<Duration>, Option<Result<Response, ExceptionCode>>) {
         let unit = req.slave;
+        if self.gateway.load(std::sync::atomic::Ordering::Relaxed)
+            && crate::sync::lock(&self.units)
+                .get(&unit)
+                .is_none_or(|u| u.registers.is_empty())
+        {
+            return (None, Some(Err(ExceptionCode::GatewayTargetDevice)));
+        }
         self.with(unit, |u| {
             u.requests += 1;
             if u.silent {

@@ -21,10 +21,11 @@ use crate::registry::RegistryHandle;
 pub mod hj212;
 pub mod modbus;
 pub mod mqtt;
+pub mod tap;
 
 /// What every source needs: what is registered, where readings go (the spooler's channel),
-/// where refusals go, the metrics, how far ahead of the clock a timestamp may be, and when to
-/// stop taking data.
+/// where refusals go, the metrics, how far ahead of the clock a timestamp may be, when to stop
+/// taking data, and the dry runs' taps.
 #[derive(Clone)]
 pub struct SourceContext {
     pub registry: RegistryHandle,
@@ -34,4 +35,6 @@ pub struct SourceContext {
     /// `pipeline.max_future_skew`.
     pub max_future_skew: Duration,
     pub stop: CancellationToken,
+    /// Copies of what arrives, for dry runs.
+    pub taps: tap::Taps,
 }

@@ -284,6 +284,9 @@ impl MqttSource {
             .messages_received
             .with_label_values(&["mqtt"])
             .inc();
+        self.ctx
+            .taps
+            .offer(|| crate::ingest::tap::Taps::mqtt(&p.topic), &p.payload);
         let now = chrono::Utc::now();
         let (readings, rejections) = if p.payload.len() > self.config.max_payload_bytes {
             (
@@ -394,7 +397,8 @@ impl MqttSource {
 }
 
 /// HJ 212 frames carried in an MQTT payload, decoded by the same codec as the TCP server.
-fn hj212_payload(
+/// The readings and refusals of an MQTT message of HJ 212 frames (also a dry run's decoder).
+pub fn hj212_payload(
     sensor: &crate::registry::Sensor,
     payload: &[u8],
     ctx: &Context,

@@ -385,6 +385,58 @@ impl DeadLetter {
     }
 }
 
+/// How much of the end of a dead-letter file [`recent`] reads (at most this many bytes per file).
+const RECENT_TAIL_BYTES: u64 = 8 << 20;
+
+/// The newest records of the dead-letter file at `path` and of its first rotated file, newest
+/// first, at most `limit`, those `keep` accepts. Reads at most the last 8 MiB of each file, so a
+/// large file answers as fast as a small one. A record of a further refusal of the same message
+/// (`same_message`) is given the payload of the record it follows.
+pub fn recent(
+    path: &Path,
+    limit: usize,
+    keep: impl Fn(&Record) -> bool,
+) -> std::io::Result<Vec<Record>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = Vec::new();
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    for p in [path.to_path_buf(), rotated] {
+        let mut f = match std::fs::File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        let start = len.saturating_sub(RECENT_TAIL_BYTES);
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        f.take(len - start).read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf);
+        let mut lines: Vec<&str> = text.lines().collect();
+        if start > 0 && !lines.is_empty() {
+            lines.remove(0); // cut in the middle
+        }
+        let mut records: Vec<Record> = Vec::with_capacity(lines.len());
+        for l in lines.iter().filter(|l| !l.trim().is_empty()) {
+            if let Ok(mut r) = serde_json::from_str::<Record>(l) {
+                if r.same_message {
+                    if let Some(prev) = records.last() {
+                        r.payload.clone_from(&prev.payload);
+                        r.payload_encoding.clone_from(&prev.payload_encoding);
+                    }
+                }
+                records.push(r);
+            }
+        }
+        out.extend(records.into_iter().rev().filter(|r| keep(r)));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
 /// Read every record of a dead-letter file (tests and tools).
 pub fn read_all(path: &Path) -> std::io::Result<Vec<Record>> {
     let text = std::fs::read_to_string(path)?;
@@ -397,6 +449,31 @@ pub fn read_all(path: &Path) -> std::io::Result<Vec<Record>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `GET /api/v1/deadletter`'s reader: newest first, filtered, a further refusal of a message
+    /// given that message's payload, at most `limit`.
+    #[test]
+    fn recent_refusals_come_newest_first_with_their_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("dl.jsonl");
+        let dl = DeadLetter::open(&p, Metrics::new().unwrap(), Duration::from_secs(10)).unwrap();
+        let r = |d: &str| Rejection::new(RejectReason::OutOfRange, d);
+        dl.reject(Source::Mqtt, "a", b"first", &[r("one")]).unwrap();
+        dl.reject(Source::Mqtt, "b", b"second", &[r("two"), r("three")])
+            .unwrap();
+        let all = recent(&p, 10, |_| true).unwrap();
+        let details: Vec<&str> = all.iter().map(|x| x.detail.as_str()).collect();
+        assert_eq!(details, ["three", "two", "one"]);
+        assert_eq!(
+            all[0].payload, "second",
+            "the further refusal carries its message's payload"
+        );
+        let b_only = recent(&p, 1, |x| x.topic == "b").unwrap();
+        assert_eq!((b_only.len(), b_only[0].detail.as_str()), (1, "three"));
+        assert!(recent(&dir.path().join("none.jsonl"), 5, |_| true)
+            .unwrap()
+            .is_empty());
+    }
 
     /// The message of 2,000 refused values: its payload is written once.
     #[test]

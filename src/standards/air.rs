@@ -114,6 +114,103 @@ pub fn district_values(
     (values, counts)
 }
 
+/// A station's value held out of the district's mean: it is more than `factor` times off the
+/// median of the stations' values (a unit registered wrong reads 1,000 times too large).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldOut {
+    pub station: String,
+    pub value: f64,
+    /// The median of all the stations' values that hour (this one included: with one station far
+    /// off, the median is one of the others).
+    pub median: f64,
+}
+
+/// Below this a ratio says nothing (values near the detection limit): gases and particulates
+/// 5 µg/m³, CO 0.5 mg/m³. A value and the others' median are each raised to it before comparing.
+fn outlier_floor(pollutant: &str) -> f64 {
+    if pollutant.starts_with("CO") {
+        0.5
+    } else {
+        5.0
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Hold out of the district's mean the station values more than `factor` times off (either way)
+/// the median of all the stations' values, for the (station, key) pairs `checked` names (by
+/// default the pollutants of sensors still in their first days: `standards.air`). It needs three
+/// stations with a value: with two, there is no telling which is wrong, and with one far off the
+/// median of three or more is one of the others. The held out values are set to `None` in `per`
+/// and returned per key. `factor` ≤ 1 holds out nothing. Floors ([`outlier_floor`]): a value is
+/// too high when above `factor` × max(median, floor), too low when the median is at least the
+/// floor and the value below median / `factor`.
+pub fn hold_out_outliers(
+    stations: &[String],
+    per: &mut [Values],
+    keys: &[&str],
+    factor: f64,
+    checked: impl Fn(&str, &str) -> bool,
+) -> BTreeMap<String, Vec<HeldOut>> {
+    let mut out: BTreeMap<String, Vec<HeldOut>> = BTreeMap::new();
+    if factor <= 1.0 {
+        return out;
+    }
+    for q in keys {
+        let floor = outlier_floor(q);
+        let valid: Vec<(usize, f64)> = per
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.get(*q).copied().flatten().map(|x| (i, x)))
+            .collect();
+        if valid.len() < 3 {
+            continue;
+        }
+        let Some(m) = median(valid.iter().map(|(_, x)| *x).collect()) else {
+            continue;
+        };
+        let mut held = Vec::new();
+        for &(i, x) in &valid {
+            let Some(station) = stations.get(i) else {
+                continue;
+            };
+            if !checked(station, q) {
+                continue;
+            }
+            let too_high = x > factor * m.max(floor);
+            let too_low = m >= floor && x < m / factor;
+            if too_high || too_low {
+                held.push((
+                    i,
+                    HeldOut {
+                        station: station.clone(),
+                        value: x,
+                        median: m,
+                    },
+                ));
+            }
+        }
+        for (i, h) in held {
+            if let Some(v) = per.get_mut(i) {
+                v.insert(q.to_string(), None);
+            }
+            out.entry(q.to_string()).or_default().push(h);
+        }
+    }
+    out
+}
+
 /// A day's concentrations and validity from its 24 hourly results (labelled 01:00 … 24:00; missing
 /// hours are `None`).
 pub fn day_values(hours: &[Option<&AirHour>; 24]) -> (Values, AirDayValidity) {

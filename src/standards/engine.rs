@@ -145,21 +145,20 @@ fn to_unit(q: &str, value: f64, unit: &str, target: &str) -> Option<f64> {
     .ok()
 }
 
-/// The stations' values in `docs` (results keyed by entity), in the stations' order; a station
-/// without a result is left out.
-fn per_station<'a, T>(
+/// The stations with a result, by name, and a copy of their values (to hold some out).
+fn station_values<'a, T>(
     stations: &[String],
     docs: &'a [(String, i64, T)],
     values: impl Fn(&'a T) -> &'a Values,
-) -> Vec<&'a Values> {
+) -> (Vec<String>, Vec<Values>) {
     stations
         .iter()
         .filter_map(|s| {
             docs.iter()
                 .find(|(e, _, _)| e == s)
-                .map(|(_, _, d)| values(d))
+                .map(|(_, _, d)| (s.clone(), values(d).clone()))
         })
-        .collect()
+        .unzip()
 }
 
 /// Column `i` of `row` as borrowed text (no allocation per row).
@@ -553,6 +552,7 @@ impl Engine {
             values,
             stations: None,
             stations_valid: None,
+            held_out: Default::default(),
         })
     }
 
@@ -597,11 +597,46 @@ impl Engine {
         Ok(c)
     }
 
+    /// Whether station `station`'s `key` (a pollutant, or O3's daily maxima) at `at_ms` is checked
+    /// against the other stations: every station's with `outlier_all_stations`, else only while a
+    /// sensor measuring it there is in its first `outlier_probation` after registration.
+    fn outlier_checked(&self, reg: &Registry, station: &str, key: &str, at_ms: i64) -> bool {
+        if self.settings.air.outlier_all_stations {
+            return true;
+        }
+        let q = if key.starts_with("O3") { "O3" } else { key };
+        let probation = self.settings.air.outlier_probation.as_millis() as i64;
+        reg.sensors.values().any(|s| {
+            s.site == station
+                && s.domain == Domain::Air
+                && s.status != crate::registry::SensorStatus::Retired
+                && s.channels.iter().any(|c| c.quantity == q)
+                && s.registered_at
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t.timestamp_millis() + probation >= at_ms)
+        })
+    }
+
     fn district_hour(&self, reg: &Registry, hour: i64) -> Result<AirHour, EngineError> {
         let stations = air::stations(reg);
         let docs = self.results::<AirHour>(None, hour, hour)?;
-        let per = per_station(&stations, &docs, |d| &d.values);
+        let (names, mut owned) = station_values(&stations, &docs, |d| &d.values);
         let keys: Vec<&str> = air::POLLUTANTS.iter().map(|(q, _)| *q).collect();
+        let held_out = air::hold_out_outliers(
+            &names,
+            &mut owned,
+            &keys,
+            self.settings.air.outlier_factor,
+            |st, q| self.outlier_checked(reg, st, q, hour),
+        );
+        for (q, hs) in &held_out {
+            for h in hs {
+                tracing::warn!(station = %h.station, pollutant = %q, value = h.value, median = h.median,
+                    hour = %time::cst_rfc3339(hour), "station value held out of the district mean");
+            }
+        }
+        let per: Vec<&Values> = owned.iter().collect();
         let (values, counts) =
             air::district_values(&per, &keys, self.settings.air.district_min_stations);
         let conc = self.realtime_concentrations("district", hour, &values)?;
@@ -614,6 +649,7 @@ impl Engine {
             values,
             stations: Some(stations),
             stations_valid: Some(counts),
+            held_out,
         })
     }
 
@@ -652,7 +688,7 @@ impl Engine {
             air::DistrictMethod::StationDays => {
                 let start = time::day_start_ms(day);
                 let docs = self.results::<AirDay>(None, start, start)?;
-                let per = per_station(&stations, &docs, |d| &d.values);
+                let (names, mut owned) = station_values(&stations, &docs, |d| &d.values);
                 let keys = [
                     "SO2",
                     "NO2",
@@ -662,6 +698,14 @@ impl Engine {
                     "O3_8h_max",
                     "O3_1h_max",
                 ];
+                air::hold_out_outliers(
+                    &names,
+                    &mut owned,
+                    &keys,
+                    self.settings.air.outlier_factor,
+                    |st, q| self.outlier_checked(reg, st, q, start + 86_400_000),
+                );
+                let per: Vec<&Values> = owned.iter().collect();
                 let (values, _) =
                     air::district_values(&per, &keys, self.settings.air.district_min_stations);
                 (values, AirDayValidity::default())

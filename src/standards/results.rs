@@ -176,6 +176,10 @@ pub struct AirHour {
     /// District only: per pollutant, how many stations had a valid value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stations_valid: Option<BTreeMap<String, u32>>,
+    /// District only: per pollutant, the station values held out of the mean as implausible
+    /// against the other stations (`standards.air.outlier_factor`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held_out: BTreeMap<String, Vec<super::air::HeldOut>>,
 }
 
 /// How a day's values were found valid.

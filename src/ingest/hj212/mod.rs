@@ -404,7 +404,13 @@ pub fn readings(sensor: &Sensor, p: &Packet, ctx: &Context) -> Decoded {
         let raw = RawItem {
             quantity: serde_json::Value::from(key),
             value: serde_json::Value::from(it.value),
-            unit: it.unit.map(serde_json::Value::from),
+            // HJ 212's units are the flue-gas ones (mg/m³); an ambient station's logger reports
+            // in the station's units (µg/m³, CO mg/m³), which the channel's unit says.
+            unit: if sensor.domain == crate::reading::Domain::Air && wire_unit(&it.code).is_none() {
+                None
+            } else {
+                it.unit.map(serde_json::Value::from)
+            },
             ts: Some(serde_json::Value::from(it.ts_ms)),
             flag: Some(serde_json::Value::from(it.flag.as_str())),
             period: Some(serde_json::Value::from(match it.period {

@@ -256,6 +256,9 @@ impl Shared {
             Frame::Plain(p) => p.mn().to_string(),
             Frame::Sealed(s) => s.mn().to_string(),
         };
+        srv.ctx
+            .taps
+            .offer(|| crate::ingest::tap::Taps::hj212(&mn), &raw);
         let reg = srv.ctx.registry.snapshot();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let checked = match reg.sensor_for_mn(&mn) {

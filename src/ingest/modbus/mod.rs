@@ -10,6 +10,7 @@
 //! turn; every endpoint has its own task, so a slow or dead endpoint never delays another.
 
 pub mod decode;
+pub mod explain;
 pub mod plan;
 pub mod poller;
 pub mod profile;
@@ -87,31 +88,54 @@ pub fn devices(
     }
 }
 
+/// A registered device that cannot be polled, and why.
+struct Skipped {
+    sensor: String,
+    config: crate::registry::ModbusDevice,
+    reason: String,
+}
+
 /// The devices of the registry, skipping (and logging) any that do not check: used when the
-/// registry changes at run time, where registration has already validated them.
-fn devices_lenient(reg: &Registry, profiles: &BTreeMap<String, Profile>) -> Vec<Device> {
+/// registry changes at run time. The skipped ones are returned with their reason, to show as down.
+fn devices_lenient(
+    reg: &Registry,
+    profiles: &BTreeMap<String, Profile>,
+) -> (Vec<Device>, Vec<Skipped>) {
     match devices(reg, profiles) {
-        Ok(d) => d,
+        Ok(d) => (d, Vec::new()),
         Err(ModbusError::Devices(errs)) => {
             for e in &errs {
                 tracing::error!(error = %e, "Modbus device skipped");
             }
-            reg.sensors
+            let mut ok = Vec::new();
+            let mut skipped = Vec::new();
+            for s in reg
+                .sensors
                 .values()
                 .filter(|s| s.protocol == Protocol::Modbus && s.status != SensorStatus::Retired)
-                .filter_map(|s| {
-                    let m = s.modbus.clone()?;
-                    let p = profiles.get(&m.profile)?.clone();
-                    (!errs
-                        .iter()
-                        .any(|e| e.starts_with(&format!("sensor {}:", s.id))))
-                    .then(|| Device::new(s.id.clone(), m, p))
-                })
-                .collect()
+            {
+                let Some(m) = s.modbus.clone() else { continue };
+                let prefix = format!("sensor {}: ", s.id);
+                let reasons: Vec<&str> = errs
+                    .iter()
+                    .filter_map(|e| e.strip_prefix(prefix.as_str()))
+                    .collect();
+                match profiles.get(&m.profile) {
+                    Some(p) if reasons.is_empty() => {
+                        ok.push(Device::new(s.id.clone(), m, p.clone()))
+                    }
+                    _ => skipped.push(Skipped {
+                        sensor: s.id.clone(),
+                        config: m,
+                        reason: reasons.join("; "),
+                    }),
+                }
+            }
+            (ok, skipped)
         }
         Err(e) => {
             tracing::error!(error = %e, "Modbus devices not updated");
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     }
 }
@@ -138,6 +162,41 @@ type Running = BTreeMap<
 >;
 
 impl Supervisor {
+    /// Devices that cannot be polled show as down with their reason (API, console, metrics), not
+    /// vanish; one that no longer is skipped leaves the list (its poller shows it from then on).
+    fn show_skipped(&self, skipped: &[Skipped]) {
+        let mut st = crate::sync::write(&self.states);
+        st.retain(|sensor, d| {
+            let keep = d.not_polled.is_none() || skipped.iter().any(|k| &k.sensor == sensor);
+            if !keep {
+                let _ = self.ctx.metrics.modbus_up.remove_label_values(&[sensor]);
+            }
+            keep
+        });
+        for k in skipped {
+            st.insert(
+                k.sensor.clone(),
+                poller::DeviceState {
+                    sensor: k.sensor.clone(),
+                    endpoint: Endpoint::of(&k.config)
+                        .map(|e| e.describe())
+                        .unwrap_or_default(),
+                    unit_id: k.config.unit_id,
+                    profile: k.config.profile.clone(),
+                    up: false,
+                    last_error: Some(format!("not polled: {}", k.reason)),
+                    not_polled: Some(k.reason.clone()),
+                    ..Default::default()
+                },
+            );
+            self.ctx
+                .metrics
+                .modbus_up
+                .with_label_values(&[&k.sensor])
+                .set(0);
+        }
+    }
+
     /// Check the registry's devices now (at start: a bad seed stops the daemon with every error).
     pub fn check(&self) -> Result<usize, ModbusError> {
         Ok(devices(&self.ctx.registry.snapshot(), &(self.profiles)())?.len())
@@ -151,7 +210,8 @@ impl Supervisor {
         loop {
             let reg = self.ctx.registry.snapshot();
             let mut desired: BTreeMap<Endpoint, Vec<Device>> = BTreeMap::new();
-            for d in devices_lenient(&reg, &(self.profiles)()) {
+            let (planned, skipped) = devices_lenient(&reg, &(self.profiles)());
+            for d in planned {
                 if let Some(ep) = Endpoint::of(&d.config) {
                     desired.entry(ep).or_default().push(d);
                 }
@@ -177,6 +237,7 @@ impl Supervisor {
                     }
                 }
             }
+            self.show_skipped(&skipped);
             for (ep, ds) in desired {
                 if running.contains_key(&ep) {
                     continue;
@@ -206,5 +267,51 @@ impl Supervisor {
             token.cancel();
             let _ = handle.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device whose profile does not read what its channels say is skipped with its reason (to
+    /// show as down), the others planned.
+    #[test]
+    fn a_device_that_cannot_be_planned_is_returned_with_its_reason() {
+        let seeds = crate::registry::Seeds::embedded().unwrap();
+        let mut sensors = seeds.sensors.clone();
+        let mut bad = sensors
+            .iter()
+            .find(|s| s.id == "wwtp-outlet-quality")
+            .cloned()
+            .unwrap();
+        bad.id = "wwtp-outlet-bad".into();
+        bad.topic = None;
+        if let Some(m) = bad.modbus.as_mut() {
+            m.unit_id = 99;
+        }
+        bad.channels.retain(|c| c.quantity != "COD");
+        sensors.push(bad);
+        let reg = Registry::build(
+            seeds.sites,
+            seeds.units,
+            sensors,
+            seeds.targets,
+            "x/{site}/{sensor}",
+        )
+        .unwrap();
+        let profiles = profile::embedded().unwrap();
+        let (ok, skipped) = devices_lenient(&reg, &profiles);
+        assert!(ok.iter().any(|d| d.sensor == "wwtp-outlet-quality"));
+        assert!(!ok.iter().any(|d| d.sensor == "wwtp-outlet-bad"));
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].sensor, "wwtp-outlet-bad");
+        assert!(
+            skipped[0]
+                .reason
+                .contains("reads COD but the sensor has no channel for it"),
+            "{}",
+            skipped[0].reason
+        );
     }
 }

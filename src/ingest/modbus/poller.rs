@@ -99,6 +99,13 @@ pub struct DeviceState {
     pub last_error: Option<String>,
     /// Per request `kind@start+count`: the last exception, if its last read failed with one.
     pub request_errors: BTreeMap<String, String>,
+    /// Why the device is not polled at all (its profile does not exist or reads a quantity the
+    /// sensor has no channel for, its unit id is taken): it shows as down with this reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_polled: Option<String>,
+    /// What to check about the last error (the exception code named), while the device is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// Shared device states.
@@ -319,6 +326,40 @@ pub async fn poll_device(
         }
     }
     Ok(out)
+}
+
+/// The values of one poll as items for validation (stamped `at_ms`), each with its profile index;
+/// a refusal names the value's profile entry and register.
+pub fn poll_items(
+    d: &Device,
+    values: &[(usize, f64)],
+    status: DataFlag,
+    at_ms: i64,
+) -> Vec<(usize, RawItem)> {
+    let ts = serde_json::Value::from(at_ms);
+    values
+        .iter()
+        .map(|&(i, value)| {
+            let v = &d.profile.values[i];
+            let item = RawItem {
+                quantity: serde_json::Value::from(v.quantity.clone()),
+                value: serde_json::Value::from(value),
+                unit: v.unit.clone().map(serde_json::Value::from),
+                ts: Some(ts.clone()),
+                flag: Some(serde_json::Value::from(status.as_str())),
+                period: None,
+                paths: Paths::custom(CustomPaths {
+                    quantity: format!("values[{i}].quantity"),
+                    value: format!("values[{i}] @ {:?} {}", v.register, v.address).to_lowercase(),
+                    unit: format!("values[{i}].unit"),
+                    ts: "poll time".into(),
+                    flag: "status register".into(),
+                    period: String::new(),
+                }),
+            };
+            (i, item)
+        })
+        .collect()
 }
 
 /// Connect, read a device once, disconnect: the live test a technician runs on a new device.
@@ -557,27 +598,9 @@ impl Poller {
                 .unwrap_or(chrono::Duration::minutes(5)),
             source: Source::Modbus,
         };
-        let ts = serde_json::Value::from(at.timestamp_millis());
         let mut readings = Vec::new();
         let mut rejections: Vec<Rejection> = Vec::new();
-        for (i, value) in values {
-            let v = &d.profile.values[i];
-            let item = RawItem {
-                quantity: serde_json::Value::from(v.quantity.clone()),
-                value: serde_json::Value::from(value),
-                unit: v.unit.clone().map(serde_json::Value::from),
-                ts: Some(ts.clone()),
-                flag: Some(serde_json::Value::from(status.as_str())),
-                period: None,
-                paths: Paths::custom(CustomPaths {
-                    quantity: format!("values[{i}].quantity"),
-                    value: format!("values[{i}] @ {:?} {}", v.register, v.address).to_lowercase(),
-                    unit: format!("values[{i}].unit"),
-                    ts: "poll time".into(),
-                    flag: "status register".into(),
-                    period: String::new(),
-                }),
-            };
+        for (_, item) in poll_items(d, &values, status, at.timestamp_millis()) {
             match validate::validate_item(sensor, &item, &ctx) {
                 Ok(r) => readings.push(r),
                 Err(r) => rejections.push(r),
@@ -650,6 +673,7 @@ impl Poller {
             x.polls += 1;
             x.consecutive_failures = 0;
             x.last_success = Some(now.to_rfc3339());
+            x.hint = None;
         }
     }
 
@@ -672,6 +696,10 @@ impl Poller {
             x.failures += 1;
             x.consecutive_failures = s.failures;
             x.last_error = Some(error.to_string());
+            x.hint = super::explain::explain(error).map(|e| match e.code {
+                Some(c) => format!("0x{c:02X} {}: {} / {}", e.name, e.hint_zh, e.hint_en),
+                None => format!("{}: {} / {}", e.name, e.hint_zh, e.hint_en),
+            });
         }
     }
 }
