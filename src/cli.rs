@@ -186,27 +186,8 @@ impl Client {
 
     /// Register the sensor described in a TOML file (the fields of a `[[sensor]]` seed entry).
     pub async fn add(&self, file: &PathBuf) -> Result<(), CliError> {
-        let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {
-            path: file.clone(),
-            source,
-        })?;
-        let t: toml::Value = toml::from_str(&text).map_err(|e| CliError::Toml {
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
-        // Accept a bare table or a one-entry [[sensor]] array.
-        let t = match t
-            .get("sensor")
-            .and_then(|s| s.as_array())
-            .and_then(|a| a.first())
-        {
-            Some(s) => s.clone(),
-            None => t,
-        };
-        let body = serde_json::to_value(t).map_err(|e| CliError::Toml {
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
+        // A bare table or a one-entry [[sensor]] array.
+        let body = toml_body(file, "sensor")?;
         let v = self
             .call(reqwest::Method::POST, "/api/v1/sensors", Some(body))
             .await?;

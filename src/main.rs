@@ -144,8 +144,9 @@ enum Hj212Command {
     },
 }
 
+/// Where the daemon's API is and as whom (`sensors`, `sites`).
 #[derive(Debug, clap::Args)]
-struct SensorsArgs {
+struct ApiArgs {
     /// 守护进程地址 / The daemon's API.
     #[arg(
         long,
@@ -160,6 +161,12 @@ struct SensorsArgs {
     /// 输出 JSON / Print JSON.
     #[arg(long, global = true)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SensorsArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     #[command(subcommand)]
     command: SensorsCommand,
 }
@@ -247,20 +254,8 @@ enum SensorsCommand {
 
 #[derive(Debug, clap::Args)]
 struct SitesArgs {
-    /// 守护进程地址 / The daemon's API.
-    #[arg(
-        long,
-        global = true,
-        default_value = "http://127.0.0.1:8080",
-        env = "ENVIROMON_SERVER"
-    )]
-    server: String,
-    /// 令牌文件（或环境变量 ENVIROMON_TOKEN）/ File with the bearer token (or ENVIROMON_TOKEN).
-    #[arg(long, global = true)]
-    token_file: Option<PathBuf>,
-    /// 输出 JSON / Print JSON.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    api: ApiArgs,
     #[command(subcommand)]
     command: SitesCommand,
 }
@@ -645,26 +640,42 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sites_command(a: SitesArgs) -> ExitCode {
-    use enviromon::cli::{token, Client};
-    let token = match token(a.token_file.as_ref()) {
-        Ok(t) => t,
+/// The API client of `sensors` and `sites` (the token from `--token-file` or `ENVIROMON_TOKEN`)
+/// and a runtime to run it on; the exit code when either cannot be had.
+fn api_client(a: ApiArgs) -> Result<(enviromon::cli::Client, tokio::runtime::Runtime), ExitCode> {
+    let token = enviromon::cli::token(a.token_file.as_ref()).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
+    let rt = runtime().map_err(|e| {
+        eprintln!("{e:#}");
+        ExitCode::FAILURE
+    })?;
+    Ok((
+        enviromon::cli::Client {
+            server: a.server,
+            token,
+            json: a.json,
+        },
+        rt,
+    ))
+}
+
+/// 0, or 1 with the error (already worded for people) on stderr.
+fn exit_code(result: Result<(), enviromon::cli::CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(2);
+            ExitCode::FAILURE
         }
-    };
-    let client = Client {
-        server: a.server,
-        token,
-        json: a.json,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{e:#}");
-            return ExitCode::FAILURE;
-        }
+    }
+}
+
+fn sites_command(a: SitesArgs) -> ExitCode {
+    let (client, rt) = match api_client(a.api) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let result = rt.block_on(async {
         match a.command {
@@ -676,35 +687,13 @@ fn sites_command(a: SitesArgs) -> ExitCode {
             }
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(result)
 }
 
 fn sensors_command(a: SensorsArgs) -> ExitCode {
-    use enviromon::cli::{token, Client};
-    let token = match token(a.token_file.as_ref()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let client = Client {
-        server: a.server,
-        token,
-        json: a.json,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{e:#}");
-            return ExitCode::FAILURE;
-        }
+    let (client, rt) = match api_client(a.api) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let result = rt.block_on(async {
         match a.command {
@@ -763,13 +752,7 @@ fn sensors_command(a: SensorsArgs) -> ExitCode {
             }
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(result)
 }
 
 fn aqi_command(a: &AqiArgs) -> ExitCode {

@@ -408,6 +408,21 @@ async fn a_technician_registers_an_analyser_and_the_duty_operator_handles_its_al
     )
     .await;
     b.screenshot("status", &shots).await;
+    // Completeness today, for each unit and air station (whatever the hour: "n/m h").
+    let c = b
+        .wait_text(
+            ".completeness[data-entity='dt-1']",
+            "unit completeness",
+            |t| t.contains("completeness today") && t.contains("SO2"),
+        )
+        .await;
+    assert!(c.contains(" h"), "{c}");
+    b.wait_text(
+        ".completeness[data-entity='aq-jianxi-1']",
+        "station completeness",
+        |t| t.contains("completeness today"),
+    )
+    .await;
 
     // The duty page: the alert, silenced with a comment (refused without one).
     b.goto(&format!("{site}/#/duty")).await;

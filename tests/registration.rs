@@ -80,6 +80,28 @@ fn count(db: &std::path::Path, sensor: &str) -> i64 {
     .unwrap()
 }
 
+/// `enviromon COMMAND ARGS --server SERVER --token-file FILE`: its exit code, stdout and stderr.
+fn enviromon_cli(
+    command: &str,
+    args: &[&str],
+    server: &str,
+    token_file: &std::path::Path,
+) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_enviromon"))
+        .arg(command)
+        .args(args)
+        .args(["--server", server, "--token-file"])
+        .arg(token_file)
+        .env_remove("ENVIROMON_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 async fn modbus_device() -> (Sim, u16, CancellationToken) {
     let sim = Sim::default();
     for (i, v) in [42.5, 1.25, 0.3, 11.0, 7.1, 15.5].iter().enumerate() {
@@ -574,21 +596,7 @@ async fn the_sensors_cli_adds_tests_and_sets_maintenance_against_a_running_daemo
         ),
     )
     .unwrap();
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_enviromon"))
-            .arg("sensors")
-            .args(args)
-            .args(["--server", &server, "--token-file"])
-            .arg(&token_file)
-            .env_remove("ENVIROMON_TOKEN")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let cli = |args: &[&str]| enviromon_cli("sensors", args, &server, &token_file);
     let (code, out, err) = cli(&["add", "--file", file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("registered: wwtp-cli-cod"), "{out}");
@@ -660,21 +668,7 @@ async fn the_sensors_cli_adds_tests_and_sets_maintenance_against_a_running_daemo
     // `sites add` and `sites edit` (the same client, its own command).
     let site_file = dir.path().join("site.toml");
     std::fs::write(&site_file, "id = \"aq-jianxi-4\"\nname_zh = \"涧西空气站4号\"\nname_en = \"Jianxi air station 4\"\nkind = \"air_station\"\n").unwrap();
-    let sites = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_enviromon"))
-            .arg("sites")
-            .args(args)
-            .args(["--server", &server, "--token-file"])
-            .arg(&token_file)
-            .env_remove("ENVIROMON_TOKEN")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let sites = |args: &[&str]| enviromon_cli("sites", args, &server, &token_file);
     let (code, out, err) = sites(&["add", "--file", site_file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, out, err) = sites(&[

@@ -242,50 +242,27 @@ async fn listen(
                 .into_response();
         }
     };
-    let (protocol, decoded) = match sensor.protocol {
-        Protocol::Hj212 => {
-            let Some(keys) = s.registration.as_ref().and_then(|r| r.keystore()) else {
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "HJ 212 keys are not available in this process",
-                )
-                .into_response();
-            };
-            (
-                "hj212",
-                crate::ingest::mqtt::hj212_payload(
-                    &sensor,
-                    &payload,
-                    &context(Source::Hj212),
-                    &keys,
-                ),
-            )
-        }
-        _ => match sensor.payload_format {
-            crate::registry::PayloadFormat::Hj212 => {
-                let Some(keys) = s.registration.as_ref().and_then(|r| r.keystore()) else {
-                    return ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "HJ 212 keys are not available in this process",
-                    )
-                    .into_response();
-                };
-                (
-                    "mqtt",
-                    crate::ingest::mqtt::hj212_payload(
-                        &sensor,
-                        &payload,
-                        &context(Source::Mqtt),
-                        &keys,
-                    ),
-                )
-            }
-            crate::registry::PayloadFormat::Json => (
-                "mqtt",
-                validate::decode_payload(&sensor, &payload, &context(Source::Mqtt)),
-            ),
-        },
+    // HJ 212 frames, from a logger or over MQTT, are opened with the loggers' keys.
+    let frames = sensor.protocol == Protocol::Hj212
+        || sensor.payload_format == crate::registry::PayloadFormat::Hj212;
+    let source = if sensor.protocol == Protocol::Hj212 {
+        Source::Hj212
+    } else {
+        Source::Mqtt
     };
+    let decoded = if frames {
+        let Some(keys) = s.registration.as_ref().and_then(|r| r.keystore()) else {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "HJ 212 keys are not available in this process",
+            )
+            .into_response();
+        };
+        crate::ingest::mqtt::hj212_payload(&sensor, &payload, &context(source), &keys)
+    } else {
+        validate::decode_payload(&sensor, &payload, &context(source))
+    };
+    let protocol = source.as_str();
     let readings: Vec<Value> = decoded
         .readings
         .iter()

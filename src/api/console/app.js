@@ -10,6 +10,11 @@ const AUTH_MSG = '需要令牌或权限不足 / a token with the right role is n
 const TZ = 'Asia/Shanghai';
 
 // ---------- helpers ----------
+// 00:00 Beijing time (UTC+8, no daylight saving) of the day containing `ms`.
+function beijingDayStart(ms) {
+  const h8 = 8 * 3600e3;
+  return Math.floor((ms + h8) / 86400e3) * 86400e3 - h8;
+}
 function esc(v) {
   return String(v ?? '').replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 }
@@ -164,6 +169,12 @@ async function renderStatus(g) {
     api('GET', '/api/v1/sites'), api('GET', '/api/v1/units'), api('GET', '/api/v1/sensors'),
     api('GET', '/api/v1/readings/latest'), api('GET', '/api/v1/modbus/devices'), api('GET', '/metrics'),
   ]);
+  // Today's hours (Beijing day), for each unit's and station's completeness.
+  const dayStart = beijingDayStart(Date.now());
+  const since = encodeURIComponent(new Date(dayStart).toISOString());
+  const [cemsToday, airToday] = await Promise.all([
+    api('GET', `/api/v1/cems/hourly?from=${since}`), api('GET', `/api/v1/air/hourly?from=${since}`),
+  ]);
   if (g !== gen) return;
   const root = $('#status-sites');
   if (!ok(sensors)) { root.innerHTML = `<div class="msg error">${esc(explainStatus(sensors))}</div>`; $('#status-summary').innerHTML = ''; return; }
@@ -231,10 +242,34 @@ async function renderStatus(g) {
       <td data-label="最新值 / Latest" class="values">${vals}</td></tr>`;
   };
 
+  // Completeness today: hours that have ended since 00:00 Beijing time; a unit's pollutant counts
+  // its valid hours against the hours it ran (stopped hours are not expected, HJ 75), a station
+  // its hours with a valid value of any pollutant.
+  const elapsed = Math.floor((Date.now() - dayStart) / 3600e3);
+  const cemsHours = ok(cemsToday) ? list(cemsToday.json, 'results') : [];
+  const airHours = ok(airToday) ? list(airToday.json, 'results') : [];
+  const pct = (n, d) => d > 0 ? ` (${Math.round(100 * n / d)} %)` : '';
+  const unitCompleteness = u => {
+    const hours = cemsHours.filter(h => h.unit === u.id);
+    const parts = Object.keys(u.limits || {}).map(q => {
+      const ps = hours.map(h => (h.pollutants || {})[q]).filter(Boolean);
+      const valid = ps.filter(p => p.status === 'valid').length, stopped = ps.filter(p => p.status === 'stopped').length;
+      const expected = Math.max(0, elapsed - stopped);
+      return `${esc(q)} ${valid}/${expected} h${pct(valid, expected)}`;
+    });
+    return parts.length ? `<div class="completeness small" data-entity="${esc(u.id)}">今日完整率 / completeness today · ${esc(u.name_zh)}: ${parts.join(' · ')}</div>` : '';
+  };
+  const stationCompleteness = site => {
+    if (site.kind !== 'air_station') return '';
+    const n = airHours.filter(h => h.station === site.id && Object.values(h.values || {}).some(v => v !== null && v !== undefined)).length;
+    return `<div class="completeness small" data-entity="${esc(site.id)}">今日完整率 / completeness today: ${n}/${elapsed} h${pct(n, elapsed)}</div>`;
+  };
+
   root.innerHTML = [...groups.values()].map(({ site, sensors, units }) => `
     <section class="card site-card" data-site="${esc(site.id)}">
       <h2>${esc(site.name_zh)} <span class="en">/ ${esc(site.name_en)}</span></h2>
       <div class="muted small">${esc(KIND[site.kind] || site.kind || '')} · <span class="mono">${esc(site.id)}</span>${site.illustrative ? ' · <span class="badge">示意 / illustrative</span>' : ''}${site.note ? ' · ' + esc(site.note) : ''}</div>
+      ${stationCompleteness(site)}${units.map(unitCompleteness).join('')}
       ${units.length ? `<div class="units">${units.map(u => `<a class="unit-link btn" href="#/unit/${esc(encodeURIComponent(u.id))}">${esc(u.name_zh)} / ${esc(u.name_en)}${u.capacity_mw ? ' · ' + esc(u.capacity_mw) + ' MW' : ''} →</a>`).join('')}</div>` : ''}
       ${sensors.length ? `<table class="stack sensors"><thead><tr><th>传感器 / Sensor</th><th>协议 / Protocol</th><th>状态 / Status</th><th>链路 / Link</th><th>最近 / Last seen</th><th>最新值 / Latest values</th></tr></thead>
       <tbody>${sensors.map(rows).join('')}</tbody></table>` : '<p class="muted">无传感器 / no sensors</p>'}
