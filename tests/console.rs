@@ -1,7 +1,7 @@
 //! The web console in a real browser: Debian's headless Chromium driven through ChromeDriver's
 //! W3C WebDriver protocol (plain HTTP, so no driver crate), against a running daemon with
-//! Mosquitto. A technician registers an MQTT analyser through the form after a dry run, sees its
-//! values on the status page; the duty operator silences the alert it raises and sees a refused
+//! Mosquitto. A technician adds an air station, registers its MQTT analyser through the form
+//! after a dry run, sees its values on the status page and puts it in maintenance; the duty operator silences the alert it raises and sees a refused
 //! message in the refusals view. Screenshots of the status, unit and register pages are taken on
 //! a phone-sized window; with `ENVIROMON_SCREENSHOT_DIR` set (`scripts/screenshots`) they are
 //! written there for the README.
@@ -262,19 +262,20 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A rule that fires at once on a high COD reading, so there is an alert to silence.
+/// A rule that fires at once on a high PM2.5 reading, so there is an alert to silence.
 const RULES: &str = r#"
 [[rule]]
 name = "test_cod_high"
 severity = "warning"
 series = "reading"
-quantity = "COD"
+quantity = "PM2.5"
 condition = { above = 100 }
-annotations = { summary_zh = "{{sensor_zh}} COD {{value}} 超过 100", summary_en = "{{sensor_en}} COD {{value}} above 100" }
+annotations = { summary_zh = "{{sensor_zh}} PM2.5 {{value}} 超过 100", summary_en = "{{sensor_en}} PM2.5 {{value}} above 100" }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_technician_registers_an_analyser_and_the_duty_operator_handles_its_alert_in_a_browser() {
+async fn a_technician_adds_a_station_and_its_analyser_and_the_duty_operator_handles_its_alert_in_a_browser(
+) {
     let broker = mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.toml");
@@ -314,25 +315,54 @@ async fn a_technician_registers_an_analyser_and_the_duty_operator_handles_its_al
     )
     .await;
 
-    // Register an MQTT COD analyser through the form, with a dry run first.
-    let topic = "enviromon/jianxi-wwtp/lab-cod-web";
+    // A new air station, through the site form.
+    b.type_into("#site-form [data-path='id']", "aq-jianxi-5")
+        .await;
+    b.select("#site-form [data-path='kind']", "air_station")
+        .await;
+    b.type_into("#site-form [data-path='name_zh']", "涧西空气站5号")
+        .await;
+    b.type_into("#site-form [data-path='name_en']", "Jianxi air station 5")
+        .await;
+    b.click("#site-form [type='submit']").await;
+    b.wait_text("#site-result", "site added", |t| t.contains("aq-jianxi-5"))
+        .await;
+    let sites = get_json(addr, "/api/v1/sites").await;
+    assert!(
+        sites["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == "aq-jianxi-5" && x["kind"] == "air_station"),
+        "{sites}"
+    );
+
+    // Register its MQTT PM2.5 analyser through the form, without a unit (an ambient analyser's
+    // default is µg/m³), with a dry run first.
+    let topic = "enviromon/aq-jianxi-5/aq5-pm";
     let form = "#sensor-form";
-    b.type_into(&format!("{form} [data-path='id']"), "lab-cod-web")
+    b.type_into(&format!("{form} [data-path='id']"), "aq5-pm")
         .await;
-    b.select(&format!("{form} [data-path='site']"), "jianxi-wwtp")
+    b.select(&format!("{form} [data-path='site']"), "aq-jianxi-5")
         .await;
-    b.type_into(&format!("{form} [data-path='name_zh']"), "化验室COD")
+    b.type_into(&format!("{form} [data-path='name_zh']"), "5号站颗粒物")
         .await;
-    b.type_into(&format!("{form} [data-path='name_en']"), "lab COD")
-        .await;
-    b.select(&format!("{form} [data-path='domain']"), "water")
+    b.type_into(
+        &format!("{form} [data-path='name_en']"),
+        "station 5 particulates",
+    )
+    .await;
+    b.select(&format!("{form} [data-path='domain']"), "air")
         .await;
     b.select(&format!("{form} [data-path='protocol']"), "mqtt")
         .await;
     b.type_into(&format!("{form} [data-path='topic']"), topic)
         .await;
-    b.type_into(&format!("{form} [data-path='channels[0].quantity']"), "COD")
-        .await;
+    b.type_into(
+        &format!("{form} [data-path='channels[0].quantity']"),
+        "PM2.5",
+    )
+    .await;
     // Validated live, with the API's field paths: a unit it does not know is flagged at its field.
     let unit_field = format!("{form} [data-path='channels[0].unit']");
     b.type_into(&unit_field, "furlongs").await;
@@ -348,12 +378,12 @@ async fn a_technician_registers_an_analyser_and_the_duty_operator_handles_its_al
         t.as_str().filter(|t| t.contains("unknown unit")).map(str::to_string)
     })
     .await;
-    b.type_into(&unit_field, "mg/L").await;
+    b.type_into(&unit_field, "").await;
     let mut p = Publisher::connect(broker.port, "pub-console").await;
     b.click("#dry-run").await;
     // The dry run listens from its request on: the analyser's message is sent until it is heard.
     let verdict = {
-        let msg = json!({"quantity": "COD", "value": 42.5}).to_string();
+        let msg = json!({"quantity": "PM2.5", "value": 42.5}).to_string();
         let wait = b.wait_text("#dry-run-result .verdict", "dry-run verdict", |t| {
             !t.trim().is_empty()
         });
@@ -369,11 +399,11 @@ async fn a_technician_registers_an_analyser_and_the_duty_operator_handles_its_al
     assert!(verdict.contains("OK"), "dry run: {verdict}");
     let result = b.text("#dry-run-result").await;
     assert!(
-        result.contains("42.5") && result.contains("mg/L"),
+        result.contains("42.5") && result.contains("ug/m3"),
         "{result}"
     );
     // Nothing registered by the dry run.
-    let r = reqwest::get(format!("{site}/api/v1/sensors/lab-cod-web"))
+    let r = reqwest::get(format!("{site}/api/v1/sensors/aq5-pm"))
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "a dry run registers nothing");
@@ -384,20 +414,18 @@ async fn a_technician_registers_an_analyser_and_the_duty_operator_handles_its_al
     .await;
     b.screenshot("register", &shots).await;
     b.click("#commit").await;
-    b.wait_text("#commit-result", "registered", |t| {
-        t.contains("lab-cod-web")
-    })
-    .await;
+    b.wait_text("#commit-result", "registered", |t| t.contains("aq5-pm"))
+        .await;
 
     // A reading above the rule's 100: it shows on the status page, and raises the alert.
     p.publish(
         topic,
-        json!({"quantity": "COD", "value": 150.5}).to_string(),
+        json!({"quantity": "PM2.5", "value": 150.5}).to_string(),
     )
     .await;
     p.wait_acked().await;
     b.goto(&format!("{site}/#/status")).await;
-    let value_css = "[data-sensor='lab-cod-web'] .value[data-quantity='COD']";
+    let value_css = "[data-sensor='aq5-pm'] .value[data-quantity='PM2.5']";
     b.wait_text(value_css, "value on the status page", |t| {
         t.contains("150.5")
     })
@@ -485,7 +513,7 @@ async fn a_technician_registers_an_analyser_and_the_duty_operator_handles_its_al
     // A refused message (not a number) shows in the refusals view with its reason and payload.
     p.publish(
         topic,
-        json!({"quantity": "COD", "value": "n/a"}).to_string(),
+        json!({"quantity": "PM2.5", "value": "n/a"}).to_string(),
     )
     .await;
     p.wait_acked().await;
@@ -496,7 +524,7 @@ async fn a_technician_registers_an_analyser_and_the_duty_operator_handles_its_al
 
     // Maintenance from the phone: on, with the reason the form asks for.
     b.goto(&format!("{site}/#/register")).await;
-    let srow = "#sensor-list [data-sensor='lab-cod-web']";
+    let srow = "#sensor-list [data-sensor='aq5-pm']";
     b.click(&format!("{srow} .btn-maint-on")).await;
     b.type_into(
         &format!("{srow} .reason-input"),
@@ -505,7 +533,7 @@ async fn a_technician_registers_an_analyser_and_the_duty_operator_handles_its_al
     .await;
     b.click(&format!("{srow} .btn-confirm")).await;
     eventually(20, "in maintenance", || async {
-        let v = get_json(addr, "/api/v1/sensors/lab-cod-web").await;
+        let v = get_json(addr, "/api/v1/sensors/aq5-pm").await;
         (v["status"] == "maintenance" && v["status_reason"] == "更换试剂 / reagent change")
             .then_some(())
     })
