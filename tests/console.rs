@@ -254,14 +254,6 @@ impl Browser {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A rule that fires at once on a high PM2.5 reading, so there is an alert to silence.
 const RULES: &str = r#"
 [[rule]]

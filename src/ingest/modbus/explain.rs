@@ -86,6 +86,20 @@ const EXCEPTIONS: &[(&str, u8, &str, &str, &str)] = &[
     ),
 ];
 
+impl Explanation {
+    /// "0x0B gateway target device failed to respond: 检查… / check …" (the code only for an
+    /// exception).
+    pub fn summary(&self) -> String {
+        match self.code {
+            Some(c) => format!(
+                "0x{c:02X} {}: {} / {}",
+                self.name, self.hint_zh, self.hint_en
+            ),
+            None => format!("{}: {} / {}", self.name, self.hint_zh, self.hint_en),
+        }
+    }
+}
+
 /// The explanation of a poll or connection error message, when one is known.
 pub fn explain(message: &str) -> Option<Explanation> {
     for (needle, code, name, zh, en) in EXCEPTIONS {
@@ -145,13 +159,8 @@ pub fn explain(message: &str) -> Option<Explanation> {
 /// A message with its explanation appended, for logs and the device list.
 pub fn describe(message: &str) -> String {
     match explain(message) {
-        Some(e) => match e.code {
-            Some(c) => format!(
-                "Modbus exception 0x{c:02X} {}: {} / {}",
-                e.name, e.hint_zh, e.hint_en
-            ),
-            None => format!("{message}: {} / {}", e.hint_zh, e.hint_en),
-        },
+        Some(e) if e.code.is_some() => format!("Modbus exception {}", e.summary()),
+        Some(e) => format!("{message}: {} / {}", e.hint_zh, e.hint_en),
         None => message.to_string(),
     }
 }

@@ -696,10 +696,7 @@ impl Poller {
             x.failures += 1;
             x.consecutive_failures = s.failures;
             x.last_error = Some(error.to_string());
-            x.hint = super::explain::explain(error).map(|e| match e.code {
-                Some(c) => format!("0x{c:02X} {}: {} / {}", e.name, e.hint_zh, e.hint_en),
-                None => format!("{}: {} / {}", e.name, e.hint_zh, e.hint_en),
-            });
+            x.hint = super::explain::explain(error).map(|e| e.summary());
         }
     }
 }
