@@ -63,6 +63,8 @@ pub enum DaemonError {
     Profiles(#[from] crate::ingest::modbus::profile::ProfileError),
     #[error(transparent)]
     Standards(#[from] crate::standards::engine::EngineError),
+    #[error("importer: {0}")]
+    Import(#[from] crate::import::ImportError),
     #[error(transparent)]
     Alerts(#[from] crate::alerts::AlertError),
     #[error(transparent)]
@@ -96,6 +98,7 @@ pub struct Running {
     pub db_path: PathBuf,
     pub spool_dir: PathBuf,
     stop_sources: CancellationToken,
+    importer: Arc<crate::import::Importer>,
     hard_stop: CancellationToken,
     stop_http: CancellationToken,
     sources: Vec<JoinHandle<()>>,
@@ -315,7 +318,18 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         None
     };
     let stop_standards = CancellationToken::new();
+    let backfill_wake = Arc::new(tokio::sync::Notify::new());
     if let Some(engine) = &standards {
+        background_stoppable.push(tokio::spawn(
+            crate::standards::runner::Backfill {
+                engine: engine.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                stop: stop_standards.clone(),
+                wake: backfill_wake.clone(),
+            }
+            .run(),
+        ));
         background_stoppable.push(tokio::spawn(
             crate::standards::runner::Runner {
                 engine: engine.clone(),
@@ -499,9 +513,33 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         sources.push(tokio::spawn(sup.run()));
         modbus_states = Some(states);
     }
+    let importer = {
+        let parts = crate::import::Parts {
+            registry: registry.clone(),
+            tx: tx.clone(),
+            deadletter: deadletter.clone(),
+            metrics: metrics.clone(),
+            engine: standards.clone(),
+            reader: reader.clone(),
+            keys: keys.clone(),
+            max_future_skew: cfg.pipeline.max_future_skew,
+            retention: (matches!(cfg.store.kind, StoreKind::Embedded)
+                && !cfg.store.embedded.retention.is_zero())
+            .then_some(cfg.store.embedded.retention),
+            wake: backfill_wake.clone(),
+            db_path: db_path.clone(),
+            tmp_dir: data_dir.join("import-tmp"),
+        };
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::import::Importer::open(parts))
+                .await
+                .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??,
+        )
+    };
     drop(tx);
 
     let mut state = AppState {
+        importer: Some(importer.clone()),
         briefings: None,
         taps: Some(taps),
         deadletter: Some(deadletter.clone()),
@@ -576,6 +614,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
         db_path,
         spool_dir: spool_dir_for_report,
         stop_sources,
+        importer,
         hard_stop,
         stop_http,
         sources,
@@ -601,6 +640,8 @@ impl Running {
             "shutting down: stopping sources, draining"
         );
         self.stop_sources.cancel();
+        // A running import stops at its next batch and lets the channel go.
+        self.importer.close();
         // In order: sources, then the spooler (drains the channel), then the writer (drains the
         // spool). A handle is taken once it has completed, so none is polled twice.
         let mut tasks: Vec<Option<JoinHandle<()>>> = self.sources.into_iter().map(Some).collect();

@@ -34,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod demo;
+pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;

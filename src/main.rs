@@ -57,6 +57,41 @@ enum Command {
     /// 日报：区域日 AQI 与机组小时折算浓度，输出文字与 PNG 图 / Daily briefing: the district's daily AQI
     /// and the units' hourly corrected SO2/NOx against their limits, as text and a PNG.
     Report(ReportArgs),
+    /// 导入历史数据 / Import history: CSV or XLSX exports, HJ 212 captures, line protocol.
+    ///
+    /// 文件经守护进程的校验、死信与存储，重复导入不改变任何数据，中断后再次运行即续传；
+    /// 导入的小时由标准计算在后台重新计算。
+    /// Each file goes through the daemon's validation, dead-letter file and store (talks to the
+    /// API); importing a file again changes nothing, and an interrupted import resumes when run
+    /// again. The hours it touched are re-evaluated by the standards in the background.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// 文件 / Files to import.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// 列映射文件（TOML）/ Mapping file (TOML) for a vendor's table: columns, units, status words, time zone.
+    #[arg(long, short)]
+    mapping: Option<PathBuf>,
+    /// 格式 / Format: csv, xlsx, hj212, line_protocol (default: by extension, then by content).
+    #[arg(long)]
+    format: Option<String>,
+    /// 整个文件所属传感器 / The registered sensor of a table without a sensor column.
+    #[arg(long)]
+    sensor: Option<String>,
+    /// 行协议时间精度 / Line-protocol timestamp precision: s, ms, us, ns (default: by magnitude).
+    #[arg(long)]
+    precision: Option<String>,
+    /// 已完整导入的文件也重新读取（已存值不重复）/ Read a file imported to the end again (stored values are not duplicated).
+    #[arg(long)]
+    force: bool,
+    /// 等待后台重算完成 / Wait until the re-evaluation of the imported hours is done.
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +143,16 @@ struct ReportArgs {
     /// 输出文件（csv 默认输出到标准输出）/ Output file (CSV goes to stdout by default).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// 同一时段在 HJ 633-2012 与 HJ 633-2026 下的对比（配合 --from/--to）/ The same days under
+    /// HJ 633-2012 and HJ 633-2026: good-days rate, grades, primary pollutants, the days that change.
+    #[arg(long, requires_all = ["from", "to"])]
+    compare_editions: bool,
+    /// 起始日 / First day (YYYY-MM-DD), with --compare-editions.
+    #[arg(long)]
+    from: Option<chrono::NaiveDate>,
+    /// 结束日 / Last day (YYYY-MM-DD), with --compare-editions.
+    #[arg(long)]
+    to: Option<chrono::NaiveDate>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -369,6 +414,7 @@ fn main() -> ExitCode {
         }
         Command::Aqi(args) => aqi_command(&args),
         Command::Report(args) => report_command(args),
+        Command::Import(args) => import_command(args),
         Command::HashToken { token } => {
             println!("{}", enviromon::api::auth::hash_token(&token));
             ExitCode::SUCCESS
@@ -615,6 +661,23 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     if let Some(t) = a.table.clone() {
         return report_table(&a, &t);
     }
+    if a.compare_editions {
+        let (Some(from), Some(to)) = (a.from, a.to) else {
+            anyhow::bail!("--compare-editions needs --from and --to");
+        };
+        let client = enviromon::cli::Client {
+            server: a.server.clone(),
+            token: enviromon::cli::token(a.token_file.as_ref())?,
+            json: false,
+        };
+        let mut path = format!("/api/v1/compliance/compare?from={from}&to={to}");
+        if let Some(st) = &a.station {
+            path.push_str(&format!("&station={st}"));
+        }
+        let v = runtime()?.block_on(client.get(&path))?;
+        let c: enviromon::standards::compare::Comparison = serde_json::from_value(v)?;
+        return write_stdout(report::editions_text(&c).as_bytes());
+    }
     let day = a.day.unwrap_or_else(|| {
         enviromon::standards::time::cst_date(chrono::Utc::now().timestamp_millis())
     });
@@ -670,6 +733,23 @@ fn exit_code(result: Result<(), enviromon::cli::CliError>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn import_command(a: ImportArgs) -> ExitCode {
+    let (client, rt) = match api_client(a.api) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let req = enviromon::import::client::Request {
+        files: a.files,
+        mapping: a.mapping,
+        format: a.format,
+        sensor: a.sensor,
+        precision: a.precision,
+        force: a.force,
+        wait: a.wait,
+    };
+    exit_code(rt.block_on(enviromon::import::client::run(&client, &req)))
 }
 
 fn sites_command(a: SitesArgs) -> ExitCode {

@@ -75,6 +75,13 @@ pub struct Metrics {
     pub standards_recompute_seconds: prometheus::Histogram,
     pub standards_too_late: IntCounter,
     pub standards_errors: IntCounter,
+    /// Imported history: hours waiting for the background re-evaluation, and hours done.
+    pub standards_backfill_pending: IntGauge,
+    pub standards_backfill_hours: IntCounter,
+    /// Imports: rows by result (stored, duplicate, refused, already_imported, empty) — counted
+    /// once per row as the import commits it; and imports by outcome (done, failed).
+    pub import_rows: IntCounterVec,
+    pub imports: IntCounterVec,
     /// Modbus, per device (the registry's sensor id: a bounded set): 1 while answering, errors by
     /// kind (connect, timeout, transport, exception, decode), poll duration, last success time.
     pub modbus_up: prometheus::IntGaugeVec,
@@ -276,6 +283,28 @@ impl Metrics {
             standards_errors: counter(
                 "enviromon_standards_errors_total",
                 "Standards recomputation or result export errors.",
+            )?,
+            standards_backfill_pending: {
+                let g = IntGauge::new(
+                    "enviromon_standards_backfill_pending_hours",
+                    "Hours of imported history waiting to be re-evaluated.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            standards_backfill_hours: counter(
+                "enviromon_standards_backfill_hours_total",
+                "Hours of imported history re-evaluated.",
+            )?,
+            import_rows: counter_vec(
+                "enviromon_import_rows_total",
+                "Imported rows (values for wide tables) by result: stored, duplicate, refused, already_imported, empty.",
+                &["result"],
+            )?,
+            imports: counter_vec(
+                "enviromon_imports_total",
+                "Imports by outcome (done, failed, already_imported).",
+                &["outcome"],
             )?,
             modbus_up: {
                 let g = prometheus::IntGaugeVec::new(Opts::new("enviromon_modbus_up", "1 while the Modbus device answers."), &["device"])?;

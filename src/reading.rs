@@ -89,6 +89,8 @@ pub enum Source {
     Modbus,
     Hj212,
     Api,
+    /// History brought in by `enviromon import`.
+    Import,
 }
 
 impl Source {
@@ -98,6 +100,7 @@ impl Source {
             Source::Modbus => "modbus",
             Source::Hj212 => "hj212",
             Source::Api => "api",
+            Source::Import => "import",
         }
     }
 }

@@ -37,6 +37,7 @@ fn state(readings: Option<enviromon::store::embedded::EmbeddedReader>) -> AppSta
         alerting: None,
         registration: None,
         tokens: enviromon::api::auth::Tokens::open_read(),
+        importer: None,
     }
 }
 

@@ -26,6 +26,7 @@ pub mod auth;
 pub mod briefings;
 pub mod console;
 pub mod dryrun;
+pub mod import;
 pub mod sensors;
 pub mod serve;
 pub mod standards;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub taps: Option<crate::ingest::tap::Taps>,
     /// The dead-letter file, for `GET /api/v1/deadletter`.
     pub deadletter: Option<Arc<crate::pipeline::deadletter::DeadLetter>>,
+    /// Imports of history, when the daemon's pipeline runs.
+    pub importer: Option<Arc<crate::import::Importer>>,
 }
 
 /// A JSON error with its status code.
@@ -174,6 +177,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/audit", oper(get(sensors::audit)))
         .route("/api/v1/registry/export", oper(get(sensors::export)))
         .route("/api/v1/registry/import", admin(post(sensors::import)))
+        .route(
+            "/api/v1/import",
+            oper(post(import::import)).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/imports", view(get(import::list)))
+        .route("/api/v1/imports/{id}", view(get(import::one)))
         .route("/api/v1/readings/latest", view(get(latest)))
         .route("/api/v1/readings", view(get(readings)))
         .route("/api/v1/modbus/devices", view(get(modbus_devices)))
@@ -205,6 +214,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/air/monthly", view(get(standards::air_monthly)))
         .route("/api/v1/water/daily", view(get(standards::water_daily)))
         .route("/api/v1/compliance", view(get(standards::compliance)))
+        .route("/api/v1/compliance/compare", view(get(standards::compare)))
         .route("/api/v1/reports/{table}", view(get(standards::table)))
         .route(
             "/api/v1/briefings",
@@ -229,8 +239,10 @@ async fn refuse_oversized(req: axum::extract::Request, next: axum::middleware::N
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // An import is a file of any size, streamed (`import::import`).
+    let streamed = req.uri().path() == "/api/v1/import";
     match declared {
-        Some(n) if n > BODY_LIMIT as u64 => ApiError::new(
+        Some(n) if n > BODY_LIMIT as u64 && !streamed => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("请求体过大 / request body too large: {n} bytes, the limit is {BODY_LIMIT}"),
         )

@@ -266,6 +266,41 @@ pub async fn compliance(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CompareParams {
+    from: String,
+    to: String,
+    /// A station's days instead of the district's.
+    station: Option<String>,
+}
+
+/// `GET /api/v1/compliance/compare?from=&to=`: the district's days (or a station's) under both
+/// AQI editions: good-days rate, days per grade, primary pollutants, months, the days that change.
+pub async fn compare(
+    State(s): State<AppState>,
+    q: Result<Query<CompareParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let engine = engine(&s)?.clone();
+    let (a, b) = (day_param("from", &q.from)?, day_param("to", &q.to)?);
+    if a > b {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "from: must not be after to",
+        ));
+    }
+    if (b - a).num_days() > 3660 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "to: a window is at most ten years",
+        ));
+    }
+    let station = q.station.unwrap_or_else(|| "district".into());
+    let doc = blocking("compare", move || engine.compare_editions(&station, a, b)).await?;
+    Ok(Json(doc).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MonthlyParams {
     unit: Option<String>,
     year: Option<i32>,

@@ -330,7 +330,17 @@ impl Writer {
         let Some(engine) = self.standards.clone() else {
             return Ok(());
         };
-        let readings: Arc<Vec<Reading>> = Arc::new(chunk.to_vec());
+        // Imported history is handed over by the importer itself, whatever its age
+        // (`Engine::ingest_history`), once the spool holds it.
+        let live: Vec<Reading> = chunk
+            .iter()
+            .filter(|r| r.source != crate::reading::Source::Import)
+            .cloned()
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let readings: Arc<Vec<Reading>> = Arc::new(live);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut warned = false;
         loop {

@@ -819,6 +819,86 @@ where
     .with_alerts(&alerts.1))
 }
 
+/// `enviromon report --compare-editions`: the editions side by side, in words (Chinese first).
+pub fn editions_text(c: &crate::standards::compare::Comparison) -> String {
+    let pct = |r: Option<f64>| r.map(|r| format!("{r:.1}%")).unwrap_or_else(|| "—".into());
+    let mut out = format!(
+        "空气质量评价标准对比 / AQI editions compared: {} {} … {} ({} 天有日结果 / days with a daily result)\n\n",
+        if c.station == "district" { "全区 / district" } else { c.station.as_str() },
+        c.from,
+        c.to,
+        c.days
+    );
+    out.push_str("标准 / edition     优良天数比例 / good-days rate   优良/有效 good/valid   I    II   III  IV   V    VI   未发布 NA\n");
+    for e in &c.editions {
+        let g = |k: &str| e.grades.get(k).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "{:<18} {:>28}   {:>9}   {:<4} {:<4} {:<4} {:<4} {:<4} {:<4} {}\n",
+            e.edition.as_str(),
+            pct(e.good_rate_percent),
+            format!("{}/{}", e.good_days, e.days_with_aqi),
+            g("I"),
+            g("II"),
+            g("III"),
+            g("IV"),
+            g("V"),
+            g("VI"),
+            e.withheld_days
+        ));
+    }
+    out.push_str("\n首要污染物（天）/ primary pollutant (days):\n");
+    for e in &c.editions {
+        let mut p: Vec<(&String, &u32)> = e.primary_pollutants.iter().collect();
+        p.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let list: Vec<String> = p.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        out.push_str(&format!("  {}: {}\n", e.edition.as_str(), list.join(", ")));
+    }
+    out.push_str("\n逐月优良天数比例 / good-days rate by month:\n");
+    for m in &c.months {
+        let cells: Vec<String> = m
+            .editions
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} ({}/{})",
+                    e.edition.as_str(),
+                    pct(e.good_rate_percent),
+                    e.good_days,
+                    e.days_with_aqi
+                )
+            })
+            .collect();
+        out.push_str(&format!("  {}  {}\n", m.month, cells.join("   ")));
+    }
+    let changes = c.changed_days.iter().filter(|d| d.good_day_changes).count();
+    out.push_str(&format!(
+        "\n级别改变的日期 / days whose grade changes: {} (优良与否改变 / good or not changes: {changes})\n",
+        c.changed_days.len()
+    ));
+    for d in &c.changed_days {
+        let cells: Vec<String> = d
+            .editions
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} AQI {} {} {}",
+                    v.edition.as_str(),
+                    v.aqi.map(|a| a.to_string()).unwrap_or_else(|| "NA".into()),
+                    v.grade.clone().unwrap_or_else(|| "—".into()),
+                    v.primary_pollutants.join("+")
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "  {}{}  {}\n",
+            d.day,
+            if d.good_day_changes { " *" } else { "  " },
+            cells.join("  →  ")
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

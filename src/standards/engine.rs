@@ -83,6 +83,25 @@ enum Kind {
     WaterDay,
 }
 
+impl Kind {
+    /// The stored index of a kind (`std_backfill.kind`).
+    fn from_index(i: i64) -> Option<Kind> {
+        [
+            Kind::CemsHour,
+            Kind::AirHour,
+            Kind::WaterHour,
+            Kind::CemsDay,
+            Kind::AirDay,
+            Kind::WaterDay,
+        ]
+        .into_iter()
+        .find(|k| *k as i64 == i)
+    }
+}
+
+/// A changed (kind, entity, hour label or day start).
+type Mark = (Kind, String, i64);
+
 /// Settings resolved from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -181,6 +200,12 @@ impl Engine {
         let conn = crate::db::open(db_path)?;
         // The engine's own rows can be rebuilt from the store; an OS crash may lose the last ones.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Hours of imported history waiting to be recomputed (`ingest_history`, `backfill_step`):
+        // kept on disk, so a restart goes on where it stopped.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS std_backfill (kind INTEGER NOT NULL, entity TEXT NOT NULL,
+             ts_ms INTEGER NOT NULL, PRIMARY KEY (ts_ms, kind, entity)) WITHOUT ROWID;",
+        )?;
         Ok(Engine {
             conn: Mutex::new(conn),
             registry,
@@ -209,8 +234,101 @@ impl Engine {
 
     /// Keep the readings that matter and mark their hours changed.
     pub fn ingest(&self, readings: &[Reading], now_ms: i64) -> Result<IngestStats, EngineError> {
-        let reg = self.registry.snapshot();
         let oldest_hour = time::label(now_ms - self.settings.lateness_ms, HOUR_MS);
+        let (stats, marks) = self.keep(readings, Some(oldest_hour))?;
+        self.dirty().extend(marks);
+        Ok(stats)
+    }
+
+    /// Keep imported readings whatever their age and queue their hours for the background
+    /// re-evaluation ([`Engine::backfill_step`]), on disk. `kept` counts readings taken; the
+    /// second value is how many hours were newly queued.
+    pub fn ingest_history(
+        &self,
+        readings: &[Reading],
+    ) -> Result<(IngestStats, usize), EngineError> {
+        let (stats, marks) = self.keep(readings, None)?;
+        let queued = self.queue_backfill(marks.into_iter().collect::<BTreeSet<_>>())?;
+        Ok((stats, queued))
+    }
+
+    fn queue_backfill(
+        &self,
+        marks: impl IntoIterator<Item = (Kind, String, i64)>,
+    ) -> Result<usize, EngineError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut queued = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO std_backfill (kind, entity, ts_ms) VALUES (?1, ?2, ?3)",
+            )?;
+            for (kind, entity, hour) in marks {
+                queued += stmt.execute(params![kind as i64, entity, hour])?;
+            }
+        }
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// Hours of imported history still waiting for re-evaluation.
+    pub fn backfill_pending(&self) -> Result<u64, EngineError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM std_backfill", [], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .max(0) as u64)
+    }
+
+    /// Re-evaluate the oldest `max_hours` hour labels of imported history (every entity at
+    /// each of them, so the district's hour is formed from all its stations), then their days.
+    /// Returns the line protocol of the new results and how many queued hours were done.
+    pub fn backfill_step(
+        &self,
+        max_hours: usize,
+        now_ms: i64,
+    ) -> Result<(Vec<String>, usize), EngineError> {
+        let rows: Vec<(i64, String, i64)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(
+                "SELECT kind, entity, ts_ms FROM std_backfill WHERE ts_ms IN
+                 (SELECT DISTINCT ts_ms FROM std_backfill ORDER BY ts_ms LIMIT ?1)",
+            )?;
+            let it = stmt.query_map([max_hours as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+            it.collect::<Result<_, _>>()?
+        };
+        let work: Vec<(Kind, String, i64)> = rows
+            .iter()
+            .filter_map(|(k, e, ts)| Kind::from_index(*k).map(|k| (k, e.clone(), *ts)))
+            .collect();
+        let n = rows.len();
+        let lines = self.recompute_work(work, now_ms, true)?;
+        // Taken off the queue only once done: a failed step is tried again.
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached(
+                "DELETE FROM std_backfill WHERE kind = ?1 AND entity = ?2 AND ts_ms = ?3",
+            )?;
+            for (k, e, ts) in &rows {
+                del.execute(params![k, e, ts])?;
+            }
+        }
+        tx.commit()?;
+        Ok((lines, n))
+    }
+
+    /// Keep the readings that matter (those at or after `oldest_hour`, when given) in
+    /// `std_input`; returns what was kept and the hours it falls in.
+    fn keep(
+        &self,
+        readings: &[Reading],
+        oldest_hour: Option<i64>,
+    ) -> Result<(IngestStats, Vec<Mark>), EngineError> {
+        let reg = self.registry.snapshot();
         let mut stats = IngestStats::default();
         let mut marks = Vec::new();
         let mut conn = self.conn();
@@ -229,7 +347,7 @@ impl Engine {
                     continue;
                 };
                 let hour = time::hour_label_of(r.ts_ms(), r.period);
-                if hour < oldest_hour {
+                if oldest_hour.is_some_and(|oldest| hour < oldest) {
                     stats.too_late += 1;
                     continue;
                 }
@@ -256,9 +374,7 @@ impl Engine {
             }
         }
         tx.commit()?;
-        drop(conn);
-        self.dirty().extend(marks);
-        Ok(stats)
+        Ok((stats, marks))
     }
 
     /// Mark every hour with input inside the lateness window as changed (at start: a crash may have
@@ -288,12 +404,18 @@ impl Engine {
         Ok(d.len() - before)
     }
 
-    /// Delete input older than the lateness window (plus a day).
+    /// Delete input older than the lateness window (plus a day), except what imported history
+    /// still waiting for re-evaluation needs (its hours, the day before them for moving means).
     pub fn purge(&self, now_ms: i64) -> Result<usize, EngineError> {
         let cutoff = now_ms - self.settings.lateness_ms - DAY_MS - HOUR_MS;
-        Ok(self
-            .conn()
-            .execute("DELETE FROM std_input WHERE ts_ms < ?1", [cutoff])?)
+        let conn = self.conn();
+        let oldest_pending: Option<i64> =
+            conn.query_row("SELECT MIN(ts_ms) FROM std_backfill", [], |r| r.get(0))?;
+        let cutoff = match oldest_pending {
+            Some(ts) => cutoff.min(ts - 2 * DAY_MS),
+            None => cutoff,
+        };
+        Ok(conn.execute("DELETE FROM std_input WHERE ts_ms < ?1", [cutoff])?)
     }
 
     /// Whether anything is waiting to be recomputed.
@@ -306,7 +428,20 @@ impl Engine {
     pub fn recompute(&self, now_ms: i64) -> Result<Vec<String>, EngineError> {
         let work: Vec<(Kind, String, i64)> =
             std::mem::take(&mut *self.dirty()).into_iter().collect();
+        self.recompute_work(work, now_ms, false)
+    }
+
+    /// Recompute `work` (hours; their days follow). Hours that depend on a recomputed one (the
+    /// 2012 edition's moving means) are marked changed, or queued for the background
+    /// re-evaluation when `history`.
+    fn recompute_work(
+        &self,
+        work: Vec<(Kind, String, i64)>,
+        now_ms: i64,
+        history: bool,
+    ) -> Result<Vec<String>, EngineError> {
         let reg = self.registry.snapshot();
+        let mut follow: Vec<(Kind, String, i64)> = Vec::new();
         let mut lines = Vec::new();
         let mut days: BTreeSet<(Kind, String, i64)> = BTreeSet::new();
         let mut air_hours: BTreeSet<i64> = BTreeSet::new();
@@ -334,11 +469,7 @@ impl Engine {
                         // 2012 real-time AQI uses 24h/8h moving means: later hours depend on this one.
                         for h in 1..=23 {
                             if self.exists(AirHour::KIND, entity, ts + h * HOUR_MS)? {
-                                self.dirty().insert((
-                                    Kind::AirHour,
-                                    entity.clone(),
-                                    ts + h * HOUR_MS,
-                                ));
+                                follow.push((Kind::AirHour, entity.clone(), ts + h * HOUR_MS));
                             }
                         }
                     }
@@ -389,6 +520,18 @@ impl Engine {
             let d = self.treatment_day(day_ms)?;
             lines.push(export::treatment_day(&d, day_ms));
             self.put("treatment", day_ms, &d)?;
+        }
+        if history {
+            // Hours already done in this step are not queued again.
+            let done: BTreeSet<&(Kind, String, i64)> = work.iter().collect();
+            let later: Vec<_> = follow
+                .iter()
+                .filter(|f| !done.contains(f))
+                .cloned()
+                .collect();
+            self.queue_backfill(later)?;
+        } else {
+            self.dirty().extend(follow);
         }
         Ok(lines)
     }
@@ -953,6 +1096,25 @@ impl Engine {
                 }
             })
             .collect())
+    }
+
+    /// `station`'s days (or `"district"`'s) from `from` to `to` under both AQI editions.
+    pub fn compare_editions(
+        &self,
+        station: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<super::compare::Comparison, EngineError> {
+        let days: Vec<(NaiveDate, AirDay)> = self
+            .results::<AirDay>(
+                Some(station),
+                time::day_start_ms(from),
+                time::day_start_ms(to),
+            )?
+            .into_iter()
+            .map(|(_, ts, d)| (time::cst_date(ts), d))
+            .collect();
+        Ok(super::compare::compare(station, from, to, &days))
     }
 
     /// The plan's indicators for the calendar year `year` (see [`Engine::compliance_window`]).

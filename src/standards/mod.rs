@@ -11,6 +11,7 @@
 //! - [`input`]: one hour of input as minute buckets, each with its own channel's flag.
 //! - [`cems`]: a unit's hours and days (per-parameter validity, corrections, hourly-record policy).
 //! - [`air`]: stations' and the district's hours and days, the monitoring plan (§5.3.2).
+//! - [`compare`]: the AQI editions side by side over a window (the plan's period and today's).
 //! - [`results`]: the typed results the API, alerts and report read.
 //! - [`export`]: results as InfluxDB line protocol.
 //! - [`engine`]: the stateful part: input, changed-set, recomputation, persistence, compliance.
@@ -18,6 +19,7 @@
 
 pub mod air;
 pub mod cems;
+pub mod compare;
 pub mod engine;
 pub mod export;
 pub mod gb18918;

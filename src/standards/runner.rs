@@ -116,3 +116,85 @@ impl Runner {
         pending.clear();
     }
 }
+
+/// Hour labels re-evaluated per step of the background re-evaluation: small enough that the live
+/// recomputation and ingest (which share the engine's database connection) wait at most one step.
+pub const BACKFILL_STEP_HOURS: usize = 24;
+
+/// The background re-evaluation of imported history: hours queued by `Engine::ingest_history`
+/// are recomputed oldest first, one step at a time, whatever their age. Results go where the live
+/// ones go (the API; an InfluxDB store, best effort).
+pub struct Backfill {
+    pub engine: Arc<Engine>,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub stop: CancellationToken,
+    /// Woken when an import queues hours.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Backfill {
+    pub async fn run(self) {
+        loop {
+            let engine = self.engine.clone();
+            let pending = match tokio::task::spawn_blocking(move || engine.backfill_pending()).await
+            {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "standards: cannot read the re-evaluation queue");
+                    0
+                }
+                Err(_) => 0,
+            };
+            self.metrics
+                .standards_backfill_pending
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            if pending == 0 {
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = self.stop.cancelled() => return,
+                }
+            }
+            if self.stop.is_cancelled() {
+                return;
+            }
+            let engine = self.engine.clone();
+            let started = Instant::now();
+            match tokio::task::spawn_blocking(move || {
+                engine.backfill_step(BACKFILL_STEP_HOURS, now_ms())
+            })
+            .await
+            {
+                Ok(Ok((lines, done))) => {
+                    self.metrics.standards_backfill_hours.inc_by(done as u64);
+                    tracing::debug!(
+                        hours = done,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "standards: imported history re-evaluated"
+                    );
+                    if !matches!(self.store, Store::Embedded(_)) && !lines.is_empty() {
+                        for chunk in lines.chunks(5000) {
+                            let body = chunk.join("\n") + "\n";
+                            if let Err(e) = self.store.write_lines(body).await {
+                                self.metrics.standards_errors.inc();
+                                tracing::warn!(error = %e, "standards: re-evaluated results not exported (they are in the API)");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.metrics.standards_errors.inc();
+                    tracing::error!(error = %e, "standards: re-evaluation of imported history failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "standards: re-evaluation task failed"),
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}

@@ -142,6 +142,7 @@ fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reading> {
             "modbus" => Source::Modbus,
             "hj212" => Source::Hj212,
             "api" => Source::Api,
+            "import" => Source::Import,
             _ => Source::Mqtt,
         },
         ts_assumed: r.get("ts_assumed")?,
@@ -153,6 +154,28 @@ fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reading> {
 }
 
 impl EmbeddedReader {
+    /// For each reading, whether the store already holds it with the same value, unit and flag
+    /// (blocking: the importer's thread).
+    pub fn same_blocking(&self, batch: &[Reading]) -> Result<Vec<bool>, EmbeddedError> {
+        let c = lock(&self.conn);
+        let mut stmt = c.prepare_cached(
+            "SELECT value, unit, flag FROM readings WHERE sensor = ?1 AND quantity = ?2 AND ts_ms = ?3 AND period = ?4",
+        )?;
+        let mut out = Vec::with_capacity(batch.len());
+        for r in batch {
+            let found: Option<(f64, String, String)> = stmt
+                .query_row(
+                    params![r.sensor, r.quantity, r.ts_ms(), r.period.as_str()],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            out.push(
+                found.is_some_and(|(v, u, f)| v == r.value && u == r.unit && f == r.flag.as_str()),
+            );
+        }
+        Ok(out)
+    }
+
     /// Readings of one sensor in `[from, to]`, oldest first, at most `limit`.
     pub async fn history(&self, q: Query) -> Result<Vec<Reading>, EmbeddedError> {
         let conn = self.conn.clone();

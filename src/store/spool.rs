@@ -252,7 +252,13 @@ const DOMAINS: [Domain; 5] = [
     Domain::Power,
     Domain::Production,
 ];
-const SOURCES: [Source; 4] = [Source::Mqtt, Source::Modbus, Source::Hj212, Source::Api];
+const SOURCES: [Source; 5] = [
+    Source::Mqtt,
+    Source::Modbus,
+    Source::Hj212,
+    Source::Api,
+    Source::Import,
+];
 const PERIODS: [Period; 4] = [Period::Instant, Period::Minute, Period::Hour, Period::Day];
 
 /// Decode a record's payload (binary or the older JSON); `None` if it does not parse.

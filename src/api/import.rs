@@ -1,0 +1,278 @@
+//! The import API: `POST /api/v1/import` (operator) takes a file as the request body, or as the
+//! `file` part of a multipart form with an optional `mapping` part (TOML) before it, and streams
+//! it into the importer (`crate::import`); the answer is the import's summary. `GET
+//! /api/v1/imports` lists imports (the running one with its progress) and the hours of imported
+//! history still waiting for re-evaluation; `GET /api/v1/imports/{id}` is one import.
+
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{ApiError, AppState};
+use crate::import::{
+    mapping::Mapping, Begun, ChannelReader, Format, ImportError, JobState, Options,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct ImportQuery {
+    /// The file's name (format by extension; messages; dead-letter records).
+    pub name: Option<String>,
+    /// csv, xlsx, hj212, line_protocol (default: by name, then by content).
+    pub format: Option<String>,
+    /// The file's SHA-256 (hex): resumes an interrupted import, recognises a finished one.
+    pub key: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+    /// Line protocol timestamps: s, ms, us, ns (default: by magnitude).
+    pub precision: Option<String>,
+    /// The registered sensor of the whole file (a table without a sensor column).
+    pub sensor: Option<String>,
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    ApiError::new(StatusCode::BAD_REQUEST, message).into_response()
+}
+
+fn bad_query(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn options(q: &ImportQuery) -> Result<Options, ApiError> {
+    let format = match q.format.as_deref() {
+        None | Some("") | Some("auto") => None,
+        Some(f) => Some(Format::parse(f).ok_or_else(|| {
+            bad_query(format!(
+                "format: {f:?} is not csv, xlsx, hj212 or line_protocol"
+            ))
+        })?),
+    };
+    let precision = match q.precision.as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(
+            crate::import::lineproto::Precision::parse(p)
+                .ok_or_else(|| bad_query(format!("precision: {p:?} is not s, ms, us or ns")))?,
+        ),
+    };
+    if let Some(k) = &q.key {
+        if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad_query("key: the file's SHA-256 as 64 hex digits"));
+        }
+    }
+    Ok(Options {
+        name: q.name.clone().unwrap_or_else(|| "upload".into()),
+        format,
+        mapping: None,
+        key: q.key.as_ref().map(|k| k.to_ascii_lowercase()),
+        force: q.force,
+        precision,
+    })
+}
+
+/// The import begun: its summary when there is nothing to read, or where to send the bytes and
+/// the task that reads them.
+enum Started {
+    Answer(Response),
+    /// Nothing to read (imported before): the answer, once the upload is drained, so the
+    /// client is not cut off mid-way.
+    Drain(Response),
+    Reading(
+        mpsc::Sender<Result<bytes::Bytes, String>>,
+        tokio::task::JoinHandle<crate::import::Summary>,
+    ),
+}
+
+async fn start(importer: std::sync::Arc<crate::import::Importer>, opts: Options) -> Started {
+    let imp = importer.clone();
+    let o2 = opts.clone();
+    let err = |e: String| {
+        Started::Answer(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response())
+    };
+    let job = match tokio::task::spawn_blocking(move || imp.begin(&o2)).await {
+        Ok(Ok(Begun::Run(job))) => job,
+        Ok(Ok(Begun::Already(summary))) => {
+            return Started::Drain((StatusCode::OK, Json(summary)).into_response())
+        }
+        Ok(Err(ImportError::Busy(id))) => {
+            return Started::Answer(
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("import {id} is running; one import at a time"),
+                )
+                .into_response(),
+            )
+        }
+        Ok(Err(e)) => return err(e.to_string()),
+        Err(e) => return err(e.to_string()),
+    };
+    let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, String>>(16);
+    let run =
+        tokio::task::spawn_blocking(move || importer.run(&job, &opts, ChannelReader::new(rx)));
+    Started::Reading(tx, run)
+}
+
+async fn finish(run: tokio::task::JoinHandle<crate::import::Summary>) -> Response {
+    match run.await {
+        Ok(summary) => {
+            let status = match summary.state {
+                JobState::Failed => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::OK,
+            };
+            (status, Json(summary)).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `POST /api/v1/import`.
+pub async fn import(
+    State(s): State<AppState>,
+    Query(q): Query<ImportQuery>,
+    req: Request,
+) -> Response {
+    let Some(importer) = s.importer.clone() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "imports need the daemon's pipeline (not available here)",
+        )
+        .into_response();
+    };
+    let mut opts = match options(&q) {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let with_sensor = |opts: &mut Options| {
+        if let Some(sensor) = &q.sensor {
+            opts.mapping.get_or_insert_with(Mapping::default).sensor = Some(sensor.clone());
+        }
+    };
+    if !multipart {
+        with_sensor(&mut opts);
+        let mut body = req.into_body().into_data_stream();
+        let (tx, run) = match start(importer, opts).await {
+            Started::Answer(r) => return r,
+            Started::Drain(r) => {
+                while let Some(Ok(_)) = body.next().await {}
+                return r;
+            }
+            Started::Reading(tx, run) => (tx, run),
+        };
+        // The body's bytes, forwarded as the importer reads them (never held whole).
+        while let Some(b) = body.next().await {
+            let item = b.map_err(|e| e.to_string());
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+        drop(tx);
+        return finish(run).await;
+    }
+    let mut form = match axum::extract::Multipart::from_request(req, &()).await {
+        Ok(m) => m,
+        Err(e) => return bad(format!("multipart: {e}")),
+    };
+    loop {
+        let mut field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return bad("multipart: no part named \"file\""),
+            Err(e) => return bad(format!("multipart: {e}")),
+        };
+        match field.name() {
+            Some("mapping") => match field.text().await {
+                Ok(t) => match Mapping::from_toml(&t) {
+                    Ok(m) => opts.mapping = Some(m),
+                    Err(e) => return bad(e),
+                },
+                Err(e) => return bad(format!("mapping part: {e}")),
+            },
+            Some("file") => {
+                if q.name.is_none() {
+                    if let Some(n) = field.file_name() {
+                        opts.name = n.to_string();
+                    }
+                }
+                with_sensor(&mut opts);
+                let (tx, run) = match start(importer, opts).await {
+                    Started::Answer(r) => return r,
+                    Started::Drain(r) => {
+                        while let Ok(Some(_)) = field.chunk().await {}
+                        return r;
+                    }
+                    Started::Reading(tx, run) => (tx, run),
+                };
+                loop {
+                    match field.chunk().await {
+                        Ok(Some(b)) => {
+                            if tx.send(Ok(b)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string())).await;
+                            break;
+                        }
+                    }
+                }
+                drop(tx);
+                return finish(run).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/imports`.
+pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    let Some(importer) = s.importer.clone() else {
+        return Json(json!({"imports": [], "reevaluation": null})).into_response();
+    };
+    let limit = q.limit.unwrap_or(20).clamp(1, 200);
+    let r = tokio::task::spawn_blocking(move || {
+        importer
+            .jobs(limit)
+            .map(|jobs| (jobs, importer.reevaluation_pending()))
+    })
+    .await;
+    match r {
+        Ok(Ok((jobs, pending))) => Json(json!({
+            "imports": jobs,
+            "reevaluation": pending.map(|p| json!({"pending_hours": p})),
+        }))
+        .into_response(),
+        Ok(Err(e)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/v1/imports/{id}`.
+pub async fn one(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(importer) = s.importer.clone() else {
+        return ApiError::new(StatusCode::NOT_FOUND, "no such import").into_response();
+    };
+    match tokio::task::spawn_blocking(move || importer.job(&id)).await {
+        Ok(Ok(Some(j))) => Json(j).into_response(),
+        Ok(Ok(None)) => ApiError::new(StatusCode::NOT_FOUND, "no such import").into_response(),
+        Ok(Err(e)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
