@@ -44,6 +44,8 @@ struct Opts {
     readings: u64,
     /// Seconds per fixed-rate latency run.
     latency_secs: u64,
+    /// Rows of the generated CSV of the import runs.
+    import_rows: u64,
     peers: bool,
     json: Option<PathBuf>,
     only: Vec<String>,
@@ -54,6 +56,7 @@ fn opts() -> Res<Opts> {
     let mut o = Opts {
         readings: 1_000_000,
         latency_secs: 20,
+        import_rows: 10_000_000,
         peers: false,
         json: None,
         only: Vec::new(),
@@ -65,6 +68,7 @@ fn opts() -> Res<Opts> {
         match a.as_str() {
             "--readings" => o.readings = val()?.parse()?,
             "--latency-secs" => o.latency_secs = val()?.parse()?,
+            "--import-rows" => o.import_rows = val()?.parse()?,
             "--peers" => o.peers = true,
             "--json" => o.json = Some(PathBuf::from(val()?)),
             "--only" => o.only = val()?.split(',').map(str::to_string).collect(),
@@ -72,12 +76,13 @@ fn opts() -> Res<Opts> {
             "--quick" => {
                 o.readings = 100_000;
                 o.latency_secs = 5;
+                o.import_rows = 500_000;
             }
             "--bench" => {} // cargo passes this to bench targets
             "-h" | "--help" => {
                 println!(
                     "scripts/bench [--quick] [--peers] [--readings N] [--latency-secs S] [--only a,b] [--json FILE]\n\
-                     scenarios: ceiling, single-vm, batch-vm, single-embedded, batch-embedded, latency, sensors10k, modbus1000, peers"
+                     scenarios: ceiling, single-vm, batch-vm, single-embedded, batch-embedded, latency, sensors10k, modbus1000, import, reeval, peers"
                 );
                 std::process::exit(0);
             }
@@ -1085,6 +1090,232 @@ fn f(row: &Row, k: &str) -> f64 {
     row.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Imports (issue 20): a long CSV of `rows` rows into the embedded store and into VictoriaMetrics
+// through `enviromon import`; a year of one station's hours re-evaluated.
+
+/// A long CSV: `time,sensor,quantity,value`, `sensors` bench sensors, one row each per second
+/// going back from an hour ago (inside any lateness window: the engine takes them too).
+fn long_csv(path: &Path, rows: u64, sensors: u64) -> Res<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    writeln!(w, "time,sensor,quantity,value")?;
+    let start = t0() - (rows / sensors) as i64 * 1000;
+    for i in 0..rows {
+        let ts = start + (i / sensors) as i64 * 1000;
+        writeln!(
+            w,
+            "{ts},bench-{},SO2,{}.{}",
+            i % sensors,
+            10 + i % 50,
+            i % 10
+        )?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// The daemon for an import run: no broker, the standards on, an operator token.
+async fn enviromon_for_import(
+    o: &Opts,
+    dir: &Path,
+    vm: Option<u16>,
+    seeds: Option<&Path>,
+) -> Res<(Proc, u16)> {
+    let http = free_port()?;
+    let store_toml = match vm {
+        Some(p) => format!(
+            "[store]\nkind = \"influxdb\"\n[store.influxdb]\nurl = \"http://127.0.0.1:{p}\"\ntoken = \"bench\"\n"
+        ),
+        None => "[store]\nkind = \"embedded\"\n[store.embedded]\nretention = \"0s\"\n".to_string(),
+    };
+    let seeds_toml = match seeds {
+        Some(s) => format!("[registry]\nseeds_dir = {:?}\n", s.display().to_string()),
+        None => String::new(),
+    };
+    let hash = enviromon::api::auth::hash_token("bench-operator");
+    let conf = dir.join("enviromon.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[daemon]\ndata_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [mqtt]\nenabled = false\n{seeds_toml}\
+             [alerts]\nenabled = false\n[hj212]\nenabled = false\n[modbus]\nenabled = false\n\
+             [report]\ndaily_at = \"off\"\n\
+             [[api.tokens]]\nname = \"bench\"\nrole = \"operator\"\nsha256 = \"{hash}\"\n{store_toml}",
+            data = dir.join("data").display().to_string(),
+        ),
+    )?;
+    let p = spawn(
+        "enviromon",
+        Command::new(&o.enviromon)
+            .args(["run", "--config"])
+            .arg(&conf)
+            .env("ENVIROMON_LOG", "warn"),
+        &dir.join("enviromon.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!(
+                "enviromon not ready within 60 s; see {}",
+                dir.join("enviromon.log").display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((p, http))
+}
+
+/// `enviromon import FILE…` as an operator would run it; its summary (JSON) and wall time.
+fn import_cli(o: &Opts, http: u16, args: &[&str]) -> Res<(Value, f64)> {
+    let started = Instant::now();
+    let out = Command::new(&o.enviromon)
+        .arg("import")
+        .args(args)
+        .args(["--server", &format!("http://127.0.0.1:{http}"), "--json"])
+        .env("ENVIROMON_TOKEN", "bench-operator")
+        .output()?;
+    let secs = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.lines().next().unwrap_or("null")).map_err(|e| {
+        err(format!(
+            "import output {text:?}: {e}; {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })?;
+    Ok((v, secs))
+}
+
+async fn import_run(o: &Opts, csv: &Path, rows: u64, to_vm: bool) -> Res<Row> {
+    let dir = tempfile::tempdir()?;
+    let (_vm, vm_port) = if to_vm {
+        let (p, port) = victoria(dir.path()).await?;
+        (Some(p), Some(port))
+    } else {
+        (None, None)
+    };
+    let seeds = seeds(dir.path(), 100)?;
+    let (daemon, http) = enviromon_for_import(o, dir.path(), vm_port, Some(&seeds)).await?;
+    let cpu0 = daemon.cpu_seconds();
+    let (summary, secs) = import_cli(o, http, &[csv.to_str().unwrap_or_default()])?;
+    // Then until the store holds it all (the import counts what the spool holds).
+    let stored_at = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let written = metric_sum(&scrape(http).await, "enviromon_readings_written_total");
+        if written >= rows as f64 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drain = stored_at.elapsed().as_secs_f64();
+    let cpu = daemon.cpu_seconds() - cpu0;
+    let stored = summary["stored"].as_u64().unwrap_or(0);
+    Ok(BTreeMap::from([
+        (
+            "scenario".into(),
+            json!(format!(
+                "enviromon import {} rows → {}",
+                rows,
+                if to_vm { "VictoriaMetrics" } else { "embedded" }
+            )),
+        ),
+        ("readings".into(), json!(rows)),
+        ("readings_per_s".into(), json!(rows as f64 / secs)),
+        ("import_seconds".into(), json!(secs)),
+        ("store_drain_seconds_after".into(), json!(drain)),
+        ("cpu_s_per_million".into(), json!(cpu / (rows as f64 / 1e6))),
+        ("cpu_cores".into(), json!(cpu / (secs + drain))),
+        ("peak_rss_mib".into(), json!(daemon.peak_rss_mib())),
+        ("missing".into(), json!(rows.saturating_sub(stored))),
+        ("summary_state".into(), summary["state"].clone()),
+    ]))
+}
+
+/// A year (2020, 8784 hours) of one station's six pollutants, imported as an hourly wide table;
+/// the time from the end of the import until the standards have re-evaluated every hour and day.
+async fn reeval_year(o: &Opts) -> Res<Row> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("station-2020.csv");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+        writeln!(w, "time,sensor,PM2.5,PM10,SO2,NO2,CO,O3")?;
+        let start = chrono::NaiveDate::from_ymd_opt(2020, 1, 1)
+            .ok_or_else(|| err("date"))?
+            .and_hms_opt(0, 0, 0)
+            .ok_or_else(|| err("date"))?;
+        for h in 0..8784i64 {
+            let t = start + chrono::Duration::hours(h);
+            let d = (h % 24) as f64;
+            writeln!(
+                w,
+                "{},aq-jianxi-1-analyzers,{},{},{},{},{:.1},{}",
+                t.format("%Y-%m-%d %H:%M"),
+                40 + h % 50,
+                70 + h % 80,
+                8 + h % 5,
+                30 + h % 20,
+                0.6 + (h % 7) as f64 / 10.0,
+                (40.0 + 60.0 * (d / 24.0)).round()
+            )?;
+        }
+        w.flush()?;
+    }
+    let mapping = dir.path().join("mapping.toml");
+    std::fs::write(&mapping, "period = \"1h\"\n")?;
+    let (daemon, http) = enviromon_for_import(o, dir.path(), None, None).await?;
+    let (summary, import_secs) = import_cli(
+        o,
+        http,
+        &[
+            csv.to_str().unwrap_or_default(),
+            "--mapping",
+            mapping.to_str().unwrap_or_default(),
+        ],
+    )?;
+    let cpu0 = daemon.cpu_seconds();
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let v: Value = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{http}/api/v1/imports?limit=1"))
+            .bearer_auth("bench-operator")
+            .send()
+            .await?
+            .json()
+            .await?;
+        if v["reevaluation"]["pending_hours"].as_u64() == Some(0) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = daemon.cpu_seconds() - cpu0;
+    Ok(BTreeMap::from([
+        (
+            "scenario".into(),
+            json!("re-evaluate a year of one station (8784 h)"),
+        ),
+        ("readings".into(), summary["stored"].clone()),
+        ("import_seconds".into(), json!(import_secs)),
+        ("reevaluation_seconds".into(), json!(secs)),
+        ("hours_queued".into(), summary["hours_queued"].clone()),
+        (
+            "hours_per_s".into(),
+            json!(summary["hours_queued"].as_f64().unwrap_or(0.0) / secs),
+        ),
+        ("cpu_cores".into(), json!(cpu / secs)),
+        ("peak_rss_mib".into(), json!(daemon.peak_rss_mib())),
+    ]))
+}
+
 fn table(rows: &[Row]) {
     println!(
         "\n{:<42} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>10} {:>8}",
@@ -1129,6 +1360,31 @@ fn table(rows: &[Row]) {
                 format!("{spool:.0}")
             },
             g("missing"),
+        );
+    }
+    for r in rows.iter().filter(|r| r.contains_key("import_seconds")) {
+        println!(
+            "  {}: import {:.1} s{}{}, peak RSS {:.0} MiB",
+            r.get("scenario").and_then(Value::as_str).unwrap_or(""),
+            f(r, "import_seconds"),
+            if r.contains_key("store_drain_seconds_after") {
+                format!(
+                    ", store caught up {:.1} s after",
+                    f(r, "store_drain_seconds_after")
+                )
+            } else {
+                String::new()
+            },
+            if r.contains_key("reevaluation_seconds") {
+                format!(
+                    ", re-evaluation {:.1} s ({:.0} station-hours/s)",
+                    f(r, "reevaluation_seconds"),
+                    f(r, "hours_per_s")
+                )
+            } else {
+                String::new()
+            },
+            f(r, "peak_rss_mib"),
         );
     }
     for r in rows.iter().filter(|r| r.contains_key("polls_per_s")) {
@@ -1244,6 +1500,22 @@ async fn run() -> Res<()> {
             modbus(&o, 1000, o.latency_secs.max(10)).await?,
         );
     }
+    if want("import") {
+        let csv_dir = tempfile::tempdir()?;
+        let csv = csv_dir.path().join("history.csv");
+        long_csv(&csv, o.import_rows, 100)?;
+        push(
+            "import-embedded",
+            import_run(&o, &csv, o.import_rows, false).await?,
+        );
+        push(
+            "import-vm",
+            import_run(&o, &csv, o.import_rows, true).await?,
+        );
+    }
+    if want("reeval") {
+        push("reeval-year", reeval_year(&o).await?);
+    }
     if o.peers || want("peers") && !o.only.is_empty() {
         push("node-red 1/msg", node_red(n, Shape::Single).await?);
         push("node-red 100/msg", node_red(n * 5, Shape::Batch).await?);
@@ -1342,6 +1614,21 @@ async fn run() -> Res<()> {
             "Modbus schedule slip p99 ≤ 50 ms",
             s <= 50.0,
             format!("{s:.1} ms"),
+        ));
+    }
+    for r in rows.iter().filter(|r| {
+        r.get("scenario")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.starts_with("enviromon import"))
+    }) {
+        let rss = f(r, "peak_rss_mib");
+        targets.push((
+            "import: peak RSS under 100 MiB, whatever the file's size",
+            rss < 100.0,
+            format!(
+                "{rss:.0} MiB ({})",
+                r.get("scenario").and_then(Value::as_str).unwrap_or("")
+            ),
         ));
     }
     let none_missing = rows.iter().all(|r| {

@@ -531,6 +531,99 @@ async fn a_technician_adds_a_station_and_its_analyser_and_the_duty_operator_hand
     })
     .await;
 
+    // History imported by the duty operator shows on the status page with its re-evaluation;
+    // then the editions page compares its days. Two days of 2020 for the two stations: on
+    // 2020-03-01 the district's PM2.5 is (66+74)/2 = 70 and PM10 (100+120)/2 = 110, AQI 94
+    // (grade II) under HJ 633-2012 and 110 (III) under HJ 633-2026 (PM2.5 IAQI 50 + 50·35/40
+    // = 93.75 → 94; 100 + 50·10/55 = 109.09 → 110); 2020-03-02 (PM2.5 30, PM10 40) is grade I
+    // under both. So 2 of 2 days good under 2012, 1 of 2 under 2026: 50.0 %.
+    let mut csv = String::from("time,sensor,PM2.5,PM10,SO2,NO2,CO,O3\n");
+    for day in [1u32, 2] {
+        for h in 1..=24u32 {
+            let label = if h == 24 {
+                format!("2020-03-{:02} 00:00", day + 1)
+            } else {
+                format!("2020-03-{day:02} {h:02}:00")
+            };
+            let (a, b) = if day == 1 {
+                ((66, 100), (74, 120))
+            } else {
+                ((30, 40), (30, 40))
+            };
+            csv.push_str(&format!(
+                "{label},aq-jianxi-1-analyzers,{},{},10,30,0.8,80\n",
+                a.0, a.1
+            ));
+            csv.push_str(&format!(
+                "{label},aq-jianxi-2-analyzers,{},{},10,30,0.8,80\n",
+                b.0, b.1
+            ));
+        }
+    }
+    let form = reqwest::multipart::Form::new()
+        .text("mapping", "period = \"1h\"\ntime_is = \"end\"\n")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("stations-2020.csv"),
+        );
+    let r = reqwest::Client::new()
+        .post(format!("{site}/api/v1/import"))
+        .bearer_auth(TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    b.goto(&format!("{site}/#/status")).await;
+    let imports = b
+        .wait_text("#imports", "the import on the status page", |t| {
+            t.contains("stations-2020.csv")
+        })
+        .await;
+    assert!(imports.contains("576"), "{imports}");
+    b.wait_text("#reevaluation", "re-evaluation done", |t| {
+        t.contains("re-evaluation done")
+    })
+    .await;
+    b.goto(&format!("{site}/#/compare")).await;
+    b.element("#compare-form").await;
+    b.js(
+        "document.querySelector('#compare-from').value = '2020-03-01';
+         document.querySelector('#compare-to').value = '2020-03-02';
+         document.querySelector('#compare-form').requestSubmit();",
+        json!([]),
+    )
+    .await;
+    let rate = b
+        .wait_text(
+            "#compare-totals tr[data-edition='HJ633-2026'] td.rate",
+            "2026 rate",
+            |t| t.contains("50.0"),
+        )
+        .await;
+    assert!(rate.contains('%'), "{rate}");
+    b.wait_text(
+        "#compare-totals tr[data-edition='HJ633-2012'] td.rate",
+        "2012 rate",
+        |t| t.contains("100.0"),
+    )
+    .await;
+    b.element("#changed-days tr[data-day='2020-03-01'].good-change")
+        .await;
+    let bar = b
+        .js(
+            "const r = document.querySelector(\"#compare-chart rect.bar[data-edition='HJ633-2026'][data-month='2020-03']\");
+             return r ? [r.getAttribute('data-rate'), r.getAttribute('height')] : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        bar[0].as_str().map(|r| r.starts_with("50")),
+        Some(true),
+        "{bar}"
+    );
+    b.screenshot("compare", &shots).await;
+
     // The unit page: a chart of its corrected hours against its limits.
     b.goto(&format!("{site}/#/unit/dt-1")).await;
     b.element("#unit-chart").await;

@@ -669,13 +669,15 @@ impl<'a> Sink<'a> {
     }
 
     /// The sensor registered as `id`.
-    pub fn sensor(&mut self, id: &str) -> Result<Sensor, Rejection> {
-        if let Some(s) = self.sensors.get(id) {
-            return s.clone().ok_or_else(|| unknown_sensor(id));
+    pub fn sensor(&mut self, id: &str) -> Result<&Sensor, Rejection> {
+        if !self.sensors.contains_key(id) {
+            let s = self.reg.sensors.get(id).map(Self::as_active);
+            self.sensors.insert(id.to_string(), s);
         }
-        let s = self.reg.sensors.get(id).map(Self::as_active);
-        self.sensors.insert(id.to_string(), s.clone());
-        s.ok_or_else(|| unknown_sensor(id))
+        self.sensors
+            .get(id)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| unknown_sensor(id))
     }
 
     /// The sensor whose HJ 212 MN is `mn`.
@@ -736,9 +738,10 @@ impl<'a> Sink<'a> {
         if let Some(r) = items.refused {
             d.rejections.push(r);
         }
+        let ctx = self.ctx;
         for (sensor, item) in &items.items {
             match self.sensor(sensor) {
-                Ok(s) => match validate_item(&s, item, &self.ctx) {
+                Ok(s) => match validate_item(s, item, &ctx) {
                     Ok(r) => d.readings.push(r),
                     Err(r) => d.rejections.push(r),
                 },
@@ -788,9 +791,12 @@ impl<'a> Sink<'a> {
         self.batch.extend(d.readings);
         if self.batch.len() >= BATCH {
             self.flush()?;
-        } else if self.inflight.is_empty() && self.last_progress.elapsed() > Duration::from_secs(1)
+        } else if self.batch.is_empty()
+            && self.inflight.is_empty()
+            && self.last_progress.elapsed() > Duration::from_secs(1)
         {
-            // A slow trickle (mostly refused or empty rows) still moves the position.
+            // Rows without readings (refused, empty) still move the position, once nothing
+            // before them is waiting to be durable.
             self.mark_position(row)?;
         }
         Ok(())

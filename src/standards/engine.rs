@@ -10,8 +10,10 @@
 //!   from `std_input` (one hour of one entity at a time, folded into minute buckets as the rows are read —
 //!   `input::HourInput`), then the days those hours belong to, then writes the results to
 //!   `std_results`. Results depend only on the input rows, never on arrival order: a reading a day
-//!   late gives exactly the result it would have given on time. Readings older than the window are
-//!   stored but change nothing (counted).
+//!   late gives exactly the result it would have given on time. Live readings older than the
+//!   window are stored but change nothing (counted). Imported history is taken whatever its age
+//!   ([`Engine::ingest_history`]) and its hours are queued on disk (`std_backfill`) for the
+//!   background re-evaluation ([`Engine::backfill_step`], `runner::Backfill`).
 //! - **Outputs**: typed results (`results`), stored as their JSON and served by the API; when the
 //!   store is InfluxDB, line protocol (`export`).
 //!

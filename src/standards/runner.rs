@@ -1,5 +1,6 @@
-//! The engine's task: recompute what changed every `standards.interval`, export results to an
-//! InfluxDB store, and purge input older than the lateness window.
+//! The engine's tasks: recompute what changed every `standards.interval`, export results to an
+//! InfluxDB store, and purge input older than the lateness window ([`Runner`]); re-evaluate
+//! imported history in the background ([`Backfill`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -115,7 +115,7 @@ let lastUnit = '';
 let gen = 0; // bumped on every route change; a render started for an older route drops its output
 
 function parseRoute() {
-  const m = (location.hash || '').match(/^#\/(status|unit|register|duty)(?:\/(.*))?$/);
+  const m = (location.hash || '').match(/^#\/(status|unit|register|duty|compare)(?:\/(.*))?$/);
   if (!m) return { page: 'status', arg: '' };
   let arg = '';
   try { arg = decodeURIComponent(m[2] || ''); } catch (_) { arg = m[2] || ''; }
@@ -127,7 +127,7 @@ function route() {
   gen++;
   if (current.page === 'unit' && current.arg) lastUnit = current.arg;
   $('#tab-unit').setAttribute('href', '#/unit/' + encodeURIComponent(lastUnit));
-  for (const p of ['status', 'unit', 'register', 'duty']) {
+  for (const p of ['status', 'unit', 'register', 'duty', 'compare']) {
     const el = document.getElementById('page-' + p);
     el.hidden = p !== current.page;
   }
@@ -137,10 +137,13 @@ function route() {
     if (on) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
   // Lists of pages not shown are emptied, so [data-sensor] etc. only match the visible page.
-  if (current.page !== 'status') $('#status-sites').innerHTML = '';
+  // The imports' 2-s refresh runs only while the status page is shown (renderImports restarts it).
+  clearTimeout(importsTimer); importsTimer = null;
+  if (current.page !== 'status') { $('#status-sites').innerHTML = ''; $('#imports').hidden = true; $('#imports-list').innerHTML = ''; $('#imports-list')._sig = null; }
   if (current.page !== 'unit') $('#unit-view').innerHTML = '';
   if (current.page !== 'register') $('#sensor-list').innerHTML = '';
   if (current.page !== 'duty') { $('#alerts tbody').innerHTML = ''; $('#refusals tbody').innerHTML = ''; $("#refusals tbody")._sig = null; }
+  if (current.page !== 'compare') $('#compare-result').innerHTML = '';
   refresh();
 }
 
@@ -153,6 +156,7 @@ async function refresh() {
     else if (current.page === 'unit') await renderUnit(g, current.arg);
     else if (current.page === 'register') await loadRegister(g);
     else if (current.page === 'duty') await renderDuty(g);
+    else if (current.page === 'compare') await renderCompare(g);
   } catch (e) {
     console.error(e);
   } finally { busy = false; }
@@ -165,6 +169,7 @@ function parseMetric(text, name) {
 }
 
 async function renderStatus(g) {
+  const imports = renderImports(g); // its own 2-s refresh while an import or re-evaluation runs
   const [sites, units, sensors, latest, modbus, metrics] = await Promise.all([
     api('GET', '/api/v1/sites'), api('GET', '/api/v1/units'), api('GET', '/api/v1/sensors'),
     api('GET', '/api/v1/readings/latest'), api('GET', '/api/v1/modbus/devices'), api('GET', '/metrics'),
@@ -274,6 +279,54 @@ async function renderStatus(g) {
       ${sensors.length ? `<table class="stack sensors"><thead><tr><th>传感器 / Sensor</th><th>协议 / Protocol</th><th>状态 / Status</th><th>链路 / Link</th><th>最近 / Last seen</th><th>最新值 / Latest values</th></tr></thead>
       <tbody>${sensors.map(rows).join('')}</tbody></table>` : '<p class="muted">无传感器 / no sensors</p>'}
     </section>`).join('') || '<p class="muted">无站点 / no sites</p>';
+  await imports;
+}
+
+// Imports (GET /api/v1/imports): the latest ones, and the imported hours still waiting for the
+// standards' re-evaluation. Hidden when there are none; refreshed every 2 s while one runs.
+const IMPORT_STATE = { running: '导入中 / running', done: '完成 / done', failed: '失败 / failed', already_imported: '已导入过 / already imported' };
+let importsTimer = null;
+
+async function renderImports(g) {
+  if (document.hidden) { scheduleImports(g); return; } // not shown: ask again later
+  const r = await api('GET', '/api/v1/imports?limit=5');
+  if (g !== gen || current.page !== 'status') return;
+  const box = $('#imports'), listEl = $('#imports-list'), msg = $('#imports-msg'), re = $('#reevaluation');
+  if (!ok(r)) {
+    listEl.innerHTML = ''; listEl._sig = null; re.hidden = true;
+    // No token or no role: the notice says so already; another error is shown here.
+    if (r.status === 401 || r.status === 403) { box.hidden = true; msg.textContent = ''; }
+    else { box.hidden = false; msg.className = 'msg error'; msg.textContent = explainStatus(r); }
+    return;
+  }
+  msg.className = 'msg'; msg.textContent = '';
+  const j = r.json || {};
+  const jobs = list(j, 'imports');
+  const pending = j.reevaluation ? num(j.reevaluation.pending_hours) : null;
+  box.hidden = !jobs.length && !(pending > 0);
+  const html = jobs.map(x => {
+    const refused = Object.entries(x.refused || {});
+    const refusedTotal = refused.reduce((n, [, v]) => n + (num(v) || 0), 0);
+    return `<li class="import imp-row-${esc(x.state)}" data-job="${esc(x.job)}" data-state="${esc(x.state)}">
+      <b class="mono import-name">${esc(x.name)}</b> <span class="badge imp-${esc(x.state)}">${esc(IMPORT_STATE[x.state] || x.state)}</span>
+      <div class="small import-counts">行 / rows <b>${esc(x.rows ?? 0)}</b> · 入库 / stored <b>${esc(x.stored ?? 0)}</b> · 重复 / duplicates <b>${esc(x.duplicates ?? 0)}</b>
+        · <span class="${refusedTotal ? 'import-refused' : ''}" title="${esc(refused.map(([k, v]) => `${k}: ${v}`).join(', '))}">拒收 / refused <b>${esc(refusedTotal)}</b></span>${x.already_imported ? ` · 已导入过 / already imported <b>${esc(x.already_imported)}</b>` : ''}</div>
+      ${x.error ? `<div class="reason small import-error">${esc(x.error)}</div>` : ''}
+      <div class="muted small">开始 / started ${esc(fmtTime(x.started))}${x.finished ? ` · 结束 / finished ${esc(fmtTime(x.finished))}` : ''} · <span class="mono">${esc(x.job)}</span></div></li>`;
+  }).join('');
+  if (listEl._sig !== html) { listEl._sig = html; listEl.innerHTML = html; }
+  if (pending === null) { re.hidden = true; re.textContent = ''; }
+  else {
+    re.hidden = false;
+    re.className = 'reevaluation ' + (pending > 0 ? 'pending' : 'done');
+    re.textContent = pending > 0 ? `后台重算：剩余 ${pending} 小时 / re-evaluating imported history: ${pending} hours left` : '重算完成 / re-evaluation done';
+  }
+  if (jobs.some(x => x.state === 'running') || pending > 0) scheduleImports(g);
+  else { clearTimeout(importsTimer); importsTimer = null; }
+}
+function scheduleImports(g) {
+  clearTimeout(importsTimer);
+  importsTimer = setTimeout(() => { importsTimer = null; if (g === gen && current.page === 'status') renderImports(g).catch(e => console.error(e)); }, 2000);
 }
 
 // ---------- unit page ----------
@@ -818,6 +871,119 @@ async function alertAction(ev) {
   }
 }
 
+// ---------- compare page ----------
+// GET /api/v1/compliance/compare: the district's stored daily concentrations under both AQI
+// editions — totals, the months' good-days rate as grouped bars, and the days whose grade changes.
+const GRADES = ['I', 'II', 'III', 'IV', 'V', 'VI'];
+const PLAN_TARGET = 80; // the district plan's good-days rate target, %
+let compareSeq = 0; // a newer request's answer wins over an older one still on its way
+const fmtRate = v => num(v) === null ? '—' : v.toFixed(1) + '%';
+const edHtml = ed => esc(ed).replace(/-/g, '-<wbr>'); // "HJ633-2012" may wrap after its hyphen in a narrow column
+
+async function renderCompare(g) {
+  const f = $('#compare-form'), out = $('#compare-result');
+  const from = f.elements.namedItem('from').value.trim(), to = f.elements.namedItem('to').value.trim();
+  const errors = [['from', from], ['to', to]].filter(([, v]) => !v).map(([k]) => ({ path: k, message: REQUIRED + '（年-月-日 / YYYY-MM-DD）' }));
+  if (errors.length) { showErrors(f, errors); out.innerHTML = ''; return; }
+  clearErrors(f);
+  const seq = ++compareSeq, btn = $('#compare-submit');
+  btn.disabled = true;
+  out.innerHTML = '<div class="card muted">计算中… / computing…</div>';
+  const r = await api('GET', `/api/v1/compliance/compare?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`);
+  if (seq !== compareSeq) return;
+  btn.disabled = false;
+  if (g !== gen || current.page !== 'compare') return;
+  if (!ok(r) || !r.json || !Array.isArray(r.json.editions)) {
+    out.innerHTML = `<div class="card"><div class="msg error" id="compare-error">${esc(ok(r) ? '应答无法识别 / unexpected answer' : explainStatus(r))}</div></div>`;
+    return;
+  }
+  const c = r.json;
+  const eds = c.editions.map(e => e.edition);
+  const edIdx = ed => Math.max(0, eds.indexOf(ed)) % 2; // its colour: ed-0, ed-1
+  const months = Array.isArray(c.months) ? c.months : [], changed = Array.isArray(c.changed_days) ? c.changed_days : [];
+
+  // (a) totals
+  const totals = `<div class="scroll"><table id="compare-totals" class="compare-totals">
+    <thead><tr><th rowspan="2">标准 / Edition</th><th rowspan="2">优良率 / Good rate</th><th rowspan="2">优良/有效天 / Good/valid days</th><th colspan="${GRADES.length}" class="grades-head">各级天数 / Days per grade</th></tr>
+      <tr>${GRADES.map(k => `<th class="num">${k}</th>`).join('')}</tr></thead>
+    <tbody>${c.editions.map(e => `<tr data-edition="${esc(e.edition)}">
+      <td class="edition"><span class="swatch ed-${edIdx(e.edition)}"></span><b>${edHtml(e.edition)}</b></td>
+      <td class="num rate">${esc(fmtRate(e.good_rate_percent))}</td>
+      <td class="num days">${esc(e.good_days ?? 0)}/${esc(e.days_with_aqi ?? 0)}</td>
+      ${GRADES.map(k => `<td class="num grade" data-grade="${k}">${esc(num((e.grades || {})[k]) ?? 0)}</td>`).join('')}</tr>`).join('')}</tbody></table></div>`;
+  const primary = c.editions.map(e => {
+    const pp = Object.entries(e.primary_pollutants || {}).sort((a, b) => b[1] - a[1]);
+    return `<li data-edition="${esc(e.edition)}"><b>${esc(e.edition)}</b> 首要污染物天数 / days as primary pollutant: ${pp.map(([k, v]) => `<span class="badge">${esc(k)} ${esc(v)}</span>`).join(' ') || '—'}${e.withheld_days ? ` <span class="muted">· 无 AQI / no AQI: ${esc(e.withheld_days)} 天 / days</span>` : ''}</li>`;
+  }).join('');
+  const head = `<div class="muted small">${c.station === 'district' ? '全区 / district' : `<span class="mono">${esc(c.station)}</span>`} · ${esc(c.from)} – ${esc(c.to)} · 有日数据 / days with daily results: <b>${esc(c.days ?? 0)}</b></div>`;
+
+  // (c) the days whose grade changes
+  const nGood = changed.filter(d => d.good_day_changes).length;
+  const goodText = v => v === true ? '优良 / good' : v === false ? '非优良 / not good' : '无 AQI / no AQI';
+  const verdictCell = (d, ed) => {
+    const v = (d.editions || []).find(x => x.edition === ed);
+    if (!v) return '<td class="muted">—</td>';
+    const pp = Array.isArray(v.primary_pollutants) ? v.primary_pollutants : [];
+    return `<td data-edition="${esc(ed)}" class="verdict-cell${v.good_day === false ? ' not-good' : ''}"><b class="aqi" title="AQI">${esc(num(v.aqi) ?? '—')}</b>
+      <span class="badge grade-badge">${esc(v.grade ?? '—')}</span> <span class="pp">${esc(pp.join(', ') || '—')}</span></td>`;
+  };
+  const changedHtml = `<p id="changed-summary">${changed.length
+    ? `级别改变 ${changed.length} 天，其中优良与否改变 ${nGood} 天 / ${changed.length} days change grade, ${nGood} of them between good and not good`
+    : '两版标准下每天的级别相同 / no day changes grade'}</p>
+    <div class="hint">每格：AQI · 级别 · 首要污染物 / each cell: AQI · grade · primary pollutants</div>
+    <div class="scroll"><table id="changed-days" class="changed-days">
+    <thead><tr><th>日期 / Day</th>${eds.map(ed => `<th><span class="swatch ed-${edIdx(ed)}"></span>${edHtml(ed)}</th>`).join('')}<th>优良 / Good</th></tr></thead>
+    <tbody>${changed.map(d => {
+      const vs = eds.map(ed => (d.editions || []).find(x => x.edition === ed));
+      return `<tr data-day="${esc(d.day)}"${d.good_day_changes ? ' class="good-change"' : ''}><td class="day">${esc(d.day)}</td>${eds.map(ed => verdictCell(d, ed)).join('')}
+        <td class="good-cell">${d.good_day_changes ? esc(vs.map(v => goodText(v ? v.good_day : null)).join(' → ')) : '<span class="muted">—</span>'}</td></tr>`;
+    }).join('') || `<tr class="empty"><td colspan="${eds.length + 2}" class="muted">无 / none</td></tr>`}</tbody></table></div>`;
+
+  out.innerHTML = `<div class="card"><h3>合计 / Totals</h3>${head}${totals}<ul class="compare-primary small">${primary}</ul></div>
+    <div class="card"><h3>各月优良天数比例 / Good-days rate by month</h3>${compareChart(months, eds, edIdx)}</div>
+    <div class="card"><h3>级别改变的日子 / Days whose grade changes</h3>${changedHtml}</div>`;
+}
+
+// Grouped bars: per month, each edition's good-days rate (0–100 %), against the plan's 80 % target.
+function compareChart(months, eds, edIdx) {
+  const svgNS = 'http://www.w3.org/2000/svg';
+  // Drawn at the width it is shown at (as the unit chart), so its text keeps its size on a phone.
+  const W = Math.round(Math.max(300, Math.min(860, ($('#compare-result').clientWidth || 380) - 34)));
+  if (!months.length) return `<svg id="compare-chart" xmlns="${svgNS}" viewBox="0 0 ${W} 40"><text class="tick" x="10" y="25">无数据 / no data</text></svg>`;
+  const H = 220, L = 36, R = 8, T = 34, B = 30, PH = H - T - B;
+  const n = months.length, gw = (W - L - R) / n, k = Math.max(1, eds.length);
+  const bw = Math.max(1, gw * 0.8 / k), pad = (gw - bw * k) / 2;
+  const y = v => T + (1 - v / 100) * PH;
+  const every = Math.ceil(n / Math.max(1, Math.floor((W - L - R) / 18))); // month labels that fit
+  let out = `<svg id="compare-chart" xmlns="${svgNS}" viewBox="0 0 ${W} ${H}" role="img" aria-label="各月优良天数比例 / good-days rate by month">`;
+  // legend
+  let lx = L;
+  eds.forEach(ed => {
+    out += `<rect class="swatch ed-${edIdx(ed)}" data-edition="${esc(ed)}" x="${lx}" y="6" width="12" height="12"/><text class="legend" x="${lx + 16}" y="16">${esc(ed)}</text>`;
+    lx += 16 + 7 * String(ed).length + 14;
+  });
+  for (const v of [0, 50, 100]) {
+    out += `<line class="${v ? 'grid' : 'axis'}" x1="${L}" y1="${y(v)}" x2="${W - R}" y2="${y(v)}"/><text class="tick" x="${L - 4}" y="${y(v) + 3.5}" text-anchor="end">${v}%</text>`;
+  }
+  out += `<line class="axis" x1="${L}" y1="${T}" x2="${L}" y2="${y(0)}"/>`;
+  let year = '';
+  months.forEach((m, i) => {
+    const x0 = L + i * gw, mm = String(m.month || '').slice(5, 7), yy = String(m.month || '').slice(0, 4);
+    out += `<g class="month" data-month="${esc(m.month)}">`;
+    eds.forEach((ed, j) => {
+      const e = (m.editions || []).find(x => x.edition === ed) || {};
+      const rate = num(e.good_rate_percent), v = rate === null ? 0 : Math.max(0, Math.min(100, rate));
+      out += `<rect class="bar ed-${edIdx(ed)}${rate === null ? ' no-data' : ''}" data-edition="${esc(ed)}" data-month="${esc(m.month)}" data-rate="${rate === null ? '' : esc(rate)}" x="${(x0 + pad + j * bw).toFixed(2)}" y="${y(v).toFixed(2)}" width="${bw.toFixed(2)}" height="${(v / 100 * PH).toFixed(2)}">` +
+        `<title>${esc(m.month)} ${esc(ed)}: ${esc(fmtRate(rate))}${e.days_with_aqi !== undefined ? ` (${esc(e.good_days ?? 0)}/${esc(e.days_with_aqi)} 天 / days)` : ''}</title></rect>`;
+    });
+    if (i % every === 0) out += `<text class="tick" x="${(x0 + gw / 2).toFixed(1)}" y="${y(0) + 12}" text-anchor="middle">${esc(mm)}</text>`;
+    if (yy !== year) { year = yy; out += `<text class="tick year" x="${(x0 + 1).toFixed(1)}" y="${y(0) + 25}">${esc(yy)}</text>`; }
+    out += '</g>';
+  });
+  out += `<line class="target" x1="${L}" y1="${y(PLAN_TARGET)}" x2="${W - R}" y2="${y(PLAN_TARGET)}"/><text class="target-label" x="${W - R}" y="${y(PLAN_TARGET) - 4}" text-anchor="end">目标 ${PLAN_TARGET}% / target</text>`;
+  return out + '</svg>';
+}
+
 // ---------- start ----------
 function init() {
   const tok = $('#token');
@@ -869,6 +1035,9 @@ function init() {
   showProtocol();
   $('#sensor-list').addEventListener('click', sensorAction);
   $('#sensor-list').addEventListener('keydown', ev => { if (ev.key === 'Enter' && ev.target.classList.contains('reason-input')) { ev.preventDefault(); const c = $('.btn-confirm', ev.target.closest('.reason-box')); if (c) c.click(); } });
+
+  $('#compare-form').addEventListener('submit', ev => { ev.preventDefault(); renderCompare(gen).catch(e => console.error(e)); });
+  clearOnInput($('#compare-form'));
 
   $('#alerts').addEventListener('click', alertAction);
   $('#refusal-sensor').addEventListener('change', () => refresh());
