@@ -216,7 +216,9 @@ pub struct Summary {
     pub first: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last: Option<String>,
-    /// Hours queued for re-evaluation by the standards.
+    /// Hours (of a unit, station or analyser) queued for re-evaluation by the standards. An hour
+    /// whose readings span two batches may be re-evaluated between them and queued again: it is
+    /// counted (and recomputed) twice.
     pub hours_queued: u64,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
