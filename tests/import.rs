@@ -806,9 +806,14 @@ async fn an_interrupted_import_resumes_after_its_last_durable_row() {
         async move { (count(&db, "wwtp-inlet-quality") == 24_000).then_some(()) }
     })
     .await;
-    // Finished now: the same file again is recognised.
+    // Finished now: the same file again is recognised, and the CLI can ask before sending it.
     let (_, again) = post_file(addr, &query, csv, OPERATOR).await;
     assert_eq!(again["state"], "already_imported", "{again}");
+    let k = get(addr, &format!("/api/v1/imports/key/{key}")).await;
+    assert_eq!(k["already"]["state"], "already_imported", "{k}");
+    assert_eq!(k["already"]["rows"], 12_000);
+    let other = get(addr, &format!("/api/v1/imports/key/{}", "0".repeat(64))).await;
+    assert!(other["already"].is_null(), "{other}");
     running.shutdown().await;
 }
 

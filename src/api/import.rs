@@ -2,7 +2,8 @@
 //! `file` part of a multipart form with an optional `mapping` part (TOML) before it, and streams
 //! it into the importer (`crate::import`); the answer is the import's summary. `GET
 //! /api/v1/imports` lists imports (the running one with its progress) and the hours of imported
-//! history still waiting for re-evaluation; `GET /api/v1/imports/{id}` is one import.
+//! history still waiting for re-evaluation; `GET /api/v1/imports/{id}` is one import;
+//! `GET /api/v1/imports/key/{sha256}` says whether a file was imported to the end before.
 
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -255,6 +256,33 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Resp
             "reevaluation": pending.map(|p| json!({"pending_hours": p})),
         }))
         .into_response(),
+        Ok(Err(e)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeyQuery {
+    pub name: Option<String>,
+}
+
+/// `GET /api/v1/imports/key/{sha256}`: `{"already": summary}` when the file with that digest was
+/// imported to the end (importing it again does nothing), else `{"already": null}`. The CLI asks
+/// before uploading, so a large file is not sent for nothing.
+pub async fn by_key(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<KeyQuery>,
+) -> Response {
+    let Some(importer) = s.importer.clone() else {
+        return Json(json!({"already": null})).into_response();
+    };
+    let key = key.to_ascii_lowercase();
+    let name = q.name.unwrap_or_else(|| "upload".into());
+    match tokio::task::spawn_blocking(move || importer.already(&key, &name)).await {
+        Ok(Ok(a)) => Json(json!({"already": a})).into_response(),
         Ok(Err(e)) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
         }

@@ -183,6 +183,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/imports", view(get(import::list)))
         .route("/api/v1/imports/{id}", view(get(import::one)))
+        .route("/api/v1/imports/key/{key}", view(get(import::by_key)))
         .route("/api/v1/readings/latest", view(get(latest)))
         .route("/api/v1/readings", view(get(readings)))
         .route("/api/v1/modbus/devices", view(get(modbus_devices)))

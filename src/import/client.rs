@@ -114,6 +114,18 @@ async fn one(
     let key = tokio::task::spawn_blocking(move || digest(&p2))
         .await
         .map_err(|e| http_err(c, e))??;
+    if !req.force {
+        // Imported to the end before (same content): nothing to send.
+        let v = c
+            .get(&format!(
+                "/api/v1/imports/key/{key}?name={}",
+                url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+            ))
+            .await?;
+        if v["already"].is_object() {
+            return Ok(v["already"].clone());
+        }
+    }
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| read_err(path, e))?;

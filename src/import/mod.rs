@@ -403,24 +403,7 @@ impl Importer {
                 .optional()?;
             match last {
                 Some((id, state, _)) if state == "done" && !opts.force => {
-                    let before = self
-                        .stored_summary(&id)?
-                        .unwrap_or_else(|| Summary::new(&id, &opts.name));
-                    // This run: nothing read, nothing stored; every row was imported before.
-                    let mut s = Summary::new(&id, &opts.name);
-                    s.format = before.format;
-                    s.state = JobState::AlreadyImported;
-                    s.finished = before.finished.clone();
-                    s.rows = before.rows;
-                    s.position = before.position;
-                    s.already_imported = before.rows;
-                    s.first = before.first.clone();
-                    s.last = before.last.clone();
-                    s.notes.push(format!(
-                        "已于 {} 导入（任务 {id}），未重复导入；--force 可重新读取 / imported to the end by job {id} at {}; not read again (--force reads it again; stored values are not duplicated)",
-                        before.finished.clone().unwrap_or_default(),
-                        before.finished.clone().unwrap_or_default()
-                    ));
+                    let s = self.already_summary(&id, &opts.name)?;
                     self.metrics
                         .imports
                         .with_label_values(&["already_imported"])
@@ -451,6 +434,43 @@ impl Importer {
         )?;
         *current = Some(job.clone());
         Ok(Begun::Run(job))
+    }
+
+    /// What importing the file with content digest `key` again would do when it was imported to
+    /// the end before: nothing (its summary says so). `None`: it would be read (new, or resumed).
+    pub fn already(&self, key: &str, name: &str) -> Result<Option<Summary>, ImportError> {
+        let last: Option<(String, String)> = lock(&self.db)
+            .query_row(
+                "SELECT id, state FROM import_jobs WHERE key = ?1 ORDER BY started_ms DESC LIMIT 1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match last {
+            Some((id, state)) if state == "done" => Ok(Some(self.already_summary(&id, name)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn already_summary(&self, id: &str, name: &str) -> Result<Summary, ImportError> {
+        let before = self
+            .stored_summary(id)?
+            .unwrap_or_else(|| Summary::new(id, name));
+        // This run: nothing read, nothing stored; every row was imported before.
+        let mut s = Summary::new(id, name);
+        s.format = before.format;
+        s.state = JobState::AlreadyImported;
+        s.finished = before.finished.clone();
+        s.rows = before.rows;
+        s.position = before.position;
+        s.already_imported = before.rows;
+        s.first = before.first.clone();
+        s.last = before.last.clone();
+        let at = before.finished.clone().unwrap_or_default();
+        s.notes.push(format!(
+            "已于 {at} 导入（任务 {id}），未重复导入；--force 可重新读取 / imported to the end by job {id} at {at}; not read again (--force reads it again; stored values are not duplicated)"
+        ));
+        Ok(s)
     }
 
     fn stored_summary(&self, id: &str) -> Result<Option<Summary>, ImportError> {
