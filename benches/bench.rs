@@ -271,11 +271,17 @@ async fn enviromon(
             .env("ENVIROMON_LOG", "warn"),
         &dir.join("enviromon.log"),
     )?;
+    wait_ready(http, dir).await?;
+    Ok((p, http))
+}
+
+/// Until the daemon's `/readyz` answers 200 (60 s at most).
+async fn wait_ready(http: u16, dir: &Path) -> Res<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await {
             if r.status() == 200 {
-                break;
+                return Ok(());
             }
         }
         if Instant::now() > deadline {
@@ -286,7 +292,6 @@ async fn enviromon(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok((p, http))
 }
 
 /// Seeds: one site and `n` MQTT sensors `bench-{i}` measuring SO2 (ambient, ug/m3).
@@ -1154,21 +1159,7 @@ async fn enviromon_for_import(
             .env("ENVIROMON_LOG", "warn"),
         &dir.join("enviromon.log"),
     )?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(err(format!(
-                "enviromon not ready within 60 s; see {}",
-                dir.join("enviromon.log").display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(http, dir).await?;
     Ok((p, http))
 }
 

@@ -537,29 +537,7 @@ async fn a_technician_adds_a_station_and_its_analyser_and_the_duty_operator_hand
     // (grade II) under HJ 633-2012 and 110 (III) under HJ 633-2026 (PM2.5 IAQI 50 + 50·35/40
     // = 93.75 → 94; 100 + 50·10/55 = 109.09 → 110); 2020-03-02 (PM2.5 30, PM10 40) is grade I
     // under both. So 2 of 2 days good under 2012, 1 of 2 under 2026: 50.0 %.
-    let mut csv = String::from("time,sensor,PM2.5,PM10,SO2,NO2,CO,O3\n");
-    for day in [1u32, 2] {
-        for h in 1..=24u32 {
-            let label = if h == 24 {
-                format!("2020-03-{:02} 00:00", day + 1)
-            } else {
-                format!("2020-03-{day:02} {h:02}:00")
-            };
-            let (a, b) = if day == 1 {
-                ((66, 100), (74, 120))
-            } else {
-                ((30, 40), (30, 40))
-            };
-            csv.push_str(&format!(
-                "{label},aq-jianxi-1-analyzers,{},{},10,30,0.8,80\n",
-                a.0, a.1
-            ));
-            csv.push_str(&format!(
-                "{label},aq-jianxi-2-analyzers,{},{},10,30,0.8,80\n",
-                b.0, b.1
-            ));
-        }
-    }
+    let csv = two_station_days_csv();
     let form = reqwest::multipart::Form::new()
         .text("mapping", "period = \"1h\"\ntime_is = \"end\"\n")
         .part(

@@ -105,19 +105,7 @@ async fn post_form(
 fn cli(addr: std::net::SocketAddr, dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let token = dir.join("operator.token");
     std::fs::write(&token, OPERATOR).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_enviromon"))
-        .arg("import")
-        .args(args)
-        .args(["--server", &format!("http://{addr}"), "--token-file"])
-        .arg(&token)
-        .env_remove("ENVIROMON_TOKEN")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    enviromon_cli("import", args, &format!("http://{addr}"), &token)
 }
 
 /// (value, flag) of one reading once the store has it (the spool holds it when the import
@@ -614,36 +602,14 @@ async fn history_past_the_lateness_window_is_re_evaluated_as_the_standards_say()
     // Station 1: PM2.5 66, PM10 100; station 2: PM2.5 74, PM10 120, every hour of 2020-03-01
     // (hours labelled 01:00 … 24:00); both: SO2 10, NO2 30, CO 0.8, O3 80. On 2020-03-02 both
     // stations: PM2.5 30, PM10 40, the rest the same.
-    let mut csv = String::from("time,sensor,PM2.5,PM10,SO2,NO2,CO,O3\n");
-    for day in [1u32, 2] {
-        for h in 1..=24u32 {
-            let label = if h == 24 {
-                format!("2020-03-{:02} 00:00", day + 1)
-            } else {
-                format!("2020-03-{day:02} {h:02}:00")
-            };
-            let (a, b) = if day == 1 {
-                ((66, 100), (74, 120))
-            } else {
-                ((30, 40), (30, 40))
-            };
-            csv.push_str(&format!(
-                "{label},aq-jianxi-1-analyzers,{},{},10,30,0.8,80\n",
-                a.0, a.1
-            ));
-            csv.push_str(&format!(
-                "{label},aq-jianxi-2-analyzers,{},{},10,30,0.8,80\n",
-                b.0, b.1
-            ));
-        }
-    }
+    let csv = two_station_days_csv();
     let mapping = "period = \"1h\"\ntime_is = \"end\"\n";
     let (code, s) = post_form(addr, "stations.csv", mapping, csv.into_bytes()).await;
     assert_eq!(code, 200, "{s}");
     assert_eq!(s["stored"], 2 * 24 * 2 * 6, "{s}");
     assert!(s["hours_queued"].as_u64().unwrap() >= 96, "{s}");
 
-    // 双源… no: 大唐 #1, 2020-03-01 10:00–10:59 Beijing time, one minute mean a line: raw SO2 30,
+    // 大唐 #1, 2020-03-01 10:00–10:59 Beijing time, one minute mean a line: raw SO2 30,
     // NOx 32, PM 4 mg/m3 at O2 9 %. HJ 75: corrected = raw × (21 − 6)/(21 − 9) = raw × 1.25:
     // SO2 37.5 (over the ultra-low 35), NOx 40, PM 5.
     let mut lp = String::new();

@@ -80,28 +80,6 @@ fn count(db: &std::path::Path, sensor: &str) -> i64 {
     .unwrap()
 }
 
-/// `enviromon COMMAND ARGS --server SERVER --token-file FILE`: its exit code, stdout and stderr.
-fn enviromon_cli(
-    command: &str,
-    args: &[&str],
-    server: &str,
-    token_file: &std::path::Path,
-) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_enviromon"))
-        .arg(command)
-        .args(args)
-        .args(["--server", server, "--token-file"])
-        .arg(token_file)
-        .env_remove("ENVIROMON_TOKEN")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 async fn modbus_device() -> (Sim, u16, CancellationToken) {
     let sim = Sim::default();
     for (i, v) in [42.5, 1.25, 0.3, 11.0, 7.1, 15.5].iter().enumerate() {

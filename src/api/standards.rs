@@ -214,6 +214,24 @@ fn day_param(name: &str, v: &str) -> Result<NaiveDate, ApiError> {
     })
 }
 
+/// A window of days `from ..= to` (YYYY-MM-DD), at most ten years.
+fn day_window(from: &str, to: &str) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let (a, b) = (day_param("from", from)?, day_param("to", to)?);
+    if a > b {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "from: must not be after to",
+        ));
+    }
+    if (b - a).num_days() > 3660 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "to: a window is at most ten years",
+        ));
+    }
+    Ok((a, b))
+}
+
 pub async fn compliance(
     State(s): State<AppState>,
     q: Result<Query<YearParams>, axum::extract::rejection::QueryRejection>,
@@ -223,22 +241,7 @@ pub async fn compliance(
     let ed = edition(q.standard.as_deref())?;
     let now = Utc::now().timestamp_millis();
     let window = match (q.from.as_deref(), q.to.as_deref(), q.year) {
-        (Some(a), Some(b), None) => {
-            let (a, b) = (day_param("from", a)?, day_param("to", b)?);
-            if a > b {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "from: must not be after to",
-                ));
-            }
-            if (b - a).num_days() > 3660 {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "to: a window is at most ten years",
-                ));
-            }
-            (a, b)
-        }
+        (Some(a), Some(b), None) => day_window(a, b)?,
         (None, None, year) => {
             let year = year.unwrap_or_else(|| chrono::Datelike::year(&time::cst_date(now)));
             if !(2000..=2100).contains(&year) {
@@ -281,19 +284,7 @@ pub async fn compare(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let engine = engine(&s)?.clone();
-    let (a, b) = (day_param("from", &q.from)?, day_param("to", &q.to)?);
-    if a > b {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "from: must not be after to",
-        ));
-    }
-    if (b - a).num_days() > 3660 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "to: a window is at most ten years",
-        ));
-    }
+    let (a, b) = day_window(&q.from, &q.to)?;
     let station = q.station.unwrap_or_else(|| "district".into());
     let doc = blocking("compare", move || engine.compare_editions(&station, a, b)).await?;
     Ok(Json(doc).into_response())

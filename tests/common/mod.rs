@@ -763,3 +763,56 @@ pub async fn hj212_replies(s: &mut tokio::net::TcpStream, n: usize) -> Vec<Strin
         .map(String::from)
         .collect()
 }
+
+/// `enviromon COMMAND ARGS --server SERVER --token-file FILE`: its exit code, stdout and stderr.
+pub fn enviromon_cli(
+    command: &str,
+    args: &[&str],
+    server: &str,
+    token_file: &std::path::Path,
+) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enviromon"))
+        .arg(command)
+        .args(args)
+        .args(["--server", server, "--token-file"])
+        .arg(token_file)
+        .env_remove("ENVIROMON_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Two days of 2020 (Beijing time, hours labelled by their end) for the two seeded air stations,
+/// a wide CSV: on 2020-03-01 station 1 has PM2.5 66, PM10 100 and station 2 PM2.5 74, PM10 120;
+/// on 2020-03-02 both PM2.5 30, PM10 40; every hour SO2 10, NO2 30, CO 0.8, O3 80. The district's
+/// 2020-03-01 is then PM2.5 70, PM10 110. Read with `period = "1h"`, `time_is = "end"`.
+pub fn two_station_days_csv() -> String {
+    let mut csv = String::from("time,sensor,PM2.5,PM10,SO2,NO2,CO,O3\n");
+    for day in [1u32, 2] {
+        for h in 1..=24u32 {
+            let label = if h == 24 {
+                format!("2020-03-{:02} 00:00", day + 1)
+            } else {
+                format!("2020-03-{day:02} {h:02}:00")
+            };
+            let (a, b) = if day == 1 {
+                ((66, 100), (74, 120))
+            } else {
+                ((30, 40), (30, 40))
+            };
+            csv.push_str(&format!(
+                "{label},aq-jianxi-1-analyzers,{},{},10,30,0.8,80\n",
+                a.0, a.1
+            ));
+            csv.push_str(&format!(
+                "{label},aq-jianxi-2-analyzers,{},{},10,30,0.8,80\n",
+                b.0, b.1
+            ));
+        }
+    }
+    csv
+}
