@@ -588,8 +588,16 @@ impl Importer {
         let mut sink = Sink::new(self, job, tx);
         let mapping = opts.mapping.clone().unwrap_or_default();
         let read = match format {
-            Format::Csv => csv::import(input, &mapping, &mut sink),
-            Format::LineProtocol => lineproto::import(input, opts.precision, &mut sink),
+            Format::Csv => csv::import(
+                BufReader::with_capacity(256 * 1024, LineLimit::new(input)),
+                &mapping,
+                &mut sink,
+            ),
+            Format::LineProtocol => lineproto::import(
+                BufReader::with_capacity(256 * 1024, LineLimit::new(input)),
+                opts.precision,
+                &mut sink,
+            ),
             Format::Hj212 => hj212::import(input, &mut sink),
             Format::Xlsx => self.xlsx(job, input, &mapping, &mut sink),
         };
@@ -983,6 +991,45 @@ fn unknown_sensor(id: &str) -> Rejection {
     )
 }
 
+/// The longest line a text file may have: a file that is one endless line (or not text at all)
+/// is refused instead of being held in memory.
+pub const MAX_LINE: usize = 16 << 20;
+
+/// A `Read` that fails once more than [`MAX_LINE`] bytes pass without a newline.
+pub struct LineLimit<R> {
+    inner: R,
+    since_newline: usize,
+}
+
+impl<R: Read> LineLimit<R> {
+    pub fn new(inner: R) -> Self {
+        LineLimit {
+            inner,
+            since_newline: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match buf[..n].iter().rposition(|b| *b == b'\n') {
+            Some(i) => self.since_newline = n - i - 1,
+            None => self.since_newline += n,
+        }
+        if self.since_newline > MAX_LINE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a line longer than {} MiB: not a table of readings",
+                    MAX_LINE >> 20
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// A `Read` over chunks sent from async code (an HTTP body), for the blocking importer.
 pub struct ChannelReader {
     rx: mpsc::Receiver<Result<bytes::Bytes, String>>,
@@ -1011,5 +1058,24 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.cur[..n]);
         bytes::Buf::advance(&mut self.cur, n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_line_is_refused_and_long_files_of_short_lines_are_not() {
+        let endless = vec![b'x'; MAX_LINE + 10];
+        let mut out = Vec::new();
+        let e = std::io::copy(&mut LineLimit::new(&endless[..]), &mut out).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        let many: Vec<u8> = b"2026-01-01T00:00:00Z,s,SO2,1\n".repeat(MAX_LINE / 10);
+        let mut out = Vec::new();
+        assert_eq!(
+            std::io::copy(&mut LineLimit::new(&many[..]), &mut out).unwrap() as usize,
+            many.len()
+        );
     }
 }
