@@ -905,6 +905,11 @@ pub struct StandardsConfig {
     /// How often changed hours and days are recomputed. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// How long the input of imported history is kept after its import, so a later import of
+    /// the same hours (another file with other quantities of them) is re-evaluated with all of
+    /// them. Default 30 days.
+    #[serde(with = "humantime_serde")]
+    pub history_input_keep: Duration,
     pub cems: CemsStandardsConfig,
     pub air: AirStandardsConfig,
     pub water: WaterStandardsConfig,
@@ -917,6 +922,7 @@ impl Default for StandardsConfig {
             aqi_edition: Edition::Hj633_2026,
             lateness: Duration::from_secs(48 * 3600),
             interval: Duration::from_secs(10),
+            history_input_keep: Duration::from_secs(30 * 86_400),
             cems: CemsStandardsConfig::default(),
             air: AirStandardsConfig::default(),
             water: WaterStandardsConfig::default(),

@@ -22,6 +22,7 @@ fn engine(dir: &std::path::Path) -> Engine {
     let settings = Settings {
         edition: Edition::Hj633_2026,
         lateness_ms: 30 * 86_400_000,
+        history_keep_ms: 30 * 86_400_000,
         cems: Default::default(),
         air: Default::default(),
         water: WaterStandardsConfig::default(),
@@ -381,6 +382,7 @@ fn engine_with_third_station(
     let settings = Settings {
         edition: Edition::Hj633_2026,
         lateness_ms: 30 * 86_400_000,
+        history_keep_ms: 30 * 86_400_000,
         cems: Default::default(),
         air,
         water: WaterStandardsConfig::default(),
@@ -505,4 +507,73 @@ fn a_new_station_far_off_the_others_is_held_out_of_the_district_mean() {
         (chrono::Utc.timestamp_millis_opt(hour).unwrap() - chrono::Duration::days(8)).to_rfc3339();
     let e = engine_with_third_station(dir.path(), Some(&long_ago), Default::default());
     assert_eq!(district_so2(&e, hour, 8000.0).0, 2674.0);
+}
+
+/// Imported history: taken whatever its age (live ingest refuses it as too late), re-evaluated by
+/// the background steps, and its input kept after the queue is empty, so a second file with
+/// another quantity of the same hour is evaluated together with the first. HJ 75: corrected =
+/// measured × (21 − 6)/(21 − O2): at O2 9 %, × 15/12 = 1.25: SO2 30 → 37.5, NOx 32 → 40.
+#[test]
+fn imported_history_is_re_evaluated_whatever_its_age_and_keeps_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let now = Utc::now().timestamp_millis();
+    // The hour 2020-03-01 10:00–11:00 Beijing time, labelled 11:00.
+    let hour = Utc
+        .with_ymd_and_hms(2020, 3, 1, 3, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let mut first = cems_hour(hour, |_| (30.0, 9.0, DataFlag::N));
+    for r in &mut first {
+        r.source = Source::Import;
+    }
+    assert_eq!(e.ingest(&first, now).unwrap().too_late, 120);
+    assert_eq!(e.backfill_pending().unwrap(), 0);
+    let (stats, queued) = e.ingest_history(&first).unwrap();
+    assert_eq!((stats.kept, queued), (120, 1));
+    let drain = |e: &Engine| {
+        while e.backfill_pending().unwrap() > 0 {
+            e.backfill_step(24, now).unwrap();
+        }
+    };
+    drain(&e);
+    assert!(
+        close(&so2_of(&e, hour)["corrected"], 37.5),
+        "{}",
+        so2_of(&e, hour)
+    );
+    // The queue is empty; the purge keeps imported input (history_input_keep, 30 days here).
+    e.purge(now).unwrap();
+    let nox: Vec<Reading> = (0..60)
+        .map(|i| {
+            let mut r = minute(
+                "dt-1-cems",
+                Domain::Cems,
+                "NOx",
+                hour - HOUR_MS + i * MINUTE_MS,
+                32.0,
+                DataFlag::N,
+            );
+            r.source = Source::Import;
+            r
+        })
+        .collect();
+    e.ingest_history(&nox).unwrap();
+    drain(&e);
+    let h = e
+        .results_json("cems_hourly", Some("dt-1"), hour, hour)
+        .unwrap();
+    let p = &h[0].2["pollutants"];
+    assert!(close(&p["NOx"]["corrected"], 40.0), "{p}");
+    assert!(close(&p["SO2"]["corrected"], 37.5), "SO2 kept: {p}");
+    // The day was re-evaluated with its hour.
+    let day = time::day_start_ms(NaiveDate::from_ymd_opt(2020, 3, 1).unwrap());
+    let d = e
+        .results_json("cems_daily", Some("dt-1"), day, day)
+        .unwrap();
+    assert_eq!(
+        d[0].2["pollutants"]["SO2"]["exceeded_hours"], 1,
+        "{}",
+        d[0].2
+    );
 }

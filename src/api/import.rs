@@ -15,9 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
-use crate::import::{
-    mapping::Mapping, Begun, ChannelReader, Format, ImportError, JobState, Options,
-};
+use crate::import::{mapping::Mapping, Chunk, Format, ImportError, JobState, Options};
 
 #[derive(Debug, Deserialize)]
 pub struct ImportQuery {
@@ -82,49 +80,44 @@ enum Started {
     /// client is not cut off mid-way.
     Drain(Response),
     Reading(
-        mpsc::Sender<Result<bytes::Bytes, String>>,
-        tokio::task::JoinHandle<crate::import::Summary>,
+        mpsc::Sender<Chunk>,
+        tokio::task::JoinHandle<Option<crate::import::Summary>>,
     ),
 }
 
 async fn start(importer: std::sync::Arc<crate::import::Importer>, opts: Options) -> Started {
-    let imp = importer.clone();
-    let o2 = opts.clone();
+    let (tx, rx) = mpsc::channel::<Chunk>(16);
+    let (begun_tx, begun_rx) = tokio::sync::oneshot::channel();
+    let run = importer.begin_and_run(opts, rx, begun_tx);
     let err = |e: String| {
         Started::Answer(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response())
     };
-    let job = match tokio::task::spawn_blocking(move || imp.begin(&o2)).await {
-        Ok(Ok(Begun::Run(job))) => job,
-        Ok(Ok(Begun::Already(summary))) => {
-            return Started::Drain((StatusCode::OK, Json(summary)).into_response())
-        }
-        Ok(Err(ImportError::Busy(id))) => {
-            return Started::Answer(
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("import {id} is running; one import at a time"),
-                )
-                .into_response(),
+    match begun_rx.await {
+        Ok(Ok(None)) => Started::Reading(tx, run),
+        Ok(Ok(Some(summary))) => Started::Drain((StatusCode::OK, Json(summary)).into_response()),
+        Ok(Err(ImportError::Busy(id))) => Started::Answer(
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("import {id} is running; one import at a time"),
             )
-        }
-        Ok(Err(e)) => return err(e.to_string()),
-        Err(e) => return err(e.to_string()),
-    };
-    let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, String>>(16);
-    let run =
-        tokio::task::spawn_blocking(move || importer.run(&job, &opts, ChannelReader::new(rx)));
-    Started::Reading(tx, run)
+            .into_response(),
+        ),
+        Ok(Err(e)) => err(e.to_string()),
+        Err(e) => err(e.to_string()),
+    }
 }
 
-async fn finish(run: tokio::task::JoinHandle<crate::import::Summary>) -> Response {
+async fn finish(run: tokio::task::JoinHandle<Option<crate::import::Summary>>) -> Response {
     match run.await {
-        Ok(summary) => {
+        Ok(Some(summary)) => {
             let status = match summary.state {
                 JobState::Failed => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::OK,
             };
             (status, Json(summary)).into_response()
         }
+        Ok(None) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the import did not run")
+            .into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -168,10 +161,14 @@ pub async fn import(
             Started::Reading(tx, run) => (tx, run),
         };
         // The body's bytes, forwarded as the importer reads them (never held whole).
-        while let Some(b) = body.next().await {
-            let item = b.map_err(|e| e.to_string());
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
+        loop {
+            let chunk = match body.next().await {
+                Some(Ok(b)) => Chunk::Data(b),
+                Some(Err(e)) => Chunk::Failed(e.to_string()),
+                None => Chunk::End,
+            };
+            let last = !matches!(chunk, Chunk::Data(_));
+            if tx.send(chunk).await.is_err() || last {
                 break;
             }
         }
@@ -212,17 +209,14 @@ pub async fn import(
                     Started::Reading(tx, run) => (tx, run),
                 };
                 loop {
-                    match field.chunk().await {
-                        Ok(Some(b)) => {
-                            if tx.send(Ok(b)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.send(Err(e.to_string())).await;
-                            break;
-                        }
+                    let chunk = match field.chunk().await {
+                        Ok(Some(b)) => Chunk::Data(b),
+                        Ok(None) => Chunk::End,
+                        Err(e) => Chunk::Failed(e.to_string()),
+                    };
+                    let last = !matches!(chunk, Chunk::Data(_));
+                    if tx.send(chunk).await.is_err() || last {
+                        break;
                     }
                 }
                 drop(tx);

@@ -13,6 +13,9 @@ fn decode<'a>(field: &'a [u8], enc: &'static encoding_rs::Encoding) -> Cow<'a, s
         if let Ok(s) = std::str::from_utf8(field) {
             return Cow::Borrowed(s);
         }
+        // A file that looked like UTF-8 at its start (an ASCII header) with GBK further on.
+        let (s, _) = encoding_rs::GB18030.decode_without_bom_handling(field);
+        return s;
     }
     let (s, _) = enc.decode_without_bom_handling(field);
     s

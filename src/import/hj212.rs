@@ -89,7 +89,14 @@ fn frame_row(
         Ok(p) => p,
         Err(r) => return sink.refuse(row, r, raw),
     };
-    let Some(whole) = reassembler.push(p) else {
+    let whole = reassembler.push(p);
+    // While a split packet waits for its parts, a resume must read it again from its first.
+    if reassembler.waiting() == 0 {
+        sink.hold_position_from(None);
+    } else if whole.is_none() && !sink.holding() {
+        sink.hold_position_from(Some(row));
+    }
+    let Some(whole) = whole else {
         return sink.row(row, Default::default(), raw, 0);
     };
     if crate::ingest::hj212::period_of(whole.cn()).is_none() {

@@ -82,7 +82,8 @@ pub struct Mapping {
     /// Lines before the header (a title, an export note), skipped.
     #[serde(default)]
     pub skip_rows: usize,
-    /// `utf-8` (default; a line that is not UTF-8 is read as GB18030) or `gbk` / `gb18030`.
+    /// `utf-8` or `gbk` / `gb18030`; default: GB18030 when the file's first block is not UTF-8,
+    /// else UTF-8 with any later field that is not UTF-8 read as GB18030.
     #[serde(default)]
     pub encoding: Option<String>,
     /// XLSX: the sheet to read (default: the first).
@@ -218,6 +219,9 @@ fn offset(tz: Option<&str>) -> Result<FixedOffset, String> {
         _ => return Err(format!("{t:?}: write an offset such as +08:00, or UTC")),
     };
     let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{t:?}: write an offset such as +08:00, or UTC"));
+    }
     let (h, m) = match digits.len() {
         2 => (digits.parse::<i32>().ok(), Some(0)),
         4 => (
@@ -830,6 +834,7 @@ mod tests {
 
     #[test]
     fn a_mapping_reports_every_problem_at_once() {
+        assert!(offset(Some("+1é1")).is_err());
         let e = Mapping::from_toml(
             "timezone = \"Mars\"\nperiod = \"2h\"\n[flag_values]\n\"正常\" = \"Q\"\n[[columns]]\ncolumn = \"x\"\nquantity = \"XYZ\"\n",
         )

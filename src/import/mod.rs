@@ -16,7 +16,8 @@
 //!   unless forced.
 //! - **Resumable**: a job's position (the last row whose readings are durable) is kept in the
 //!   database; importing the same file again continues after it.
-//! - **Memory**: rows are read one at a time; what is held is the batches in flight.
+//! - **Memory**: rows are read as they arrive (a text line is at most [`MAX_LINE`]); what is
+//!   held is the batches in flight.
 
 pub mod client;
 pub mod csv;
@@ -78,6 +79,8 @@ pub enum ImportError {
     Busy(String),
     #[error("the upload ended early: {0}")]
     Upload(String),
+    #[error("looking up stored readings: {0}")]
+    Store(#[from] crate::store::embedded::EmbeddedError),
 }
 
 /// What a file holds.
@@ -374,8 +377,9 @@ impl Importer {
         })
     }
 
-    /// Stop taking imports: the pipeline channel is let go, so the daemon's drain can finish.
-    /// A running import stops at its next batch (its position is kept).
+    /// Stop taking imports: the pipeline channel is let go at once (a running import holds it
+    /// only weakly), so the daemon's drain can finish. A running import stops at its next row;
+    /// what the spool holds stays imported and its position is kept.
     pub fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         lock(&self.tx).take();
@@ -516,6 +520,33 @@ impl Importer {
         self.stored_summary(id)
     }
 
+    /// [`Importer::begin`], then (when there is something to read) [`Importer::run`] over the
+    /// chunks `rx` brings, in one blocking task: `begun` hears what `begin` decided. Whatever
+    /// happens to the caller (an HTTP handler dropped when its client goes away), a job begun is
+    /// run, and the one-import slot is given back.
+    pub fn begin_and_run(
+        self: &Arc<Self>,
+        opts: Options,
+        rx: mpsc::Receiver<Chunk>,
+        begun: oneshot::Sender<Result<Option<Box<Summary>>, ImportError>>,
+    ) -> tokio::task::JoinHandle<Option<Summary>> {
+        let imp = self.clone();
+        tokio::task::spawn_blocking(move || match imp.begin(&opts) {
+            Ok(Begun::Run(job)) => {
+                let _ = begun.send(Ok(None));
+                Some(imp.run(&job, &opts, ChannelReader::new(rx)))
+            }
+            Ok(Begun::Already(s)) => {
+                let _ = begun.send(Ok(Some(s)));
+                None
+            }
+            Err(e) => {
+                let _ = begun.send(Err(e));
+                None
+            }
+        })
+    }
+
     /// Run `job` over `input` (blocking: call from `spawn_blocking`). Always returns the summary;
     /// a failure is in its `error` (rows up to its `position` are imported).
     pub fn run(&self, job: &Arc<Job>, opts: &Options, input: impl Read) -> Summary {
@@ -583,7 +614,8 @@ impl Importer {
         };
         lock(&job.summary).format = Some(format);
         let tx = lock(&self.tx)
-            .clone()
+            .as_ref()
+            .map(mpsc::Sender::downgrade)
             .ok_or(ImportError::Stopping(job.resume_after))?;
         let mut sink = Sink::new(self, job, tx);
         let mapping = opts.mapping.clone().unwrap_or_default();
@@ -628,7 +660,11 @@ impl Importer {
 
 /// A batch on its way to the spool.
 struct InFlight {
-    ack: oneshot::Receiver<()>,
+    /// `None`: nothing was sent (every reading already stored).
+    ack: Option<oneshot::Receiver<()>>,
+    /// Readings sent to the spool (the rest were duplicates).
+    sent: u64,
+    /// Every valid reading of the batch, for the standards.
     readings: Vec<Reading>,
     last_row: u64,
 }
@@ -637,7 +673,9 @@ struct InFlight {
 pub struct Sink<'a> {
     imp: &'a Importer,
     job: &'a Arc<Job>,
-    tx: mpsc::Sender<Envelope>,
+    /// Weak: the importer's [`Importer::close`] lets the channel go at once, so the daemon's
+    /// drain never waits on an import (a strong sender is held only while a batch is sent).
+    tx: mpsc::WeakSender<Envelope>,
     reg: Arc<Registry>,
     ctx: Context,
     /// Registered sensors as of now, taken as active: history of a sensor under maintenance or
@@ -649,10 +687,13 @@ pub struct Sink<'a> {
     last_row: u64,
     retention_cutoff: Option<i64>,
     last_progress: Instant,
+    /// The first row of a split HJ 212 packet still waiting for its other parts: the position
+    /// stays before it, so a resumed import reads the whole packet again.
+    hold: Option<u64>,
 }
 
 impl<'a> Sink<'a> {
-    fn new(imp: &'a Importer, job: &'a Arc<Job>, tx: mpsc::Sender<Envelope>) -> Sink<'a> {
+    fn new(imp: &'a Importer, job: &'a Arc<Job>, tx: mpsc::WeakSender<Envelope>) -> Sink<'a> {
         let now = chrono::Utc::now();
         Sink {
             imp,
@@ -673,7 +714,17 @@ impl<'a> Sink<'a> {
                 .retention
                 .map(|r| now.timestamp_millis() - i64::try_from(r.as_millis()).unwrap_or(i64::MAX)),
             last_progress: Instant::now(),
+            hold: None,
         }
+    }
+
+    pub fn holding(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// Keep the position before `row` (`None`: no hold).
+    pub fn hold_position_from(&mut self, row: Option<u64>) {
+        self.hold = row;
     }
 
     pub fn context(&self) -> &Context {
@@ -789,6 +840,9 @@ impl<'a> Sink<'a> {
     /// One row's outcome: refusals to the dead-letter file (durably, before the row counts),
     /// readings into the batch.
     pub fn row(&mut self, row: u64, d: Decoded, raw: &[u8], empty: u64) -> Result<(), ImportError> {
+        if self.imp.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ImportError::Stopping(self.job.summary().position));
+        }
         if !d.rejections.is_empty() {
             let topic = format!("import/{}#{row}", self.job.summary().name);
             self.imp
@@ -835,52 +889,62 @@ impl<'a> Sink<'a> {
     /// Send the batch (less what is already stored), waiting for the oldest in flight when
     /// [`IN_FLIGHT`] are.
     fn flush(&mut self) -> Result<(), ImportError> {
-        let mut batch = std::mem::take(&mut self.batch);
+        let batch = std::mem::take(&mut self.batch);
         self.batch = Vec::with_capacity(BATCH);
-        if let Some(reader) = &self.imp.reader {
-            let same = reader
-                .same_blocking(&batch)
-                .map_err(|e| ImportError::Upload(e.to_string()))?;
-            let before = batch.len();
-            let mut i = 0;
-            batch.retain(|_| {
-                let keep = !same.get(i).copied().unwrap_or(false);
-                i += 1;
-                keep
-            });
-            let dup = (before - batch.len()) as u64;
-            if dup > 0 {
-                lock(&self.job.summary).duplicates += dup;
-                self.imp
-                    .metrics
-                    .import_rows
-                    .with_label_values(&["duplicate"])
-                    .inc_by(dup);
+        // What the store already holds with the same value, unit and flag is not sent again;
+        // the standards get every reading all the same (their input may have been purged).
+        let mut fresh = Vec::with_capacity(batch.len());
+        match &self.imp.reader {
+            Some(reader) if !batch.is_empty() => {
+                let same = reader.same_blocking(&batch)?;
+                for (r, dup) in batch.iter().zip(same) {
+                    if !dup {
+                        fresh.push(r.clone());
+                    }
+                }
+                let dup = (batch.len() - fresh.len()) as u64;
+                if dup > 0 {
+                    lock(&self.job.summary).duplicates += dup;
+                    self.imp
+                        .metrics
+                        .import_rows
+                        .with_label_values(&["duplicate"])
+                        .inc_by(dup);
+                }
             }
+            _ => fresh.clone_from(&batch),
         }
         while self.inflight.len() >= IN_FLIGHT {
             self.complete_oldest()?;
         }
         let last_row = self.last_row;
-        if batch.is_empty() {
-            if self.inflight.is_empty() {
-                self.mark_position(last_row)?;
-            }
+        let sent = fresh.len() as u64;
+        if fresh.is_empty() {
+            // Nothing to make durable: only the standards' part, in order with the rest.
+            self.inflight.push_back(InFlight {
+                ack: None,
+                sent: 0,
+                readings: batch,
+                last_row,
+            });
             return Ok(());
         }
-        if self.imp.closed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(ImportError::Stopping(self.job.summary().position));
-        }
+        let tx = match self.tx.upgrade() {
+            Some(tx) if !self.imp.closed.load(std::sync::atomic::Ordering::SeqCst) => tx,
+            _ => return Err(ImportError::Stopping(self.job.summary().position)),
+        };
         let (ack_tx, ack_rx) = oneshot::channel();
         let env = Envelope {
-            readings: batch.clone(),
+            readings: fresh,
             ack: Some(Box::new(Acked(ack_tx))),
         };
-        if self.tx.blocking_send(env).is_err() {
+        if tx.blocking_send(env).is_err() {
             return Err(ImportError::Stopping(self.job.summary().position));
         }
+        drop(tx);
         self.inflight.push_back(InFlight {
-            ack: ack_rx,
+            ack: Some(ack_rx),
+            sent,
             readings: batch,
             last_row,
         });
@@ -892,9 +956,11 @@ impl<'a> Sink<'a> {
         let Some(f) = self.inflight.pop_front() else {
             return Ok(());
         };
-        if f.ack.blocking_recv().is_err() {
-            // The spooler let the batch go without storing it: the daemon is stopping.
-            return Err(ImportError::Stopping(self.job.summary().position));
+        if let Some(ack) = f.ack {
+            if ack.blocking_recv().is_err() {
+                // The spooler let the batch go without storing it: the daemon is stopping.
+                return Err(ImportError::Stopping(self.job.summary().position));
+            }
         }
         let mut hours = 0;
         if let Some(engine) = &self.imp.engine {
@@ -917,7 +983,7 @@ impl<'a> Sink<'a> {
                 self.imp.wake.notify_one();
             }
         }
-        let n = f.readings.len() as u64;
+        let n = f.sent;
         let old = match self.retention_cutoff {
             Some(cut) => f.readings.iter().filter(|r| r.ts_ms() < cut).count() as u64,
             None => 0,
@@ -951,6 +1017,10 @@ impl<'a> Sink<'a> {
 
     /// Rows up to `row` are done: keep that (a resumed import goes on after it).
     fn mark_position(&mut self, row: u64) -> Result<(), ImportError> {
+        let row = match self.hold {
+            Some(h) => row.min(h.saturating_sub(1)),
+            None => row,
+        };
         let summary = {
             let mut s = lock(&self.job.summary);
             if row <= s.position {
@@ -1030,17 +1100,29 @@ impl<R: Read> Read for LineLimit<R> {
     }
 }
 
-/// A `Read` over chunks sent from async code (an HTTP body), for the blocking importer.
+/// What the HTTP side sends the blocking importer: the body's bytes, then its end (or why it
+/// broke off). A channel that closes without [`Chunk::End`] is an upload cut off (the client
+/// went away): never the end of the file.
+#[derive(Debug)]
+pub enum Chunk {
+    Data(bytes::Bytes),
+    End,
+    Failed(String),
+}
+
+/// A `Read` over [`Chunk`]s sent from async code (an HTTP body), for the blocking importer.
 pub struct ChannelReader {
-    rx: mpsc::Receiver<Result<bytes::Bytes, String>>,
+    rx: mpsc::Receiver<Chunk>,
     cur: bytes::Bytes,
+    ended: bool,
 }
 
 impl ChannelReader {
-    pub fn new(rx: mpsc::Receiver<Result<bytes::Bytes, String>>) -> Self {
+    pub fn new(rx: mpsc::Receiver<Chunk>) -> Self {
         ChannelReader {
             rx,
             cur: bytes::Bytes::new(),
+            ended: false,
         }
     }
 }
@@ -1048,10 +1130,19 @@ impl ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
+                Some(Chunk::Data(b)) => self.cur = b,
+                Some(Chunk::End) => self.ended = true,
+                Some(Chunk::Failed(e)) => return Err(std::io::Error::other(e)),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the upload stopped before the end of the file (the client went away)",
+                    ))
+                }
             }
         }
         let n = buf.len().min(self.cur.len());

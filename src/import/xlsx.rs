@@ -35,11 +35,20 @@ pub fn excel_time(serial: f64) -> String {
     let base = chrono::NaiveDate::from_ymd_opt(1899, 12, 30)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .unwrap_or_default();
-    let secs = (serial * 86_400.0).round() as i64;
-    (base + chrono::Duration::seconds(secs))
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+    let secs = (serial * 86_400.0).round();
+    // A serial far outside Excel's dates (years 1900–9999) is not a date: kept as its number,
+    // so the time column refuses it with the cell's text.
+    let t = chrono::Duration::try_seconds(secs as i64)
+        .filter(|_| secs.is_finite() && secs.abs() < 3.2e11)
+        .and_then(|d| base.checked_add_signed(d));
+    match t {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => serial.to_string(),
+    }
 }
+
+/// Excel's last column (XFD): a cell further right is not a worksheet's.
+const MAX_COLUMNS: usize = 16_384;
 
 /// Read the mapping's sheet (default: the first) of the workbook at `path` into `sink`.
 pub fn import(path: &Path, m: &Mapping, sink: &mut Sink<'_>) -> Result<(), ImportError> {
@@ -93,6 +102,13 @@ pub fn import(path: &Path, m: &Mapping, sink: &mut Sink<'_>) -> Result<(), Impor
             current = Some(r);
         }
         let c = c as usize;
+        if c >= MAX_COLUMNS {
+            return Err(ImportError::Xlsx(format!(
+                "row {}: a cell in column {} (Excel stops at {MAX_COLUMNS})",
+                r + 1,
+                c + 1
+            )));
+        }
         if values.len() <= c {
             values.resize(c + 1, String::new());
         }

@@ -271,7 +271,20 @@ impl Writer {
                     self.metrics.store_writable.set(1);
                     self.latest.update(chunk);
                     if let Some(a) = &self.alerting {
-                        a.observe(chunk, chrono::Utc::now().timestamp_millis());
+                        // Imported history says nothing about now: alerts watch live readings.
+                        if chunk
+                            .iter()
+                            .any(|r| r.source == crate::reading::Source::Import)
+                        {
+                            let live: Vec<Reading> = chunk
+                                .iter()
+                                .filter(|r| r.source != crate::reading::Source::Import)
+                                .cloned()
+                                .collect();
+                            a.observe(&live, chrono::Utc::now().timestamp_millis());
+                        } else {
+                            a.observe(chunk, chrono::Utc::now().timestamp_millis());
+                        }
                     }
                     self.feed_standards(chunk).await?;
                     if let Some(since) = failing_since {

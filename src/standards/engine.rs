@@ -109,6 +109,8 @@ type Mark = (Kind, String, i64);
 pub struct Settings {
     pub edition: Edition,
     pub lateness_ms: i64,
+    /// `standards.history_input_keep`.
+    pub history_keep_ms: i64,
     pub cems: CemsStandardsConfig,
     pub air: AirStandardsConfig,
     pub water: WaterStandardsConfig,
@@ -119,6 +121,7 @@ impl Settings {
         Settings {
             edition: cfg.aqi_edition,
             lateness_ms: cfg.lateness.as_millis().min(i64::MAX as u128) as i64,
+            history_keep_ms: cfg.history_input_keep.as_millis().min(i64::MAX as u128) as i64,
             cems: cfg.cems.clone(),
             air: cfg.air.clone(),
             water: cfg.water.clone(),
@@ -204,10 +207,21 @@ impl Engine {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Hours of imported history waiting to be recomputed (`ingest_history`, `backfill_step`):
         // kept on disk, so a restart goes on where it stopped.
+        // `gen` counts queuings: a step deletes only what it read, so input queued while it ran
+        // is computed again. `follow`: queued because an earlier hour changed (moving means), not
+        // for input of its own; such an hour does not pass the change on.
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS std_backfill (kind INTEGER NOT NULL, entity TEXT NOT NULL,
-             ts_ms INTEGER NOT NULL, PRIMARY KEY (ts_ms, kind, entity)) WITHOUT ROWID;",
+             ts_ms INTEGER NOT NULL, gen INTEGER NOT NULL DEFAULT 0, follow INTEGER NOT NULL DEFAULT 0,
+             PRIMARY KEY (ts_ms, kind, entity)) WITHOUT ROWID;",
         )?;
+        // When imported input was taken (NULL: live), so the purge keeps it for a while.
+        let has_imported: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('std_input') WHERE name = 'imported_ms'")?
+            .exists([])?;
+        if !has_imported {
+            conn.execute_batch("ALTER TABLE std_input ADD COLUMN imported_ms INTEGER;")?;
+        }
         Ok(Engine {
             conn: Mutex::new(conn),
             registry,
@@ -237,7 +251,7 @@ impl Engine {
     /// Keep the readings that matter and mark their hours changed.
     pub fn ingest(&self, readings: &[Reading], now_ms: i64) -> Result<IngestStats, EngineError> {
         let oldest_hour = time::label(now_ms - self.settings.lateness_ms, HOUR_MS);
-        let (stats, marks) = self.keep(readings, Some(oldest_hour))?;
+        let (stats, marks) = self.keep(readings, Some(oldest_hour), None)?;
         self.dirty().extend(marks);
         Ok(stats)
     }
@@ -249,24 +263,28 @@ impl Engine {
         &self,
         readings: &[Reading],
     ) -> Result<(IngestStats, usize), EngineError> {
-        let (stats, marks) = self.keep(readings, None)?;
-        let queued = self.queue_backfill(marks.into_iter().collect::<BTreeSet<_>>())?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let (stats, marks) = self.keep(readings, None, Some(now))?;
+        let queued = self.queue_backfill(marks.into_iter().collect::<BTreeSet<_>>(), false)?;
         Ok((stats, queued))
     }
 
     fn queue_backfill(
         &self,
         marks: impl IntoIterator<Item = (Kind, String, i64)>,
+        follow: bool,
     ) -> Result<usize, EngineError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut queued = 0;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO std_backfill (kind, entity, ts_ms) VALUES (?1, ?2, ?3)",
+                "INSERT INTO std_backfill (kind, entity, ts_ms, gen, follow) VALUES (?1, ?2, ?3, 0, ?4)
+                 ON CONFLICT (ts_ms, kind, entity) DO UPDATE SET gen = gen + 1,
+                 follow = MIN(follow, excluded.follow)",
             )?;
             for (kind, entity, hour) in marks {
-                queued += stmt.execute(params![kind as i64, entity, hour])?;
+                queued += stmt.execute(params![kind as i64, entity, hour, i64::from(follow)])?;
             }
         }
         tx.commit()?;
@@ -291,32 +309,40 @@ impl Engine {
         max_hours: usize,
         now_ms: i64,
     ) -> Result<(Vec<String>, usize), EngineError> {
-        let rows: Vec<(i64, String, i64)> = {
+        let rows: Vec<(i64, String, i64, i64, i64)> = {
             let conn = self.conn();
             let mut stmt = conn.prepare_cached(
-                "SELECT kind, entity, ts_ms FROM std_backfill WHERE ts_ms IN
-                 (SELECT DISTINCT ts_ms FROM std_backfill ORDER BY ts_ms LIMIT ?1)",
+                "SELECT kind, entity, ts_ms, gen, follow FROM std_backfill WHERE ts_ms IN
+                 (SELECT DISTINCT ts_ms FROM std_backfill ORDER BY ts_ms LIMIT ?1)
+                 ORDER BY ts_ms, kind, entity",
             )?;
             let it = stmt.query_map([max_hours as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?;
             it.collect::<Result<_, _>>()?
         };
-        let work: Vec<(Kind, String, i64)> = rows
-            .iter()
-            .filter_map(|(k, e, ts)| Kind::from_index(*k).map(|k| (k, e.clone(), *ts)))
-            .collect();
+        let mut work = Vec::with_capacity(rows.len());
+        let mut quiet = BTreeSet::new();
+        for (k, e, ts, _, follow) in &rows {
+            if let Some(k) = Kind::from_index(*k) {
+                if *follow != 0 {
+                    quiet.insert((k, e.clone(), *ts));
+                }
+                work.push((k, e.clone(), *ts));
+            }
+        }
         let n = rows.len();
-        let lines = self.recompute_work(work, now_ms, true)?;
-        // Taken off the queue only once done: a failed step is tried again.
+        let lines = self.recompute_work(work, now_ms, Some(&quiet))?;
+        // Taken off the queue only once done, and only as read: queued again meanwhile (`gen`
+        // moved on), it stays for the next step.
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
             let mut del = tx.prepare_cached(
-                "DELETE FROM std_backfill WHERE kind = ?1 AND entity = ?2 AND ts_ms = ?3",
+                "DELETE FROM std_backfill WHERE kind = ?1 AND entity = ?2 AND ts_ms = ?3 AND gen = ?4",
             )?;
-            for (k, e, ts) in &rows {
-                del.execute(params![k, e, ts])?;
+            for (k, e, ts, generation, _) in &rows {
+                del.execute(params![k, e, ts, generation])?;
             }
         }
         tx.commit()?;
@@ -329,6 +355,7 @@ impl Engine {
         &self,
         readings: &[Reading],
         oldest_hour: Option<i64>,
+        imported_ms: Option<i64>,
     ) -> Result<(IngestStats, Vec<Mark>), EngineError> {
         let reg = self.registry.snapshot();
         let mut stats = IngestStats::default();
@@ -337,7 +364,7 @@ impl Engine {
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO std_input (sensor, quantity, ts_ms, period, value, flag) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO std_input (sensor, quantity, ts_ms, period, value, flag, imported_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for r in readings {
                 // A CEMS logger's electricity and production-condition readings are not inputs
@@ -369,7 +396,8 @@ impl Engine {
                     r.ts_ms(),
                     r.period.as_str(),
                     value,
-                    r.flag.as_str()
+                    r.flag.as_str(),
+                    imported_ms
                 ])?;
                 stats.kept += 1;
                 marks.push((kind, entity, hour));
@@ -407,7 +435,9 @@ impl Engine {
     }
 
     /// Delete input older than the lateness window (plus a day), except what imported history
-    /// still waiting for re-evaluation needs (its hours, the day before them for moving means).
+    /// still waiting for re-evaluation needs (from two days before its oldest queued hour) and
+    /// imported input younger than `standards.history_input_keep` (a later import of the same
+    /// hours is re-evaluated with it).
     pub fn purge(&self, now_ms: i64) -> Result<usize, EngineError> {
         let cutoff = now_ms - self.settings.lateness_ms - DAY_MS - HOUR_MS;
         let conn = self.conn();
@@ -417,7 +447,12 @@ impl Engine {
             Some(ts) => cutoff.min(ts - 2 * DAY_MS),
             None => cutoff,
         };
-        Ok(conn.execute("DELETE FROM std_input WHERE ts_ms < ?1", [cutoff])?)
+        // Imported input stays `history_input_keep` after its import.
+        let keep_from = now_ms - self.settings.history_keep_ms;
+        Ok(conn.execute(
+            "DELETE FROM std_input WHERE ts_ms < ?1 AND (imported_ms IS NULL OR imported_ms < ?2)",
+            [cutoff, keep_from],
+        )?)
     }
 
     /// Whether anything is waiting to be recomputed.
@@ -430,17 +465,17 @@ impl Engine {
     pub fn recompute(&self, now_ms: i64) -> Result<Vec<String>, EngineError> {
         let work: Vec<(Kind, String, i64)> =
             std::mem::take(&mut *self.dirty()).into_iter().collect();
-        self.recompute_work(work, now_ms, false)
+        self.recompute_work(work, now_ms, None)
     }
 
     /// Recompute `work` (hours; their days follow). Hours that depend on a recomputed one (the
-    /// 2012 edition's moving means) are marked changed, or queued for the background
-    /// re-evaluation when `history`.
+    /// 2012 edition's moving means) are marked changed, or, for the background re-evaluation
+    /// (`history`: the hours there that were only such followers, which pass nothing on), queued.
     fn recompute_work(
         &self,
         work: Vec<(Kind, String, i64)>,
         now_ms: i64,
-        history: bool,
+        history: Option<&BTreeSet<Mark>>,
     ) -> Result<Vec<String>, EngineError> {
         let reg = self.registry.snapshot();
         let mut follow: Vec<(Kind, String, i64)> = Vec::new();
@@ -467,7 +502,9 @@ impl Engine {
                     air_hours.insert(*ts);
                     days.insert((Kind::AirDay, entity.clone(), day));
                     days.insert((Kind::AirDay, "district".into(), day));
-                    if self.settings.edition == Edition::Hj633_2012 {
+                    let quiet =
+                        history.is_some_and(|q| q.contains(&(Kind::AirHour, entity.clone(), *ts)));
+                    if self.settings.edition == Edition::Hj633_2012 && !quiet {
                         // 2012 real-time AQI uses 24h/8h moving means: later hours depend on this one.
                         for h in 1..=23 {
                             if self.exists(AirHour::KIND, entity, ts + h * HOUR_MS)? {
@@ -523,7 +560,7 @@ impl Engine {
             lines.push(export::treatment_day(&d, day_ms));
             self.put("treatment", day_ms, &d)?;
         }
-        if history {
+        if history.is_some() {
             // Hours already done in this step are not queued again.
             let done: BTreeSet<&(Kind, String, i64)> = work.iter().collect();
             let later: Vec<_> = follow
@@ -531,7 +568,7 @@ impl Engine {
                 .filter(|f| !done.contains(f))
                 .cloned()
                 .collect();
-            self.queue_backfill(later)?;
+            self.queue_backfill(later, true)?;
         } else {
             self.dirty().extend(follow);
         }
