@@ -82,7 +82,7 @@ fn opts() -> Res<Opts> {
             "-h" | "--help" => {
                 println!(
                     "scripts/bench [--quick] [--peers] [--readings N] [--latency-secs S] [--only a,b] [--json FILE]\n\
-                     scenarios: ceiling, single-vm, batch-vm, single-embedded, batch-embedded, latency, sensors10k, modbus1000, import, reeval, peers"
+                     scenarios: ceiling, single-vm, batch-vm, single-embedded, batch-embedded, latency, sensors10k, modbus1000, import, reeval, live-import, peers"
                 );
                 std::process::exit(0);
             }
@@ -1126,7 +1126,12 @@ async fn enviromon_for_import(
     dir: &Path,
     vm: Option<u16>,
     seeds: Option<&Path>,
+    mqtt: Option<u16>,
 ) -> Res<(Proc, u16)> {
+    let mqtt_toml = match mqtt {
+        Some(p) => format!("[mqtt]\nport = {p}\nclient_id = \"enviromon-bench\"\n"),
+        None => "[mqtt]\nenabled = false\n".to_string(),
+    };
     let http = free_port()?;
     let store_toml = match vm {
         Some(p) => format!(
@@ -1144,7 +1149,7 @@ async fn enviromon_for_import(
         &conf,
         format!(
             "[daemon]\ndata_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
-             [mqtt]\nenabled = false\n{seeds_toml}\
+             {mqtt_toml}{seeds_toml}\
              [alerts]\nenabled = false\n[hj212]\nenabled = false\n[modbus]\nenabled = false\n\
              [report]\ndaily_at = \"off\"\n\
              [[api.tokens]]\nname = \"bench\"\nrole = \"operator\"\nsha256 = \"{hash}\"\n{store_toml}",
@@ -1192,7 +1197,7 @@ async fn import_run(o: &Opts, csv: &Path, rows: u64, to_vm: bool) -> Res<Row> {
         (None, None)
     };
     let seeds = seeds(dir.path(), 100)?;
-    let (daemon, http) = enviromon_for_import(o, dir.path(), vm_port, Some(&seeds)).await?;
+    let (daemon, http) = enviromon_for_import(o, dir.path(), vm_port, Some(&seeds), None).await?;
     let cpu0 = daemon.cpu_seconds();
     let (summary, secs) = import_cli(o, http, &[csv.to_str().unwrap_or_default()])?;
     // Then until the store holds it all (the import counts what the spool holds).
@@ -1261,7 +1266,7 @@ async fn reeval_year(o: &Opts) -> Res<Row> {
     }
     let mapping = dir.path().join("mapping.toml");
     std::fs::write(&mapping, "period = \"1h\"\n")?;
-    let (daemon, http) = enviromon_for_import(o, dir.path(), None, None).await?;
+    let (daemon, http) = enviromon_for_import(o, dir.path(), None, None, None).await?;
     let (summary, import_secs) = import_cli(
         o,
         http,
@@ -1305,6 +1310,189 @@ async fn reeval_year(o: &Opts) -> Res<Row> {
         ("cpu_cores".into(), json!(cpu / secs)),
         ("peak_rss_mib".into(), json!(daemon.peak_rss_mib())),
     ]))
+}
+
+/// Live readings' latency while an import and then its re-evaluation run: one live sensor
+/// (`bench-99`) publishes 100 readings/s at QoS 1, each value its sequence number; a reading is
+/// stored when `GET /api/v1/readings/latest` shows it (the writer updates latest values after the
+/// store write), polled every 5 ms. Three phases on one daemon (MQTT, VictoriaMetrics, the
+/// standards on): alone; during the import of a 1,000,000-row CSV of 99 other sensors; during the
+/// re-evaluation of a year of hourly history of one of them.
+async fn live_during_import(o: &Opts) -> Res<Vec<Row>> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let (_mq, mport) = mosquitto(dir.path()).await?;
+    let (_vm, vport) = victoria(dir.path()).await?;
+    let seeds = seeds(dir.path(), 100)?;
+    let (daemon, http) =
+        enviromon_for_import(o, dir.path(), Some(vport), Some(&seeds), Some(mport)).await?;
+    let csv = dir.path().join("recent.csv");
+    long_csv(&csv, 1_000_000, 99)?;
+    let year = dir.path().join("year.csv");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&year)?);
+        writeln!(w, "time,sensor,SO2")?;
+        let start = chrono::NaiveDate::from_ymd_opt(2020, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .ok_or_else(|| err("date"))?;
+        for h in 0..8784i64 {
+            let t = start + chrono::Duration::hours(h);
+            writeln!(w, "{},bench-0,{}", t.format("%Y-%m-%d %H:%M"), 10 + h % 30)?;
+        }
+        w.flush()?;
+    }
+    let mapping = dir.path().join("hourly.toml");
+    std::fs::write(&mapping, "period = \"1h\"\n")?;
+
+    let mut mo = MqttOptions::new("bench-live", "127.0.0.1", mport);
+    mo.set_keep_alive(Duration::from_secs(30));
+    let (client, mut ev) = AsyncClient::new(mo, 1000);
+    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let seq = Arc::new(AtomicU64::new(0));
+    let sent: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
+    // One phase: publish and probe until `busy` says the phase's work is over (at least 5 s).
+    async fn phase(
+        http: u16,
+        client: &AsyncClient,
+        seq: &Arc<AtomicU64>,
+        sent: &Arc<Mutex<Vec<Instant>>>,
+        mut busy: impl FnMut() -> bool,
+    ) -> Res<Vec<f64>> {
+        let first = seq.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let mut lat = Vec::new();
+        let mut seen = first;
+        let mut next_pub = Instant::now();
+        let http_client = reqwest::Client::new();
+        while started.elapsed() < Duration::from_secs(5) || busy() {
+            if Instant::now() >= next_pub {
+                let k = seq.fetch_add(1, Ordering::Relaxed);
+                let body = json!({"quantity": "SO2", "value": k as f64, "ts": chrono::Utc::now().timestamp_millis()});
+                if let Ok(mut g) = sent.lock() {
+                    g.push(Instant::now());
+                }
+                client
+                    .publish(
+                        "enviromon/bench/bench-99",
+                        QoS::AtLeastOnce,
+                        false,
+                        body.to_string(),
+                    )
+                    .await?;
+                next_pub += Duration::from_millis(10);
+            }
+            let v: Value = http_client
+                .get(format!(
+                    "http://127.0.0.1:{http}/api/v1/readings/latest?sensor=bench-99"
+                ))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let latest = v["readings"]
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|r| r["value"].as_f64())
+                .map(|x| x as u64);
+            if let Some(l) = latest {
+                let now = Instant::now();
+                while seen <= l {
+                    if seen >= first {
+                        if let Some(t) =
+                            sent.lock().ok().and_then(|g| g.get(seen as usize).copied())
+                        {
+                            lat.push(now.saturating_duration_since(t).as_secs_f64() * 1000.0);
+                        }
+                    }
+                    seen += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        lat.sort_by(f64::total_cmp);
+        Ok(lat)
+    }
+    let row = |label: &str, lat: &[f64], extra: f64| -> Row {
+        BTreeMap::from([
+            ("scenario".into(), json!(label)),
+            ("live_readings".into(), json!(lat.len())),
+            ("latency_p50_ms".into(), json!(percentile(lat, 50.0))),
+            ("latency_p99_ms".into(), json!(percentile(lat, 99.0))),
+            (
+                "latency_max_ms".into(),
+                json!(lat.last().copied().unwrap_or(f64::NAN)),
+            ),
+            ("phase_seconds".into(), json!(extra)),
+            ("peak_rss_mib".into(), json!(daemon.peak_rss_mib())),
+        ])
+    };
+    let mut rows = Vec::new();
+    let t = Instant::now();
+    let alone = phase(http, &client, &seq, &sent, || false).await?;
+    rows.push(row("live 100/s alone", &alone, t.elapsed().as_secs_f64()));
+
+    let (o2, c2) = (o.clone(), csv.clone());
+    let import = std::thread::spawn(move || {
+        import_cli(&o2, http, &[c2.to_str().unwrap_or_default()]).map_err(|e| e.to_string())
+    });
+    let t = Instant::now();
+    let during = phase(http, &client, &seq, &sent, || !import.is_finished()).await?;
+    let imported = import
+        .join()
+        .map_err(|_| err("import thread"))?
+        .map_err(err)?;
+    rows.push(row(
+        &format!(
+            "live 100/s during an import of 1 M rows ({:.0} rows/s)",
+            1e6 / imported.1
+        ),
+        &during,
+        t.elapsed().as_secs_f64(),
+    ));
+
+    let (summary, _) = import_cli(
+        o,
+        http,
+        &[
+            year.to_str().unwrap_or_default(),
+            "--mapping",
+            mapping.to_str().unwrap_or_default(),
+        ],
+    )?;
+    let pending = Arc::new(AtomicU64::new(1));
+    let p2 = pending.clone();
+    let poll = tokio::spawn(async move {
+        loop {
+            let n = reqwest::get(format!("http://127.0.0.1:{http}/api/v1/imports?limit=1"))
+                .await
+                .ok();
+            let v: Value = match n {
+                Some(r) => r.json().await.unwrap_or(Value::Null),
+                None => Value::Null,
+            };
+            let left = v["reevaluation"]["pending_hours"].as_u64().unwrap_or(1);
+            p2.store(left, Ordering::Relaxed);
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let t = Instant::now();
+    let reeval = phase(http, &client, &seq, &sent, || {
+        pending.load(Ordering::Relaxed) > 0
+    })
+    .await?;
+    poll.abort();
+    rows.push(row(
+        &format!(
+            "live 100/s during re-evaluation of {} imported hours",
+            summary["hours_queued"].as_u64().unwrap_or(0)
+        ),
+        &reeval,
+        t.elapsed().as_secs_f64(),
+    ));
+    Ok(rows)
 }
 
 fn table(rows: &[Row]) {
@@ -1506,6 +1694,11 @@ async fn run() -> Res<()> {
     }
     if want("reeval") {
         push("reeval-year", reeval_year(&o).await?);
+    }
+    if want("live-import") {
+        for r in live_during_import(&o).await? {
+            push("live-import", r);
+        }
     }
     if o.peers || want("peers") && !o.only.is_empty() {
         push("node-red 1/msg", node_red(n, Shape::Single).await?);
