@@ -263,11 +263,16 @@ async fn enviromon(
             seeds = seeds.display().to_string(),
         ),
     )?;
+    start_daemon(o, dir, &conf, http).await
+}
+
+/// The release daemon on `conf`, once ready.
+async fn start_daemon(o: &Opts, dir: &Path, conf: &Path, http: u16) -> Res<(Proc, u16)> {
     let p = spawn(
         "enviromon",
         Command::new(&o.enviromon)
             .args(["run", "--config"])
-            .arg(&conf)
+            .arg(conf)
             .env("ENVIROMON_LOG", "warn"),
         &dir.join("enviromon.log"),
     )?;
@@ -1156,16 +1161,7 @@ async fn enviromon_for_import(
             data = dir.join("data").display().to_string(),
         ),
     )?;
-    let p = spawn(
-        "enviromon",
-        Command::new(&o.enviromon)
-            .args(["run", "--config"])
-            .arg(&conf)
-            .env("ENVIROMON_LOG", "warn"),
-        &dir.join("enviromon.log"),
-    )?;
-    wait_ready(http, dir).await?;
-    Ok((p, http))
+    start_daemon(o, dir, &conf, http).await
 }
 
 /// `enviromon import FILE…` as an operator would run it; its summary (JSON) and wall time.
