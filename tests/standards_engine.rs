@@ -13,21 +13,25 @@ use enviromon::standards::hj633::Edition;
 use enviromon::standards::time::{self, HOUR_MS, MINUTE_MS};
 use serde_json::Value;
 
+/// The 2026 edition, a 30-day lateness window and history input kept 30 days.
+fn settings(air: enviromon::config::AirStandardsConfig) -> Settings {
+    Settings {
+        edition: Edition::Hj633_2026,
+        lateness_ms: 30 * 86_400_000,
+        history_keep_ms: 30 * 86_400_000,
+        cems: Default::default(),
+        air,
+        water: WaterStandardsConfig::default(),
+    }
+}
+
 fn engine(dir: &std::path::Path) -> Engine {
     let db = dir.join("e.db");
     let conn = enviromon::db::open(&db).unwrap();
     let seeds = Seeds::embedded().unwrap();
     registry::apply_seeds(&conn, &seeds).unwrap();
     let reg = registry::load(&conn, "enviromon/{site}/{sensor}").unwrap();
-    let settings = Settings {
-        edition: Edition::Hj633_2026,
-        lateness_ms: 30 * 86_400_000,
-        history_keep_ms: 30 * 86_400_000,
-        cems: Default::default(),
-        air: Default::default(),
-        water: WaterStandardsConfig::default(),
-    };
-    Engine::open(&db, RegistryHandle::new(reg), settings).unwrap()
+    Engine::open(&db, RegistryHandle::new(reg), settings(Default::default())).unwrap()
 }
 
 fn minute(
@@ -379,15 +383,7 @@ fn engine_with_third_station(
     );
     registry::apply_seeds(&conn, &seeds).unwrap();
     let reg = registry::load(&conn, "enviromon/{site}/{sensor}").unwrap();
-    let settings = Settings {
-        edition: Edition::Hj633_2026,
-        lateness_ms: 30 * 86_400_000,
-        history_keep_ms: 30 * 86_400_000,
-        cems: Default::default(),
-        air,
-        water: WaterStandardsConfig::default(),
-    };
-    Engine::open(&db, RegistryHandle::new(reg), settings).unwrap()
+    Engine::open(&db, RegistryHandle::new(reg), settings(air)).unwrap()
 }
 
 /// The held-out station raises the built-in `air_station_held_out` alert, with how many times off

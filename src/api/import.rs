@@ -232,29 +232,37 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
+/// Run an importer query off the async runtime; a failure is answered 500 with its reason.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ImportError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))
+}
+
 /// `GET /api/v1/imports`.
-pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+pub async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let Some(importer) = s.importer.clone() else {
-        return Json(json!({"imports": [], "reevaluation": null})).into_response();
+        return Ok(Json(json!({"imports": [], "reevaluation": null})).into_response());
     };
     let limit = q.limit.unwrap_or(20).clamp(1, 200);
-    let r = tokio::task::spawn_blocking(move || {
+    let (jobs, pending) = blocking(move || {
         importer
             .jobs(limit)
             .map(|jobs| (jobs, importer.reevaluation_pending()))
     })
-    .await;
-    match r {
-        Ok(Ok((jobs, pending))) => Json(json!({
-            "imports": jobs,
-            "reevaluation": pending.map(|p| json!({"pending_hours": p})),
-        }))
-        .into_response(),
-        Ok(Err(e)) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-        }
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    .await?;
+    Ok(Json(json!({
+        "imports": jobs,
+        "reevaluation": pending.map(|p| json!({"pending_hours": p})),
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,32 +277,22 @@ pub async fn by_key(
     State(s): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<KeyQuery>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(importer) = s.importer.clone() else {
-        return Json(json!({"already": null})).into_response();
+        return Ok(Json(json!({"already": null})).into_response());
     };
     let key = key.to_ascii_lowercase();
     let name = q.name.unwrap_or_else(|| "upload".into());
-    match tokio::task::spawn_blocking(move || importer.already(&key, &name)).await {
-        Ok(Ok(a)) => Json(json!({"already": a})).into_response(),
-        Ok(Err(e)) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-        }
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    let already = blocking(move || importer.already(&key, &name)).await?;
+    Ok(Json(json!({"already": already})).into_response())
 }
 
 /// `GET /api/v1/imports/{id}`.
-pub async fn one(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    let Some(importer) = s.importer.clone() else {
-        return ApiError::new(StatusCode::NOT_FOUND, "no such import").into_response();
-    };
-    match tokio::task::spawn_blocking(move || importer.job(&id)).await {
-        Ok(Ok(Some(j))) => Json(j).into_response(),
-        Ok(Ok(None)) => ApiError::new(StatusCode::NOT_FOUND, "no such import").into_response(),
-        Ok(Err(e)) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-        }
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+pub async fn one(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let none = || ApiError::new(StatusCode::NOT_FOUND, "no such import");
+    let importer = s.importer.clone().ok_or_else(none)?;
+    let job = blocking(move || importer.job(&id))
+        .await?
+        .ok_or_else(none)?;
+    Ok(Json(job).into_response())
 }

@@ -262,7 +262,7 @@ enum PeriodFrom {
 }
 
 #[derive(Debug, Clone)]
-pub enum SensorFrom {
+enum SensorFrom {
     Fixed(String),
     Column(usize),
 }
@@ -557,11 +557,6 @@ impl Plan {
             }
             _ => Err(errors.join("; ")),
         }
-    }
-
-    /// The sensor ids this table can name (a fixed one, or the mapped values), for a summary.
-    pub fn sensor_from(&self) -> &SensorFrom {
-        &self.sensor
     }
 
     /// Parse a time cell into epoch milliseconds of the period's start.

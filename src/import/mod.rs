@@ -77,8 +77,6 @@ pub enum ImportError {
     Db(#[from] crate::db::DbError),
     #[error("import {0} is running; one import at a time")]
     Busy(String),
-    #[error("the upload ended early: {0}")]
-    Upload(String),
     #[error("looking up stored readings: {0}")]
     Store(#[from] crate::store::embedded::EmbeddedError),
 }
@@ -135,15 +133,6 @@ impl Format {
             Format::LineProtocol
         } else {
             Format::Csv
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Xlsx => "xlsx",
-            Format::Hj212 => "hj212",
-            Format::LineProtocol => "line_protocol",
         }
     }
 }
@@ -739,10 +728,6 @@ impl<'a> Sink<'a> {
         &self.imp.keys
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.reg
-    }
-
     fn as_active(s: &Sensor) -> Sensor {
         let mut s = s.clone();
         s.status = SensorStatus::Active;
@@ -844,7 +829,7 @@ impl<'a> Sink<'a> {
             return Err(ImportError::Stopping(self.job.summary().position));
         }
         if !d.rejections.is_empty() {
-            let topic = format!("import/{}#{row}", self.job.summary().name);
+            let topic = format!("import/{}#{row}", lock(&self.job.summary).name);
             self.imp
                 .deadletter
                 .reject(Source::Import, &topic, raw, &d.rejections)?;

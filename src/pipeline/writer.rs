@@ -270,23 +270,26 @@ impl Writer {
                         .inc_by(chunk.len() as u64);
                     self.metrics.store_writable.set(1);
                     self.latest.update(chunk);
-                    if let Some(a) = &self.alerting {
-                        // Imported history says nothing about now: alerts watch live readings.
-                        if chunk
+                    // Imported history says nothing about now, so alerts watch live readings
+                    // only; the importer hands it to the standards itself, whatever its age
+                    // (`Engine::ingest_history`), once the spool holds it.
+                    let live: std::borrow::Cow<'_, [Reading]> = if chunk
+                        .iter()
+                        .any(|r| r.source == crate::reading::Source::Import)
+                    {
+                        chunk
                             .iter()
-                            .any(|r| r.source == crate::reading::Source::Import)
-                        {
-                            let live: Vec<Reading> = chunk
-                                .iter()
-                                .filter(|r| r.source != crate::reading::Source::Import)
-                                .cloned()
-                                .collect();
-                            a.observe(&live, chrono::Utc::now().timestamp_millis());
-                        } else {
-                            a.observe(chunk, chrono::Utc::now().timestamp_millis());
-                        }
+                            .filter(|r| r.source != crate::reading::Source::Import)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .into()
+                    } else {
+                        chunk.into()
+                    };
+                    if let Some(a) = &self.alerting {
+                        a.observe(&live, chrono::Utc::now().timestamp_millis());
                     }
-                    self.feed_standards(chunk).await?;
+                    self.feed_standards(&live).await?;
                     if let Some(since) = failing_since {
                         tracing::info!(
                             store,
@@ -343,17 +346,10 @@ impl Writer {
         let Some(engine) = self.standards.clone() else {
             return Ok(());
         };
-        // Imported history is handed over by the importer itself, whatever its age
-        // (`Engine::ingest_history`), once the spool holds it.
-        let live: Vec<Reading> = chunk
-            .iter()
-            .filter(|r| r.source != crate::reading::Source::Import)
-            .cloned()
-            .collect();
-        if live.is_empty() {
+        if chunk.is_empty() {
             return Ok(());
         }
-        let readings: Arc<Vec<Reading>> = Arc::new(live);
+        let readings: Arc<Vec<Reading>> = Arc::new(chunk.to_vec());
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut warned = false;
         loop {
