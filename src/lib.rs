@@ -36,6 +36,7 @@ pub mod db;
 pub mod demo;
 pub mod import;
 pub mod ingest;
+pub mod integrity;
 pub mod metrics;
 pub mod pipeline;
 pub mod reading;
