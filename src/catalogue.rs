@@ -29,6 +29,8 @@ pub enum Dimension {
     Volume,
     /// pH (dimensionless, its own scale).
     Ph,
+    /// Electric power (base MW), e.g. a generating unit's load.
+    Power,
 }
 
 /// A unit the daemon understands: canonical spelling, dimension, and the affine map to the
@@ -72,6 +74,8 @@ const UNITS: &[Unit] = &[
     unit("m3", Dimension::Volume, 1.0, 0.0),
     unit("L", Dimension::Volume, 0.001, 0.0),
     unit("pH", Dimension::Ph, 1.0, 0.0),
+    unit("MW", Dimension::Power, 1.0, 0.0),
+    unit("kW", Dimension::Power, 0.001, 0.0),
 ];
 
 /// Other spellings seen on the wire, mapped to the canonical symbol.
@@ -318,6 +322,18 @@ pub const QUANTITIES: &[Quantity] = &[
         Some("a01014"),
         0.0,
         100.0,
+        None,
+    ),
+    q(
+        "load",
+        "load",
+        "机组负荷",
+        "unit load",
+        Power,
+        "MW",
+        None,
+        0.0,
+        2000.0,
         None,
     ),
     q(

@@ -913,6 +913,8 @@ pub struct StandardsConfig {
     pub cems: CemsStandardsConfig,
     pub air: AirStandardsConfig,
     pub water: WaterStandardsConfig,
+    /// CEMS data-integrity rules (`src/integrity`).
+    pub integrity: crate::integrity::IntegrityConfig,
 }
 
 impl Default for StandardsConfig {
@@ -926,6 +928,7 @@ impl Default for StandardsConfig {
             cems: CemsStandardsConfig::default(),
             air: AirStandardsConfig::default(),
             water: WaterStandardsConfig::default(),
+            integrity: crate::integrity::IntegrityConfig::default(),
         }
     }
 }
@@ -1555,6 +1558,24 @@ impl Config {
                 format!("{f} must be 0 (off) or a factor above 1"),
             );
         }
+        let ig = &st.integrity;
+        if ig.history < Duration::from_secs(2 * 86_400) {
+            err(
+                "standards.integrity.history",
+                "must be at least 2 days".into(),
+            );
+        }
+        for (field, message) in ig.thresholds.problems() {
+            err(&format!("standards.integrity.thresholds.{field}"), message);
+        }
+        for (unit, u) in &ig.units {
+            for (field, message) in u.problems(&ig.thresholds) {
+                err(
+                    &format!("standards.integrity.units.{unit}.{field}"),
+                    message,
+                );
+            }
+        }
     }
 
     /// Logging.
@@ -1675,6 +1696,42 @@ mod tests {
         let e = Config::load_layers(Some(&f), &[], false).unwrap_err();
         let paths: Vec<String> = e.field_errors().into_iter().map(|e| e.path).collect();
         assert_eq!(paths, vec!["http.listen", "mqtt.port", "store.batch_size"]);
+    }
+
+    #[test]
+    fn integrity_declarations_are_checked_with_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("integrity.toml");
+        std::fs::write(
+            &f,
+            "[standards.integrity]\nhistory = \"1day\"\n[standards.integrity.thresholds]\nhug_share = -1.0\n\
+             [standards.integrity.units.dt-1]\ncalibration = [\"9 to 10\"]\nthresholds = { constant_minutes = 0 }\n",
+        )
+        .unwrap();
+        let e = Config::load_layers(Some(&f), &[], false).unwrap_err();
+        let paths: Vec<String> = e.field_errors().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "standards.integrity.history",
+                "standards.integrity.thresholds.hug_share",
+                "standards.integrity.units.dt-1.calibration[0]",
+                "standards.integrity.units.dt-1.thresholds.constant_minutes",
+            ]
+        );
+        std::fs::write(
+            &f,
+            "[standards.integrity.units.sy-1]\ncalibration = [\"10:00-10:30\"]\nthresholds = { o2_k = 5.0 }\n",
+        )
+        .unwrap();
+        let cfg = Config::load_layers(Some(&f), &[], false).unwrap();
+        let u = &cfg.standards.integrity.units["sy-1"];
+        assert_eq!(
+            u.thresholds(&cfg.standards.integrity.thresholds)
+                .unwrap()
+                .o2_k,
+            5.0
+        );
     }
 
     #[test]

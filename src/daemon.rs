@@ -330,6 +330,13 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
             }
             .run(),
         ));
+        // The site parameters loggers declared (CN 3020), read by the integrity rules.
+        let path = db_path.clone();
+        let declared = tokio::task::spawn_blocking(move || {
+            crate::ingest::hj212::site_info::SiteInfo::open(&path)
+        })
+        .await
+        .map_err(|e| crate::standards::engine::EngineError::Task(e.to_string()))??;
         background_stoppable.push(tokio::spawn(
             crate::standards::runner::Runner {
                 engine: engine.clone(),
@@ -337,6 +344,7 @@ pub async fn start(cfg: Config) -> Result<Running, DaemonError> {
                 interval: cfg.standards.interval,
                 metrics: metrics.clone(),
                 stop: stop_standards.clone(),
+                site_info: Some(Arc::new(declared)),
             }
             .run(),
         ));

@@ -78,6 +78,9 @@ pub struct Metrics {
     /// Imported history: hours waiting for the background re-evaluation, and hours done.
     pub standards_backfill_pending: IntGauge,
     pub standards_backfill_hours: IntCounter,
+    /// Data integrity: unit evaluations done, and findings made or changed, by rule (eleven ids).
+    pub integrity_evaluations: IntCounter,
+    pub integrity_findings: IntCounterVec,
     /// Imports: rows by result (stored, duplicate, refused, already_imported, empty) — counted
     /// once per row as the import commits it; and imports by outcome (done, failed).
     pub import_rows: IntCounterVec,
@@ -295,6 +298,15 @@ impl Metrics {
             standards_backfill_hours: counter(
                 "enviromon_standards_backfill_hours_total",
                 "Hours of imported history re-evaluated.",
+            )?,
+            integrity_evaluations: counter(
+                "enviromon_integrity_evaluations_total",
+                "Units re-evaluated by the data-integrity rules.",
+            )?,
+            integrity_findings: counter_vec(
+                "enviromon_integrity_findings_total",
+                "Data-integrity findings made or changed (extended, re-worded), by rule.",
+                &["rule"],
             )?,
             import_rows: counter_vec(
                 "enviromon_import_rows_total",

@@ -555,6 +555,67 @@ impl Registration {
         Ok(())
     }
 
+    /// Apply a JSON merge patch to a unit's `integrity` declarations (calibration windows, stack
+    /// area, analyser ranges, detection limits, threshold overrides): the field technician's
+    /// registration of what the integrity rules need. The unit's other fields (its limits, its
+    /// capacity) are the permit's and the plan's, not a technician's: a patch naming them is
+    /// refused.
+    pub fn patch_unit(
+        &self,
+        actor: &str,
+        id: &str,
+        patch: &Value,
+    ) -> Result<registry::EmissionUnit, RegError> {
+        let before = self
+            .registry
+            .snapshot()
+            .units
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RegError::NotFound(format!("unit {id:?}")))?;
+        let Some(obj) = patch.as_object() else {
+            return Err(RegError::Invalid(vec![fe(
+                "",
+                "a PATCH body is a JSON object of fields to change",
+            )]));
+        };
+        let refused: Vec<crate::config::FieldError> = obj
+            .keys()
+            .filter(|k| k.as_str() != "integrity")
+            .map(|k| fe(k, "only `integrity` can be changed here (limits and capacity come from the permit and the plan)"))
+            .collect();
+        if !refused.is_empty() {
+            return Err(RegError::Invalid(refused));
+        }
+        let mut doc = serde_json::to_value(&before)?;
+        merge_patch(&mut doc, patch);
+        let after: registry::EmissionUnit = typed(&doc).map_err(RegError::Invalid)?;
+        let errs: Vec<crate::config::FieldError> = after
+            .integrity
+            .problems(&crate::integrity::Thresholds::default())
+            .into_iter()
+            .map(|(f, m)| fe(format!("integrity.{f}"), m))
+            .collect();
+        if !errs.is_empty() {
+            return Err(RegError::Invalid(errs));
+        }
+        let reg: Registry;
+        {
+            let mut conn = lock(&self.conn);
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO units (id, doc) VALUES (?1, ?2)",
+                params![after.id, serde_json::to_string(&after)?],
+            )?;
+            audit(&tx, actor, "unit_patch", &after.id, Some(&before), &after)?;
+            reg = registry::load(&tx, &self.topic_pattern)?;
+            tx.commit()?;
+        }
+        self.registry.replace(reg);
+        tracing::info!(actor, unit = %after.id, "registry changed: unit integrity declarations");
+        Ok(after)
+    }
+
     /// The sensor registered as `id`, or NotFound.
     fn existing(&self, id: &str) -> Result<Sensor, RegError> {
         self.registry

@@ -104,6 +104,13 @@ pub struct EmissionUnit {
     /// `wet_actual` (工况); converted to dry standard state for the mass emission.
     #[serde(default)]
     pub flow_basis: crate::standards::hj75::FlowBasis,
+    /// What the data-integrity rules need to know: calibration schedule, surveyed stack area,
+    /// analyser ranges and detection limits (`src/integrity`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::integrity::UnitIntegrity::is_empty"
+    )]
+    pub integrity: crate::integrity::UnitIntegrity,
 }
 
 fn default_ambient_kpa() -> f64 {
@@ -538,6 +545,12 @@ impl Registry {
         for u in units {
             if !reg.sites.contains_key(&u.site) {
                 errs.push(format!("unit {}: site {:?} does not exist", u.id, u.site));
+            }
+            for (field, msg) in u
+                .integrity
+                .problems(&crate::integrity::Thresholds::default())
+            {
+                errs.push(format!("unit {}: integrity.{field}: {msg}", u.id));
             }
             for k in u.limits.keys() {
                 if find_quantity(k).is_none() {

@@ -437,13 +437,14 @@ async fn promql(port: u16, q: &str) -> Value {
 }
 
 /// Every measurement the dashboards read, present with the standards results of the demo's month.
-const MEASUREMENTS: [&str; 9] = [
+const MEASUREMENTS: [&str; 10] = [
     "air",
     "air_daily",
     "air_hourly",
     "cems",
     "cems_daily",
     "cems_hourly",
+    "integrity_finding",
     "plan_targets",
     "water",
     "water_daily",

@@ -22,6 +22,7 @@ fn settings(air: enviromon::config::AirStandardsConfig) -> Settings {
         cems: Default::default(),
         air,
         water: WaterStandardsConfig::default(),
+        integrity: Default::default(),
     }
 }
 

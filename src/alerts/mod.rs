@@ -388,6 +388,7 @@ impl Alerting {
                             history: input
                                 .map(|i| i.history.iter().copied().collect())
                                 .unwrap_or_default(),
+                            ..Default::default()
                         };
                         out.push((labels, sample, input.map(|i| i.flag), vec![s.id.clone()]));
                     }
@@ -431,6 +432,7 @@ impl Alerting {
                                 limit: Some(*limit),
                                 history: vec![],
                                 superseded: false,
+                                ..Default::default()
                             };
                             // Superseded once a later valid hour meets the clear condition.
                             let superseded = hours[i + 1..].iter().any(|(t, v, l)| {
@@ -509,6 +511,62 @@ impl Alerting {
                     ));
                 }
             }
+            SeriesKind::Integrity => {
+                let Some(engine) = engine else { return out };
+                // Findings of the last week (by their end) and those first made in it.
+                let found = engine
+                    .integrity_findings(None, now_ms - KEEP_RESOLVED_MS, i64::MAX)
+                    .unwrap_or_default();
+                for f in found {
+                    let Some(unit) = reg.units.get(&f.unit) else {
+                        continue;
+                    };
+                    if !m(&rule.unit, &f.unit) || !m(&rule.site, &unit.site) {
+                        continue;
+                    }
+                    let sensors: Vec<String> = reg
+                        .sensors
+                        .values()
+                        .filter(|s| s.unit.as_deref() == Some(f.unit.as_str()))
+                        .map(|s| s.id.clone())
+                        .collect();
+                    let labels: BTreeMap<String, String> = [
+                        ("site".into(), unit.site.clone()),
+                        ("unit".into(), f.unit.clone()),
+                        ("integrity_rule".into(), f.rule.clone()),
+                        ("channel".into(), f.channel.clone()),
+                        (
+                            "start".into(),
+                            crate::standards::time::cst_rfc3339(f.start_ms),
+                        ),
+                    ]
+                    .into();
+                    let notes: BTreeMap<String, String> = [
+                        ("summary_zh".to_string(), f.summary_zh.clone()),
+                        ("summary_en".to_string(), f.summary_en.clone()),
+                        (
+                            "end".to_string(),
+                            crate::standards::time::cst_rfc3339(f.end_ms),
+                        ),
+                        ("severity".to_string(), f.severity.as_str().to_string()),
+                    ]
+                    .into();
+                    out.push((
+                        labels,
+                        Sample {
+                            value: Some(((f.end_ms - f.start_ms) / 60_000) as f64),
+                            ts_ms: Some(f.start_ms),
+                            // Ended: the alert resolves after the rule's `hold`.
+                            superseded: !f.ongoing,
+                            severity: Some(f.severity),
+                            notes,
+                            ..Default::default()
+                        },
+                        None,
+                        sensors,
+                    ));
+                }
+            }
             SeriesKind::AirHourlyAqi | SeriesKind::AirDailyAqi => {
                 let Some(engine) = engine else { return out };
                 let station = rule.station.as_deref();
@@ -557,6 +615,7 @@ impl Alerting {
                             ts_ms: Some(ts),
                             limit: None,
                             history: vec![],
+                            ..Default::default()
                         },
                         None,
                         sensors,
@@ -741,6 +800,7 @@ impl Alerting {
                     clear |= held;
                 }
                 let mut vars = series_labels.clone();
+                vars.extend(sample.notes.clone());
                 // Names people know (大唐 #1 机组, not dt-1), Chinese and English.
                 for (k, v) in &series_labels {
                     let names = match k.as_str() {
@@ -807,6 +867,13 @@ impl Alerting {
                         if a.phase != Phase::Resolved {
                             a.value = sample.value;
                         }
+                        if rule.series == SeriesKind::Integrity
+                            && a.phase == Phase::Firing
+                            && transition == Transition::None
+                        {
+                            // A finding extended or re-worded by late data: say what it is now.
+                            a.annotations = make().annotations;
+                        }
                         if transition == Transition::Resolved {
                             // Say what is true now, not the firing text again.
                             a.annotations = resolved_annotations(rule, &a.annotations, &vars);
@@ -866,6 +933,22 @@ impl Alerting {
                             chrono::DateTime::parse_from_rfc3339(h)
                                 .is_ok_and(|t| cutoff.is_some_and(|c| t.timestamp_millis() < c))
                         }
+                        // A finding withdrawn (re-evaluated on late or corrected data): only once
+                        // the engine says it is gone, never on a failed read.
+                        (SeriesKind::Integrity, _) => engine.is_some_and(|e| {
+                            let l = |k: &str| a.labels.get(k).cloned().unwrap_or_default();
+                            chrono::DateTime::parse_from_rfc3339(&l("start")).is_ok_and(|t| {
+                                matches!(
+                                    e.integrity_finding_exists(
+                                        &l("unit"),
+                                        &l("integrity_rule"),
+                                        &l("channel"),
+                                        t.timestamp_millis()
+                                    ),
+                                    Ok(false)
+                                )
+                            })
+                        }),
                         _ => a.fired_at_ms.is_some_and(|t| now_ms - t > KEEP_RESOLVED_MS),
                     })
                     .map(|(fp, _)| fp.clone())
@@ -876,6 +959,23 @@ impl Alerting {
                     };
                     a.phase = Phase::Resolved;
                     a.resolved_at_ms = Some(now_ms);
+                    if rule.series == SeriesKind::Integrity {
+                        let mut t = a.annotations.clone();
+                        t.retain(|k, _| !matches!(k.as_str(), "summary" | "description"));
+                        t.insert(
+                            "firing_summary_zh".into(),
+                            t.get("summary_zh").cloned().unwrap_or_default(),
+                        );
+                        t.insert(
+                            "summary_zh".into(),
+                            "已撤销：用迟到或更正的数据复核后，该数据真实性发现不再成立".into(),
+                        );
+                        t.insert(
+                            "summary_en".into(),
+                            "Withdrawn: re-evaluated with late or corrected data, the integrity finding no longer holds".into(),
+                        );
+                        a.annotations = with_conventional_annotations(t);
+                    }
                     if a.last_notified_ms.is_some() {
                         a.last_notified_ms = Some(now_ms);
                         notes.push(Notification {

@@ -65,6 +65,10 @@ pub enum SeriesKind {
     /// A CN 3020 site parameter a logger declared with a new value (per sensor, parameter and
     /// time of the change). An event, announced once.
     SiteParameters,
+    /// A data-integrity finding (per unit, rule, channel and start; `crate::integrity`). An
+    /// event, announced once: it resolves when the pattern has ended (after the rule's `hold`),
+    /// or when re-evaluation on late or corrected data withdraws it.
+    Integrity,
 }
 
 impl SeriesKind {
@@ -72,7 +76,10 @@ impl SeriesKind {
     /// least the rule's `hold`, resolve once superseded (a later hour under the clear condition;
     /// for a change, at once) or when their own value clears, and never fire again after that.
     pub fn is_event(self) -> bool {
-        matches!(self, SeriesKind::CemsHourly | SeriesKind::SiteParameters)
+        matches!(
+            self,
+            SeriesKind::CemsHourly | SeriesKind::SiteParameters | SeriesKind::Integrity
+        )
     }
 }
 
@@ -110,6 +117,10 @@ pub struct Condition {
     /// `event = true`: holds for every event the series yields (e.g. each changed site parameter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<bool>,
+    /// `integrity = "warning"`: holds for every data-integrity finding at least this severe
+    /// (`critical` > `warning` > `info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<Severity>,
 }
 
 /// What a condition is tested against.
@@ -125,6 +136,11 @@ pub struct Sample {
     /// For an event: something later has taken its place (a later CEMS hour that meets the clear
     /// condition; a recorded change, at once).
     pub superseded: bool,
+    /// For a data-integrity finding: its severity.
+    pub severity: Option<Severity>,
+    /// Text for the annotations' templates only (not labels), e.g. a finding's explanation
+    /// (`{{summary_zh}}`, `{{summary_en}}`).
+    pub notes: BTreeMap<String, String>,
 }
 
 impl Condition {
@@ -139,6 +155,7 @@ impl Condition {
             self.flatline.is_some(),
             self.no_data.is_some(),
             self.event.is_some(),
+            self.integrity.is_some(),
         ]
         .iter()
         .filter(|x| **x)
@@ -169,6 +186,10 @@ impl Condition {
         }
         if let Some(e) = self.event {
             return e;
+        }
+        if let Some(min) = self.integrity {
+            // Critical orders first: "at least as severe" is "not after".
+            return s.severity.is_some_and(|sv| sv <= min);
         }
         let Some(v) = s.value else { return false };
         if let Some(x) = self.above {
@@ -266,7 +287,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
             errs.push(format!("rule[{i}].name: {:?} is used twice", r.name));
         }
         if r.condition.set_count() != 1 {
-            errs.push(format!("rule[{i}] ({}).condition: set exactly one of above, below, outside, above_limit, below_limit, rate_above, flatline, no_data", r.name));
+            errs.push(format!("rule[{i}] ({}).condition: set exactly one of above, below, outside, above_limit, below_limit, rate_above, flatline, no_data, event, integrity", r.name));
         }
         if let Some(c) = &r.clear {
             if c.set_count() != 1 || c.no_data.is_some() {
@@ -275,6 +296,12 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
                     r.name
                 ));
             }
+        }
+        if r.condition.integrity.is_some() != (r.series == SeriesKind::Integrity) {
+            errs.push(format!(
+                "rule[{i}] ({}).condition: integrity is the condition of series = \"integrity\", and its only one",
+                r.name
+            ));
         }
         let uses_readings = r.condition.flatline.is_some() || r.condition.rate_above.is_some();
         if uses_readings && r.series != SeriesKind::Reading {
@@ -414,6 +441,38 @@ pub fn fingerprint(rule: &str, labels: &BTreeMap<String, String>) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn integrity_holds_for_findings_at_least_as_severe_and_only_on_its_series() {
+        let c: Condition = toml::from_str(r#"integrity = "warning""#).unwrap();
+        let f = |s: Severity| Sample {
+            severity: Some(s),
+            ..Default::default()
+        };
+        assert!(c.holds(&f(Severity::Critical), 0, 0));
+        assert!(c.holds(&f(Severity::Warning), 0, 0));
+        assert!(!c.holds(&f(Severity::Info), 0, 0));
+        assert!(!c.holds(&Sample::default(), 0, 0));
+        let wrong = r#"[[rule]]
+name = "x"
+severity = "warning"
+series = "reading"
+condition = { integrity = "warning" }
+"#;
+        assert!(parse("r.toml", wrong).is_err());
+        let missing = r#"[[rule]]
+name = "y"
+severity = "warning"
+series = "integrity"
+condition = { above = 1 }
+"#;
+        assert!(parse("r.toml", missing).is_err());
+        let ok = missing.replace("{ above = 1 }", "{ integrity = \"critical\" }");
+        assert_eq!(
+            parse("r.toml", &ok).unwrap()[0].series,
+            SeriesKind::Integrity
+        );
+    }
+
     fn sample(v: f64) -> Sample {
         Sample {
             superseded: false,
@@ -421,6 +480,7 @@ mod tests {
             ts_ms: Some(0),
             limit: Some(35.0),
             history: vec![],
+            ..Default::default()
         }
     }
 
@@ -463,6 +523,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, x)| (i as i64 * 60_000, *x))
                 .collect(),
+            ..Default::default()
         };
         assert!(c("flatline = 3").holds(&hist(&[1.0, 2.0, 2.0, 2.0]), 0, 0));
         assert!(!c("flatline = 3").holds(&hist(&[2.0, 2.0, 1.0]), 0, 0));

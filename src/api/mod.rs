@@ -27,6 +27,7 @@ pub mod briefings;
 pub mod console;
 pub mod dryrun;
 pub mod import;
+pub mod integrity;
 pub mod sensors;
 pub mod serve;
 pub mod standards;
@@ -143,6 +144,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/sites/{id}", tech(patch(sensors::patch_site)))
         .route("/api/v1/units", view(get(list_units)))
+        .route("/api/v1/units/{id}", tech(patch(sensors::patch_unit)))
         .route(
             "/api/v1/sensors",
             view(get(list_sensors)).merge(tech(post(sensors::register))),
@@ -208,6 +210,7 @@ pub fn app(state: AppState) -> Router {
             oper(post(alerts::test_receiver)),
         )
         .route("/api/v1/cems/hourly", view(get(standards::cems_hourly)))
+        .route("/api/v1/integrity/findings", view(get(integrity::findings)))
         .route("/api/v1/cems/daily", view(get(standards::cems_daily)))
         .route("/api/v1/cems/monthly", view(get(standards::cems_monthly)))
         .route("/api/v1/air/hourly", view(get(standards::air_hourly)))

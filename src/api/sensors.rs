@@ -232,6 +232,20 @@ pub async fn patch_site(
     }
 }
 
+/// `PATCH /api/v1/units/{id}` with `{"integrity": {…}}` (technician): what the integrity rules
+/// need to know of the unit (calibration windows, stack area, ranges, detection limits).
+pub async fn patch_unit(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match with_body(&s, body, move |r, b| r.patch_unit(&actor.name, &id, b)).await {
+        Ok(unit) => Json(unit).into_response(),
+        Err(r) => r,
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterParams {

@@ -58,7 +58,9 @@ fn parse_bound(name: &str, v: &str) -> Result<i64, ApiError> {
         })
 }
 
-fn engine(s: &AppState) -> Result<&std::sync::Arc<crate::standards::engine::Engine>, ApiError> {
+pub(super) fn engine(
+    s: &AppState,
+) -> Result<&std::sync::Arc<crate::standards::engine::Engine>, ApiError> {
     s.standards.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -68,7 +70,11 @@ fn engine(s: &AppState) -> Result<&std::sync::Arc<crate::standards::engine::Engi
 }
 
 /// The `from`/`to` bounds of a range query, with a default span ending a day from now.
-fn bounds(from: Option<&str>, to: Option<&str>, default_span: i64) -> Result<(i64, i64), ApiError> {
+pub(super) fn bounds(
+    from: Option<&str>,
+    to: Option<&str>,
+    default_span: i64,
+) -> Result<(i64, i64), ApiError> {
     let now = Utc::now().timestamp_millis();
     let to = to
         .map(|v| parse_bound("to", v))
@@ -88,7 +94,7 @@ fn bounds(from: Option<&str>, to: Option<&str>, default_span: i64) -> Result<(i6
 }
 
 /// Run a blocking engine query; its failure is logged and answered 500.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> Result<T, crate::standards::engine::EngineError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -5,5 +5,6 @@
 //! simulators publishing over real MQTT, the daemon with the embedded store, and the HTTP API.
 
 pub mod broker;
+pub mod integrity;
 pub mod modbus_sim;
 pub mod simulator;

@@ -42,6 +42,9 @@ struct Cems {
     excursion_left: u32,
     excursion_pollutant: &'static str,
     stops: bool,
+    /// Slow process variation of SO2, NOx and PM (coal quality, FGD and SCR control), on top of
+    /// the analysers' noise: a real stack's minute means wander, they are not white noise.
+    drift: [f64; 3],
 }
 
 impl Cems {
@@ -50,6 +53,7 @@ impl Cems {
             capacity_mw: self.capacity_mw,
             excursion_left: 0,
             excursion_pollutant: "SO2",
+            drift: [0.0; 3],
             stops: self.stops,
         }
     }
@@ -87,7 +91,13 @@ impl Cems {
             self.excursion_left = rng.random_range(30..90);
             self.excursion_pollutant = if rng.random::<bool>() { "SO2" } else { "NOx" };
         }
-        let (mut so2, mut nox) = (18.0 + 4.0 * gauss(rng), 35.0 + 4.0 * gauss(rng));
+        for d in &mut self.drift {
+            *d = 0.998 * *d + 0.1 * gauss(rng);
+        }
+        let (mut so2, mut nox) = (
+            18.0 + 4.0 * gauss(rng) + self.drift[0],
+            35.0 + 4.0 * gauss(rng) + 1.5 * self.drift[1],
+        );
         if self.excursion_left > 0 {
             self.excursion_left -= 1;
             match self.excursion_pollutant {
@@ -95,7 +105,7 @@ impl Cems {
                 _ => nox = 62.0 + 5.0 * gauss(rng),
             }
         }
-        let pm = 2.5 + 0.8 * gauss(rng);
+        let pm = (2.5 + 0.8 * gauss(rng) + 0.2 * self.drift[2]).max(0.3);
         // Corrected → measured: C_measured = C_ref × (21 − O2)/(21 − 6) (HJ 75-2017, inverted).
         let k = (21.0 - o2) / 15.0;
         v.insert("SO2".into(), json!(round2((so2 * k).max(0.0))));
@@ -114,6 +124,34 @@ impl Cems {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// The surveyed stack area of `unit`, when `sensor` has a velocity channel to simulate with it
+/// (flow = velocity × area).
+fn velocity_area(
+    sensor: &crate::registry::Sensor,
+    unit: &crate::registry::EmissionUnit,
+) -> Option<f64> {
+    sensor
+        .channels
+        .iter()
+        .any(|c| c.quantity == "flue_velocity")
+        .then_some(unit.integrity.stack_area_m2)
+        .flatten()
+}
+
+/// The flue velocity a flow meter on a stack of `area_m2` would read for the values' dry standard
+/// flow, flue temperature and moisture (`v = Q / (A × 3600 × 273.15/(273.15 + t) × (1 − x_sw))`).
+fn add_velocity(v: &mut Map<String, Value>, area_m2: Option<f64>) {
+    let get = |k: &str| v.get(k).and_then(Value::as_f64);
+    let (Some(area), Some(flow), Some(t)) = (area_m2, get("flue_flow"), get("flue_temp")) else {
+        return;
+    };
+    let k = 273.15 / (273.15 + t) * (1.0 - get("moisture").unwrap_or(0.0) / 100.0);
+    v.insert(
+        "flue_velocity".into(),
+        json!(round2(flow / (area * 3600.0 * k))),
+    );
 }
 
 fn air_values(rng: &mut impl Rng, hour_cst: f64, station: usize) -> Map<String, Value> {
@@ -267,10 +305,12 @@ pub async fn backfill(client: &AsyncClient, registry: &Registry, now_ms: i64) {
         ) else {
             continue;
         };
+        let area = velocity_area(s, unit);
         let mut sim = Cems {
             capacity_mw: unit.capacity_mw,
             excursion_left: 0,
             excursion_pollutant: "SO2",
+            drift: [0.0; 3],
             stops: false,
         };
         for m in (1..=BACKFILL_CEMS_HOURS * 60).rev() {
@@ -295,6 +335,7 @@ pub async fn backfill(client: &AsyncClient, registry: &Registry, now_ms: i64) {
                 values = v;
                 flag = f;
             }
+            add_velocity(&mut values, area);
             let ts = chrono::DateTime::<Utc>::from_timestamp_millis(start)
                 .unwrap_or_default()
                 .to_rfc3339();
@@ -399,6 +440,7 @@ async fn logger(
         capacity_mw: unit.capacity_mw,
         excursion_left: 0,
         excursion_pollutant: "SO2",
+        drift: [0.0; 3],
         stops: false,
     };
     let flag = if key.is_some() { "9" } else { "5" };
@@ -448,6 +490,20 @@ async fn logger(
         let mut out = String::new();
         if first {
             first = false;
+            // The site parameters (CN 3020): the stack cross-section as surveyed, then, an hour
+            // later, re-declared 40 % smaller (what understated emissions look like; the
+            // integrity rule `parameter_change` and the `site_parameters_changed` alert see it).
+            if let Some(area) = unit.integrity.stack_area_m2 {
+                let smaller = round2(area * 0.6);
+                for (back, a) in [(2, area), (1, smaller)] {
+                    out.push_str(&packet(
+                        "3020",
+                        this_hour - back * hour,
+                        &format!("PolId=a00000;i13004-Info={a}"),
+                        false,
+                    ));
+                }
+            }
             for back in (1..=6).rev() {
                 let start = this_hour - back * hour;
                 if start == lost_hour && key.is_some() {
@@ -606,12 +662,13 @@ pub async fn run(
             }
         }
     });
-    let mut cems: Vec<(String, String, Cems)> = registry
+    let mut cems: Vec<(String, String, Cems, Option<f64>)> = registry
         .sensors
         .values()
         .filter(|s| s.domain == Domain::Cems && s.protocol == Protocol::Mqtt && s.hj212.is_none())
         .filter_map(|s| {
             let unit = registry.units.get(s.unit.as_deref()?)?;
+            let area = velocity_area(s, unit);
             Some((
                 s.id.clone(),
                 s.topic.clone()?,
@@ -619,8 +676,10 @@ pub async fn run(
                     capacity_mw: unit.capacity_mw,
                     excursion_left: 0,
                     excursion_pollutant: "SO2",
+                    drift: [0.0; 3],
                     stops: unit.id == STOPPING_UNIT,
                 },
+                area,
             ))
         })
         .collect();
@@ -643,8 +702,9 @@ pub async fn run(
         let cst = now + chrono::Duration::hours(8);
         let hour_cst = cst.hour() as f64 + cst.minute() as f64 / 60.0;
         let ts = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        for (_, topic, unit) in cems.iter_mut() {
-            let (values, flag) = unit.values(&mut rng, tick, hour_cst);
+        for (_, topic, unit, area) in cems.iter_mut() {
+            let (mut values, flag) = unit.values(&mut rng, tick, hour_cst);
+            add_velocity(&mut values, *area);
             let payload = json!({"ts": ts, "flag": flag, "values": values});
             let _ = client
                 .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_string())
@@ -678,6 +738,7 @@ mod tests {
             capacity_mw: 300.0,
             excursion_left: 0,
             excursion_pollutant: "SO2",
+            drift: [0.0; 3],
             stops: false,
         };
         let mut within = 0;
@@ -701,6 +762,7 @@ mod tests {
             capacity_mw: 165.0,
             excursion_left: 0,
             excursion_pollutant: "SO2",
+            drift: [0.0; 3],
             stops: true,
         };
         assert_eq!(u.values(&mut rng, 0, 12.0).1, "N");

@@ -11,7 +11,13 @@
 //!
 //! Every threshold is in [`Thresholds`], with its default and why it is there.
 
+pub mod eval;
+pub mod persist;
 pub mod rules;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,8 +50,12 @@ pub struct Minute {
     pub velocity: Option<f64>,
     /// Moisture, %.
     pub moisture: Option<f64>,
-    /// The unit's load, MW (its DCS or the logger's ST 44 power).
+    /// The unit's load, MW (its DCS, catalogue quantity `load`).
     pub load_mw: Option<f64>,
+    /// Electricity use of the unit's production facilities (HJ 212-2025 ST 44, `d2xxxx` codes,
+    /// summed), in the logger's unit: only compared with its own median.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facility_power: Option<f64>,
     /// Some channel carries F (停运, stopped) this minute.
     pub stopped: bool,
     /// Some channel carries C (校准, calibration) this minute.
@@ -144,6 +154,10 @@ pub struct Thresholds {
     /// … and the flue is at least this warm, °C. After wet desulphurisation a running unit's flue
     /// gas is 45–55 °C; a stopped stack cools to ambient. Default 40.
     pub running_temp_c: f64,
+    /// Without a load channel, also running when the production facilities' electricity use
+    /// (ST 44) is at least this share of its median positive value (fans and mills draw power
+    /// only while the unit runs). Default 0.3.
+    pub running_power_share: f64,
     /// `constant_value`: this many consecutive running minutes with the same value. Default 60.
     pub constant_minutes: usize,
     /// … "the same": within this much, mg/m3 (or %). Default 0 (identical as reported).
@@ -154,6 +168,10 @@ pub struct Thresholds {
     /// … while the load's range (5th to 95th percentile) is at least this share of capacity.
     /// Default 0.2.
     pub narrow_load_swing_share: f64,
+    /// … or, on a day the load is steady, under this share of the analyser's range: a running
+    /// stack's own variation (coal, FGD and SCR control) leaves more than that at any load.
+    /// Default 0.01.
+    pub narrow_flat_share: f64,
     /// … over at least this many running minutes of the day. Default 1080 (18 h).
     pub narrow_min_minutes: usize,
     /// `detection_limit_hugging`: a minute at or just above the detection limit is in
@@ -227,10 +245,12 @@ impl Default for Thresholds {
             running_load_share: 0.2,
             running_flow_share: 0.3,
             running_temp_c: 40.0,
+            running_power_share: 0.3,
             constant_minutes: 60,
             constant_epsilon: 0.0,
             narrow_band_share: 0.02,
             narrow_load_swing_share: 0.2,
+            narrow_flat_share: 0.01,
             narrow_min_minutes: 1080,
             dl_margin: 0.2,
             dl_hour_share: 0.9,
@@ -261,6 +281,233 @@ impl Default for Thresholds {
             repeated_share: 0.9,
             repeated_epsilon: 1e-6,
         }
+    }
+}
+
+/// `[standards.integrity]`: whether and over what history the rules run, their thresholds, and what
+/// each unit declares.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrityConfig {
+    /// Run the rules at all. Default true.
+    pub enabled: bool,
+    /// The minutes the rules look at: a unit is re-evaluated over this much history whenever its
+    /// data changes (live, late or imported). Three weeks holds the `repeated_day` look-back and
+    /// enough hours per load band for the O2 baseline. Default 21 days.
+    #[serde(with = "humantime_serde")]
+    pub history: Duration,
+    /// A unit whose data changed is re-evaluated at most this often (each evaluation reads its
+    /// whole history; minute data arrives once a minute). Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Findings are kept this long after they end (they are the record an inspection reads).
+    /// Default 400 days.
+    #[serde(with = "humantime_serde")]
+    pub keep: Duration,
+    /// The thresholds of every unit (each field documented with its default in [`Thresholds`]).
+    pub thresholds: Thresholds,
+    /// Per unit (by id): declarations and threshold overrides. They win, field by field, over
+    /// the `integrity` table of the unit's registration (`seeds/units.toml`).
+    pub units: BTreeMap<String, UnitIntegrity>,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            enabled: true,
+            history: Duration::from_secs(21 * 86_400),
+            interval: Duration::from_secs(60),
+            keep: Duration::from_secs(400 * 86_400),
+            thresholds: Thresholds::default(),
+            units: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a unit declares for the rules: in its registration (`[unit.integrity]` in
+/// `seeds/units.toml`) and in the config (`standards.integrity.units.<id>`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnitIntegrity {
+    /// Daily calibration windows, China Standard Time, `"HH:MM-HH:MM"` (e.g. `"09:00-09:30"`).
+    /// None declared: learned from the C flags of the unit's history.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<String>,
+    /// The stack cross-section surveyed at the monitoring point, m² (for flow against velocity ×
+    /// area). None: that check is off and only the flow per MW is checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_area_m2: Option<f64>,
+    /// Analyser ranges (full scale), mg/m3, by pollutant (`SO2`, `NOx`, `PM`). Default 200, 200, 50.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ranges: BTreeMap<String, f64>,
+    /// Analysers' detection limits, mg/m3, by pollutant. Default 3, 3, 0.5.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub detection_limits: BTreeMap<String, f64>,
+    /// Threshold overrides for this unit, by [`Thresholds`] field name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub thresholds: BTreeMap<String, serde_json::Value>,
+}
+
+impl UnitIntegrity {
+    pub fn is_empty(&self) -> bool {
+        self == &UnitIntegrity::default()
+    }
+
+    /// `self` with `over`'s declarations on top, field by field.
+    pub fn overlaid(&self, over: Option<&UnitIntegrity>) -> UnitIntegrity {
+        let mut out = self.clone();
+        let Some(o) = over else {
+            return out;
+        };
+        if !o.calibration.is_empty() {
+            out.calibration = o.calibration.clone();
+        }
+        if o.stack_area_m2.is_some() {
+            out.stack_area_m2 = o.stack_area_m2;
+        }
+        out.ranges.extend(o.ranges.clone());
+        out.detection_limits.extend(o.detection_limits.clone());
+        out.thresholds.extend(o.thresholds.clone());
+        out
+    }
+
+    /// Every problem with the declarations, as (field, message).
+    pub fn problems(&self, base: &Thresholds) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, w) in self.calibration.iter().enumerate() {
+            if let Err(e) = parse_window(w) {
+                out.push((format!("calibration[{i}]"), e));
+            }
+        }
+        if let Some(a) = self.stack_area_m2 {
+            if !(a.is_finite() && a > 0.0) {
+                out.push(("stack_area_m2".into(), format!("{a} must be above 0")));
+            }
+        }
+        for (name, map) in [
+            ("ranges", &self.ranges),
+            ("detection_limits", &self.detection_limits),
+        ] {
+            for (k, v) in map {
+                if !POLLUTANTS.contains(&k.as_str()) {
+                    out.push((
+                        format!("{name}.{k}"),
+                        format!("{k:?} is not one of SO2, NOx, PM"),
+                    ));
+                } else if !(v.is_finite() && *v > 0.0) {
+                    out.push((format!("{name}.{k}"), format!("{v} must be above 0")));
+                }
+            }
+        }
+        match self.thresholds(base) {
+            Err(e) => out.push(("thresholds".into(), e)),
+            Ok(th) => {
+                for (f, m) in th.problems() {
+                    if self.thresholds.contains_key(&f) {
+                        out.push((format!("thresholds.{f}"), m));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `base` with this unit's overrides.
+    pub fn thresholds(&self, base: &Thresholds) -> Result<Thresholds, String> {
+        if self.thresholds.is_empty() {
+            return Ok(base.clone());
+        }
+        let mut v = serde_json::to_value(base).map_err(|e| e.to_string())?;
+        if let Some(obj) = v.as_object_mut() {
+            for (k, x) in &self.thresholds {
+                // TOML and env give 60 as 60.0 at times: a whole number becomes an integer, so
+                // count fields take it.
+                let x = match x.as_f64() {
+                    Some(f) if f.fract() == 0.0 && (0.0..1e15).contains(&f) && !x.is_i64() => {
+                        serde_json::Value::from(f as u64)
+                    }
+                    _ => x.clone(),
+                };
+                obj.insert(k.clone(), x);
+            }
+        }
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    /// The facts the rules read, for a unit of `capacity_mw` with `limits`.
+    pub fn facts(
+        &self,
+        id: &str,
+        capacity_mw: f64,
+        limits: &BTreeMap<String, f64>,
+        flow_dry_standard: bool,
+    ) -> UnitFacts {
+        let pick = |m: &BTreeMap<String, f64>, d: [f64; 3]| {
+            let mut out = d;
+            for (i, q) in POLLUTANTS.iter().enumerate() {
+                if let Some(v) = m.get(*q) {
+                    out[i] = *v;
+                }
+            }
+            out
+        };
+        UnitFacts {
+            id: id.to_string(),
+            capacity_mw,
+            limits: POLLUTANTS.map(|q| limits.get(q).copied()),
+            ranges: pick(&self.ranges, DEFAULT_RANGES),
+            detection_limits: pick(&self.detection_limits, DEFAULT_DETECTION_LIMITS),
+            stack_area_m2: self.stack_area_m2,
+            calibration: self
+                .calibration
+                .iter()
+                .filter_map(|w| parse_window(w).ok())
+                .collect(),
+            flow_dry_standard,
+        }
+    }
+}
+
+/// Analyser ranges when none is declared, mg/m3 (SO2, NOx, PM): the ranges ultra-low-emission
+/// units' extractive analysers are commonly set to.
+pub const DEFAULT_RANGES: [f64; 3] = [200.0, 200.0, 50.0];
+/// Detection limits when none is declared, mg/m3 (SO2, NOx, PM).
+pub const DEFAULT_DETECTION_LIMITS: [f64; 3] = [3.0, 3.0, 0.5];
+
+/// `"HH:MM-HH:MM"` (CST) as a [`Window`]; the end may be past midnight (`"23:30-00:30"`).
+pub fn parse_window(s: &str) -> Result<Window, String> {
+    let bad = || format!("{s:?} is not HH:MM-HH:MM");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let hm = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (start_min, end_min) = (hm(a).ok_or_else(bad)?, hm(b).ok_or_else(bad)?);
+    if start_min == end_min {
+        return Err(format!("{s:?} is an empty window"));
+    }
+    Ok(Window { start_min, end_min })
+}
+
+impl Thresholds {
+    /// Every field that cannot be a threshold (negative, not finite, a zero count), as
+    /// (field, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in map {
+            if v.is_u64() {
+                if v.as_u64() == Some(0) && k != "cal_slack_minutes" {
+                    out.push((k, "must be at least 1".into()));
+                }
+            } else if !v.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0) {
+                out.push((k, format!("{v} must be a number ≥ 0")));
+            }
+        }
+        out
     }
 }
 
@@ -335,6 +582,71 @@ mod tests {
         assert!(!day.contains(8 * 60 + 50, 0));
         assert!(day.contains(8 * 60 + 50, 15));
         assert!(!day.contains(10 * 60, 15));
+    }
+
+    #[test]
+    fn declarations_parse_and_every_problem_is_reported() {
+        assert_eq!(
+            parse_window("09:00-09:30"),
+            Ok(Window {
+                start_min: 540,
+                end_min: 570
+            })
+        );
+        assert_eq!(parse_window("23:30-00:30").map(|w| w.end_min), Ok(30));
+        assert!(parse_window("9-10").is_err());
+        assert!(parse_window("25:00-26:00").is_err());
+        assert!(parse_window("10:00-10:00").is_err());
+        let u: UnitIntegrity = toml::from_str(
+            r#"calibration = ["09:00-09:30", "nine"]
+               stack_area_m2 = -1
+               ranges = { SO2 = 100.0, Hg = 1.0 }
+               thresholds = { constant_minutes = 90, no_such = 1 }"#,
+        )
+        .unwrap();
+        let fields: Vec<String> = u
+            .problems(&Thresholds::default())
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            fields,
+            ["calibration[1]", "stack_area_m2", "ranges.Hg", "thresholds"]
+        );
+        // Overrides apply field by field over the base, a whole number taken for a count.
+        let ok: UnitIntegrity =
+            toml::from_str("thresholds = { constant_minutes = 90.0, hug_share = 0.8 }").unwrap();
+        let th = ok.thresholds(&Thresholds::default()).unwrap();
+        assert_eq!((th.constant_minutes, th.hug_share), (90, 0.8));
+        assert_eq!(th.gap_minutes, Thresholds::default().gap_minutes);
+        // The config's declarations win over the registration's, field by field.
+        let reg: UnitIntegrity = toml::from_str(
+            r#"calibration = ["09:00-09:30"]
+                              stack_area_m2 = 22.9"#,
+        )
+        .unwrap();
+        let over: UnitIntegrity = toml::from_str("stack_area_m2 = 21.5").unwrap();
+        let both = reg.overlaid(Some(&over));
+        assert_eq!(both.stack_area_m2, Some(21.5));
+        assert_eq!(both.calibration, ["09:00-09:30"]);
+        let facts = both.facts("dt-1", 300.0, &BTreeMap::from([("SO2".into(), 35.0)]), true);
+        assert_eq!(facts.limits, [Some(35.0), None, None]);
+        assert_eq!(facts.ranges, DEFAULT_RANGES);
+        assert_eq!(facts.calibration.len(), 1);
+    }
+
+    #[test]
+    fn thresholds_that_cannot_be_are_named() {
+        let th = Thresholds {
+            hug_share: -0.1,
+            constant_minutes: 0,
+            o2_k: f64::NAN,
+            ..Thresholds::default()
+        };
+        let mut fields: Vec<String> = th.problems().into_iter().map(|(f, _)| f).collect();
+        fields.sort();
+        assert_eq!(fields, ["constant_minutes", "hug_share", "o2_k"]);
+        assert!(Thresholds::default().problems().is_empty());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
+use crate::standards::air::median;
+
 use super::{
     cst, cst_day, cst_minute_of_day, Finding, Minute, Series, Severity, Thresholds, Window, DAY_MS,
     HOUR_MS, MINUTE_MS, POLLUTANTS,
@@ -38,19 +40,6 @@ pub struct Context<'a> {
     pub running: Vec<bool>,
     pub hours: Vec<Hour>,
     median_flow: Option<f64>,
-}
-
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 /// The `p` quantile (0–1) by nearest rank.
@@ -109,6 +98,13 @@ impl<'a> Context<'a> {
             .filter(|f| *f > 0.0)
             .collect();
         let median_flow = median(&mut flows);
+        let mut powers: Vec<f64> = s
+            .minutes
+            .iter()
+            .filter_map(|m| m.facility_power)
+            .filter(|p| *p > 0.0)
+            .collect();
+        let median_power = median(&mut powers);
         let cap = s.unit.capacity_mw;
         let running = s
             .minutes
@@ -116,10 +112,16 @@ impl<'a> Context<'a> {
             .map(|m| match m.load_mw {
                 Some(l) => l >= th.running_load_share * cap,
                 None => {
-                    m.flow
+                    let by_flow = m
+                        .flow
                         .zip(median_flow)
                         .is_some_and(|(f, mf)| f >= th.running_flow_share * mf)
-                        && m.temp.is_none_or(|t| t >= th.running_temp_c)
+                        && m.temp.is_none_or(|t| t >= th.running_temp_c);
+                    let by_power = m
+                        .facility_power
+                        .zip(median_power)
+                        .is_some_and(|(p, mp)| p >= th.running_power_share * mp);
+                    by_flow || by_power
                 }
             })
             .collect::<Vec<_>>();
@@ -312,9 +314,9 @@ fn load_swing(c: &Context<'_>, idx: &[usize]) -> Option<f64> {
 }
 
 /// `narrow_band`: a day whose raw pollutant barely moves (1st–99th percentile range under a small
-/// share of the analyser's range) while the unit's load swings. Cannot see a narrowed signal on a
-/// day the load is flat (a flat load makes a flat signal plausible), nor a band wider than the
-/// threshold.
+/// share of the analyser's range) while the unit's load swings, or under half that share while it
+/// is steady. Cannot see a narrowed signal on a steady-load day that keeps the width a steady load
+/// makes plausible, nor a band wider than the threshold.
 pub fn narrow_band(c: &Context<'_>) -> Vec<Finding> {
     let th = c.th;
     let m = c.s.minutes;
@@ -323,9 +325,14 @@ pub fn narrow_band(c: &Context<'_>) -> Vec<Finding> {
         let Some(swing) = load_swing(c, &idx) else {
             continue;
         };
-        if swing < th.narrow_load_swing_share * c.s.unit.capacity_mw {
-            continue;
-        }
+        // A moving load must move the values; a steady one still leaves a running stack's own
+        // variation (coal, FGD and SCR control), so a band half as wide is suspect at any load.
+        let moving = swing >= th.narrow_load_swing_share * c.s.unit.capacity_mw;
+        let share = if moving {
+            th.narrow_band_share
+        } else {
+            th.narrow_flat_share
+        };
         for (p, name) in POLLUTANTS.iter().enumerate() {
             let mut v: Vec<f64> = idx
                 .iter()
@@ -337,8 +344,19 @@ pub fn narrow_band(c: &Context<'_>) -> Vec<Finding> {
             }
             v.sort_by(f64::total_cmp);
             let range = quantile(&v, 0.99) - quantile(&v, 0.01);
-            let allowed = th.narrow_band_share * c.s.unit.ranges[p];
+            let allowed = share * c.s.unit.ranges[p];
             if range < allowed {
+                let (load_zh, load_en) = if moving {
+                    (
+                        format!("而机组负荷变化 {swing:.0} MW"),
+                        format!("while the load swung {swing:.0} MW"),
+                    )
+                } else {
+                    (
+                        format!("负荷平稳（变化 {swing:.0} MW）时也过窄"),
+                        format!("too narrow even for a steady load (swing {swing:.0} MW)"),
+                    )
+                };
                 out.push(c.finding(
                     "narrow_band",
                     name,
@@ -347,12 +365,12 @@ pub fn narrow_band(c: &Context<'_>) -> Vec<Finding> {
                     json!({"range": round(range, 3), "allowed": allowed, "analyser_range": c.s.unit.ranges[p],
                            "load_swing_mw": round(swing, 1), "minutes": v.len()}),
                     format!(
-                        "{name} 在 {} 全天仅在 {:.2} mg/m³ 范围内波动（量程 {} 的 {:.1}%），而机组负荷变化 {:.0} MW；数据可能被压缩或替换",
-                        &cst(day)[..10], range, c.s.unit.ranges[p], range * 100.0 / c.s.unit.ranges[p], swing
+                        "{name} 在 {} 全天仅在 {:.2} mg/m³ 范围内波动（量程 {} 的 {:.1}%），{load_zh}；数据可能被压缩或替换",
+                        &cst(day)[..10], range, c.s.unit.ranges[p], range * 100.0 / c.s.unit.ranges[p]
                     ),
                     format!(
-                        "{name} moved within {:.2} mg/m3 all day on {} ({:.1} % of the analyser's range {}) while the load swung {:.0} MW: compressed or replaced data",
-                        range, &cst(day)[..10], range * 100.0 / c.s.unit.ranges[p], c.s.unit.ranges[p], swing
+                        "{name} moved within {:.2} mg/m3 all day on {} ({:.1} % of the analyser's range {}) {load_en}: compressed or replaced data",
+                        range, &cst(day)[..10], range * 100.0 / c.s.unit.ranges[p], c.s.unit.ranges[p]
                     ),
                 ));
             }
@@ -387,13 +405,31 @@ pub fn detection_limit_hugging(c: &Context<'_>) -> Vec<Finding> {
                 e.1 += 1;
             }
         }
+        // An hour with at least half its minutes judged hugs when most of them do; one with
+        // fewer (minutes lost to the network, a start-up) is too short to judge and does not
+        // break a run.
+        let mut short: BTreeSet<i64> = BTreeSet::new();
         for (h, (n, inside)) in &per_hour {
-            if *n >= 45 && *inside as f64 >= th.dl_hour_share * *n as f64 {
+            if *n < 30 {
+                short.insert(*h);
+            } else if *inside as f64 >= th.dl_hour_share * *n as f64 {
                 hugging.insert(*h);
             }
         }
-        for r in c.hour_runs(|h| hugging.contains(&h.start_ms)) {
-            if r.len() >= th.dl_hours {
+        for r in c.hour_runs(|h| {
+            hugging.contains(&h.start_ms)
+                || (short.contains(&h.start_ms) || !per_hour.contains_key(&h.start_ms))
+                    && !hugging.is_empty()
+        }) {
+            let judged: Vec<usize> = r
+                .clone()
+                .filter(|&i| hugging.contains(&c.hours[i].start_ms))
+                .collect();
+            let (Some(&first), Some(&last)) = (judged.first(), judged.last()) else {
+                continue;
+            };
+            let r = first..last + 1;
+            if judged.len() >= th.dl_hours {
                 let span = c.hour_span(&r);
                 out.push(c.finding(
                     "detection_limit_hugging",
@@ -500,14 +536,36 @@ pub fn o2_dilution(c: &Context<'_>) -> Vec<Finding> {
         if !h.running() {
             return None;
         }
-        let (med, sd) = *stats.get(&load_band(c, h)?)?;
-        let bound = med + (th.o2_k * sd).max(th.o2_min_excess);
+        let b = load_band(c, h)?;
+        let bound_of = |b: i64| {
+            stats
+                .get(&b)
+                .map(|(med, sd)| med + (th.o2_k * sd).max(th.o2_min_excess))
+        };
+        // A band with too little history (full load is rare) borrows its neighbours' bound, the
+        // higher of the two (the lower load's, whose O2 is higher): a wider band, never a
+        // narrower one.
+        let bound = bound_of(b).or_else(|| {
+            [bound_of(b - 1), bound_of(b + 1)]
+                .into_iter()
+                .flatten()
+                .reduce(f64::max)
+        })?;
         h.o2.filter(|o| *o > bound).map(|o| (o, bound))
     };
-    for r in c.hour_runs(|h| above(h).is_some()) {
-        if r.len() < th.o2_hours {
+    // An hour with too few minutes to judge (data lost to the network) does not break a run.
+    for r in c.hour_runs(|h| above(h).is_some() || h.o2.is_none()) {
+        let judged: Vec<usize> = r
+            .clone()
+            .filter(|&i| above(&c.hours[i]).is_some())
+            .collect();
+        let (Some(&first), Some(&last)) = (judged.first(), judged.last()) else {
+            continue;
+        };
+        if judged.len() < th.o2_hours {
             continue;
         }
+        let r = first..last + 1;
         let span = c.hour_span(&r);
         let peak = c.hours[r.clone()]
             .iter()
@@ -519,7 +577,7 @@ pub fn o2_dilution(c: &Context<'_>) -> Vec<Finding> {
             "O2",
             span,
             Severity::Critical,
-            json!({"o2_max": round(peak, 2), "band_upper": round(bound, 2), "hours": r.len()}),
+            json!({"o2_max": round(peak, 2), "band_upper": round(bound, 2), "hours": r.len(), "hours_above": judged.len()}),
             format!(
                 "自 {} 起 {} 小时烟气氧含量高达 {:.1}%，超出该机组同负荷下的正常上限 {:.1}%；疑似向采样管路掺入空气稀释",
                 cst(span.0), r.len(), peak, bound
@@ -592,8 +650,9 @@ pub fn o2_dilution(c: &Context<'_>) -> Vec<Finding> {
 }
 
 /// `stopped_but_running`: minutes flagged stopped (F, 停运) while the load, or the flow and the
-/// flue temperature, say the unit runs. Cannot see a stop declared with the physical channels
-/// falsified too, nor one shorter than `stopped_minutes` (start-up and shut-down ramps).
+/// flue temperature, or the production facilities' electricity use (ST 44), say the unit runs.
+/// Cannot see a stop declared with the physical channels falsified too, nor one shorter than
+/// `stopped_minutes` (start-up and shut-down ramps).
 pub fn stopped_but_running(c: &Context<'_>) -> Vec<Finding> {
     let th = c.th;
     let m = c.s.minutes;

@@ -927,6 +927,7 @@ mod tests {
         );
         let days: Vec<NaiveDate> = (0..30).rev().map(|b| day - chrono::Days::new(b)).collect();
         ReportData {
+            integrity: Vec::new(),
             day,
             aqi_days: days
                 .iter()

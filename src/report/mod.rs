@@ -180,6 +180,30 @@ pub struct ReportData {
     pub treatment_percent: Option<f64>,
     /// Alerts firing when the briefing was made, most severe first.
     pub alerts: Vec<AlertRow>,
+    /// Data-integrity findings that overlap the day (`/api/v1/integrity/findings`), most severe
+    /// first.
+    pub integrity: Vec<IntegrityRow>,
+}
+
+/// Most severe first: critical, warning, then the rest.
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "critical" => 0,
+        "warning" => 1,
+        _ => 2,
+    }
+}
+
+/// One data-integrity finding, as the briefing shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntegrityRow {
+    pub unit: String,
+    pub rule: String,
+    pub severity: String,
+    pub start: String,
+    pub ongoing: bool,
+    pub summary_zh: String,
+    pub summary_en: String,
 }
 
 /// Days of daily AQI shown.
@@ -344,7 +368,49 @@ impl ReportData {
             water: Vec::new(),
             treatment_percent: None,
             alerts: Vec::new(),
+            integrity: Vec::new(),
         }
+    }
+
+    /// The day's data-integrity findings (`/api/v1/integrity/findings` over the day).
+    pub fn with_integrity(mut self, doc: &Value) -> Self {
+        let mut rows: Vec<IntegrityRow> = doc["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let t = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+                IntegrityRow {
+                    unit: t("unit"),
+                    rule: t("rule"),
+                    severity: t("severity"),
+                    start: t("start"),
+                    ongoing: f["ongoing"].as_bool().unwrap_or(false),
+                    summary_zh: t("summary_zh"),
+                    summary_en: t("summary_en"),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (severity_rank(&a.severity), &a.start).cmp(&(severity_rank(&b.severity), &b.start))
+        });
+        self.integrity = rows;
+        self
+    }
+
+    fn integrity_line(&self, f: &IntegrityRow) -> String {
+        let unit = self.unit_names.get(&f.unit).unwrap_or(&f.unit);
+        format!(
+            "[{}] {unit} {}{}：{}",
+            f.severity,
+            f.rule,
+            if f.ongoing {
+                "（进行中 / ongoing）"
+            } else {
+                ""
+            },
+            f.summary_zh
+        )
     }
 
     /// The day's water verdicts (`/api/v1/water/daily` for the day) and treatment rate
@@ -372,11 +438,6 @@ impl ReportData {
 
     /// The alerts firing now (`/api/v1/alerts`), most severe first, then the oldest first.
     pub fn with_alerts(mut self, alerts: &Value) -> Self {
-        let rank = |s: &str| match s {
-            "critical" => 0,
-            "warning" => 1,
-            _ => 2,
-        };
         let mut rows: Vec<AlertRow> = alerts["alerts"]
             .as_array()
             .into_iter()
@@ -398,7 +459,7 @@ impl ReportData {
                 }
             })
             .collect();
-        rows.sort_by_key(|r| (rank(&r.severity), r.fired_at_ms));
+        rows.sort_by_key(|r| (severity_rank(&r.severity), r.fired_at_ms));
         self.alerts = rows;
         self
     }
@@ -560,6 +621,14 @@ impl ReportData {
         if let Some(t) = self.treatment_percent {
             out.push_str(&format!("    污水处理率 / sewage treated: {t:.1}%\n"));
         }
+        out.push_str(&format!(
+            "  数据真实性 / data integrity: {} 项发现 / findings\n",
+            self.integrity.len()
+        ));
+        for f in &self.integrity {
+            out.push_str(&format!("    {}\n", self.integrity_line(f)));
+            out.push_str(&format!("      {}\n", f.summary_en));
+        }
         out.push_str(&format!("  告警 / alerts firing: {}\n", self.alerts.len()));
         for a in &self.alerts {
             out.push_str(&format!("    {}\n", Self::alert_line(a)));
@@ -630,6 +699,18 @@ impl ReportData {
                 self.alerts.len() - MAX_ALERT_LINES,
                 self.alerts.len() - MAX_ALERT_LINES
             ));
+        }
+        if !self.integrity.is_empty() {
+            md.push_str(&format!(
+                "\n**数据真实性 / data integrity: {} 项发现 / findings**\n\n",
+                self.integrity.len()
+            ));
+            for f in self.integrity.iter().take(MAX_ALERT_LINES) {
+                md.push_str(&format!(
+                    "- {}\n",
+                    colour(Tone::Warn, &self.integrity_line(f))
+                ));
+            }
         }
         let tail = image_url
             .map(|url| format!("\n![日报 / briefing]({url})\n"))
@@ -759,6 +840,10 @@ pub fn api_paths(day: NaiveDate) -> Vec<String> {
         format!("/api/v1/water/daily?sensor=treatment&from={start}&to={start}"),
         "/api/v1/sites".to_string(),
         "/api/v1/alerts".to_string(),
+        format!(
+            "/api/v1/integrity/findings?from={start}&to={}",
+            start + time::DAY_MS
+        ),
     ]
 }
 
@@ -798,10 +883,10 @@ where
             })
             .collect()
     };
-    let [air, hourly, cems, compliance, units, water, treatment, sites, alerts] =
-        <[(String, Value); 9]>::try_from(docs).map_err(|_| ReportError::Fetch {
+    let [air, hourly, cems, compliance, units, water, treatment, sites, alerts, integrity] =
+        <[(String, Value); 10]>::try_from(docs).map_err(|_| ReportError::Fetch {
             path: "/api/v1".into(),
-            message: "expected nine answers".into(),
+            message: "expected ten answers".into(),
         })?;
     Ok(ReportData::from_api(
         day,
@@ -816,7 +901,8 @@ where
         &typed(treatment)?,
         &names(&sites.1, "sites"),
     )
-    .with_alerts(&alerts.1))
+    .with_alerts(&alerts.1)
+    .with_integrity(&integrity.1))
 }
 
 /// `enviromon report --compare-editions`: the editions side by side, in words (Chinese first).
@@ -1113,5 +1199,46 @@ mod tests {
             ding.ends_with("![日报 / briefing](https://x/briefings/p.png)\n"),
             "{ding}"
         );
+        assert!(
+            !ding.contains("data integrity"),
+            "no findings, no section: {ding}"
+        );
+    }
+
+    #[test]
+    fn integrity_findings_most_severe_first_with_unit_names() {
+        let findings = json!({"findings": [
+            {"unit": "sy-1", "rule": "constant_value", "channel": "SO2", "start": "2026-12-01T11:00:00+08:00",
+             "end": "2026-12-01T13:00:00+08:00", "severity": "warning", "ongoing": false,
+             "evidence": {}, "summary_zh": "SO2 连续 120 分钟同一数值", "summary_en": "SO2 identical for 120 minutes"},
+            {"unit": "dt-1", "rule": "stopped_but_running", "channel": "", "start": "2026-12-01T14:00:00+08:00",
+             "end": "2026-12-01T15:00:00+08:00", "severity": "critical", "ongoing": true,
+             "evidence": {}, "summary_zh": "标记停运但机组在运行", "summary_en": "marked stopped while running"}
+        ]});
+        let r = ReportData::from_api(
+            d("2026-12-01"),
+            &Page::new(Vec::new()),
+            &Page::new(Vec::new()),
+            &Page::new(Vec::new()),
+            &serde_json::from_value(
+                json!({"year": 2026, "from": "2026-01-01", "to": "2026-12-31",
+                "as_of": "2026-12-01", "indicators": []}),
+            )
+            .unwrap(),
+        )
+        .with_unit_names([("dt-1".to_string(), "大唐洛热 #1 机组".to_string())].into())
+        .with_integrity(&findings);
+        let text = r.briefing();
+        let critical = text
+            .find("[critical] 大唐洛热 #1 机组 stopped_but_running（进行中 / ongoing）：标记停运但机组在运行")
+            .expect(&text);
+        let warning = text
+            .find("[warning] sy-1 constant_value：SO2 连续 120 分钟同一数值")
+            .expect(&text);
+        assert!(critical < warning, "{text}");
+        assert!(text.contains("data integrity: 2 项发现"), "{text}");
+        assert!(text.contains("SO2 identical for 120 minutes"), "{text}");
+        let md = r.markdown(Robot::WeCom, None);
+        assert!(md.contains("数据真实性 / data integrity: 2"), "{md}");
     }
 }

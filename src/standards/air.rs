@@ -135,7 +135,8 @@ fn outlier_floor(pollutant: &str) -> f64 {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+/// The median (the mean of the middle two for an even count); sorts `v`.
+pub(crate) fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -177,7 +178,7 @@ pub fn hold_out_outliers(
         if valid.len() < 3 {
             continue;
         }
-        let Some(m) = median(valid.iter().map(|(_, x)| *x).collect()) else {
+        let Some(m) = median(&mut valid.iter().map(|(_, x)| *x).collect::<Vec<_>>()) else {
             continue;
         };
         let mut held = Vec::new();

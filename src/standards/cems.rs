@@ -87,57 +87,121 @@ pub fn minutes(
     q: &str,
     rules: &HourRules,
 ) -> Vec<hj75::Minute> {
-    let ex = &rules.excluded;
-    let ba_pa = unit.ambient_pressure_kpa * 1000.0;
     input
         .minute_labels()
         .into_iter()
-        .filter_map(|m| {
-            let (c, flag) = raw(input, q, m)?;
-            let o2 = input.minute("O2", m);
-            let moisture = input.minute("moisture", m);
-            let temp = input.minute("flue_temp", m);
-            let pressure = input.minute("flue_pressure", m);
-            let mut inputs_valid = input_ok(o2, ex).is_some();
-            let wet = unit.measured_basis == MeasuredBasis::Wet;
-            let actual = unit.measured_state == MeasuredState::Actual;
-            if wet {
-                inputs_valid &= input_ok(moisture, ex).is_some();
+        .filter_map(|m| minute_at(unit, input, q, m, rules))
+        .collect()
+}
+
+/// Pollutant `q`'s minute labelled `m`, normalised, with its flag and its inputs' validity.
+fn minute_at(
+    unit: &EmissionUnit,
+    input: &HourInput,
+    q: &str,
+    m: i64,
+    rules: &HourRules,
+) -> Option<hj75::Minute> {
+    let ex = &rules.excluded;
+    let ba_pa = unit.ambient_pressure_kpa * 1000.0;
+    let (c, flag) = raw(input, q, m)?;
+    let o2 = input.minute("O2", m);
+    let moisture = input.minute("moisture", m);
+    let temp = input.minute("flue_temp", m);
+    let pressure = input.minute("flue_pressure", m);
+    let mut inputs_valid = input_ok(o2, ex).is_some();
+    let wet = unit.measured_basis == MeasuredBasis::Wet;
+    let actual = unit.measured_state == MeasuredState::Actual;
+    if wet {
+        inputs_valid &= input_ok(moisture, ex).is_some();
+    }
+    if actual {
+        inputs_valid &= input_ok(temp, ex).is_some();
+        // Gauge pressure: optional (0 when not reported), but an excluded one is invalid.
+        inputs_valid &= pressure.is_none_or(|(_, f)| !ex.contains(&f));
+    }
+    let ps_pa = pressure.map(|(p, _)| p * 1000.0).unwrap_or(0.0);
+    let mut measured = Some(c);
+    if wet {
+        measured = measured.and_then(|c| hj75::wet_to_dry(c, moisture?.0));
+    }
+    if actual {
+        measured = measured.and_then(|c| hj75::to_standard_state(c, ba_pa, ps_pa, temp?.0));
+    }
+    let o2_dry = o2.and_then(|(o2, _)| match unit.measured_basis {
+        MeasuredBasis::Dry => Some(o2),
+        MeasuredBasis::Wet => hj75::wet_to_dry(o2, moisture?.0),
+    });
+    let flow = input_ok(input.minute("flue_flow", m), ex).and_then(|f| {
+        hj75::flow_to_dry_standard(
+            f,
+            unit.flow_basis,
+            input_ok(moisture, ex),
+            input_ok(temp, ex),
+            ba_pa,
+            ps_pa,
+        )
+    });
+    Some(hj75::Minute {
+        measured,
+        o2_dry,
+        mass_kg_h: measured.and_then(|c| Some(hj75::mass_rate_kg_h(c, flow?))),
+        flag,
+        inputs_valid,
+    })
+}
+
+/// The hour's minutes as the integrity rules read them (`crate::integrity`): per minute (by its
+/// start), each pollutant as reported and corrected to reference O2 (normalised as for the
+/// verdict, whatever its flag: the rules judge the data, not the hour), O2 (dry), flow, flue
+/// temperature, velocity, moisture, load, the production facilities' electricity use (ST 44
+/// `d2xxxx` codes, summed), and whether any channel is flagged F (stopped) or C (calibration).
+pub fn integrity_minutes(
+    unit: &EmissionUnit,
+    input: &HourInput,
+    rules: &HourRules,
+) -> Vec<crate::integrity::Minute> {
+    use crate::integrity::{Minute, POLLUTANTS};
+    input
+        .minute_labels()
+        .into_iter()
+        .map(|m| {
+            let v = |q: &str| input.minute(q, m).map(|(x, _)| x);
+            let mut out = Minute {
+                ts_ms: m - time::MINUTE_MS,
+                o2: None,
+                flow: v("flue_flow"),
+                temp: v("flue_temp"),
+                velocity: v("flue_velocity"),
+                moisture: v("moisture"),
+                load_mw: v("load"),
+                ..Minute::default()
+            };
+            for (i, q) in POLLUTANTS.iter().enumerate() {
+                out.raw[i] = raw(input, q, m).map(|(x, _)| x);
+                if let Some(h) = minute_at(unit, input, q, m, rules) {
+                    out.corrected[i] = h
+                        .measured
+                        .zip(h.o2_dry)
+                        .and_then(|(c, o2)| hj75::o2_corrected(c, o2, rules.o2_ref_percent));
+                    out.o2 = out.o2.or(h.o2_dry);
+                }
             }
-            if actual {
-                inputs_valid &= input_ok(temp, ex).is_some();
-                // Gauge pressure: optional (0 when not reported), but an excluded one is invalid.
-                inputs_valid &= pressure.is_none_or(|(_, f)| !ex.contains(&f));
+            if out.o2.is_none() {
+                out.o2 = v("O2");
             }
-            let ps_pa = pressure.map(|(p, _)| p * 1000.0).unwrap_or(0.0);
-            let mut measured = Some(c);
-            if wet {
-                measured = measured.and_then(|c| hj75::wet_to_dry(c, moisture?.0));
+            let mut power = None;
+            for (q, buckets) in &input.minutes {
+                if let Some(b) = buckets.get(&m) {
+                    out.stopped |= b.flag == DataFlag::F;
+                    out.calibration |= b.flag == DataFlag::C;
+                    if q.starts_with("d2") && !q.ends_with("_cou") {
+                        power = Some(power.unwrap_or(0.0) + b.mean());
+                    }
+                }
             }
-            if actual {
-                measured = measured.and_then(|c| hj75::to_standard_state(c, ba_pa, ps_pa, temp?.0));
-            }
-            let o2_dry = o2.and_then(|(o2, _)| match unit.measured_basis {
-                MeasuredBasis::Dry => Some(o2),
-                MeasuredBasis::Wet => hj75::wet_to_dry(o2, moisture?.0),
-            });
-            let flow = input_ok(input.minute("flue_flow", m), ex).and_then(|f| {
-                hj75::flow_to_dry_standard(
-                    f,
-                    unit.flow_basis,
-                    input_ok(moisture, ex),
-                    input_ok(temp, ex),
-                    ba_pa,
-                    ps_pa,
-                )
-            });
-            Some(hj75::Minute {
-                measured,
-                o2_dry,
-                mass_kg_h: measured.and_then(|c| Some(hj75::mass_rate_kg_h(c, flow?))),
-                flag,
-                inputs_valid,
-            })
+            out.facility_power = power;
+            out
         })
         .collect()
 }

@@ -114,6 +114,7 @@ pub struct Settings {
     pub cems: CemsStandardsConfig,
     pub air: AirStandardsConfig,
     pub water: WaterStandardsConfig,
+    pub integrity: crate::integrity::IntegrityConfig,
 }
 
 impl Settings {
@@ -125,6 +126,7 @@ impl Settings {
             cems: cfg.cems.clone(),
             air: cfg.air.clone(),
             water: cfg.water.clone(),
+            integrity: cfg.integrity.clone(),
         }
     }
 }
@@ -139,10 +141,12 @@ pub struct IngestStats {
 /// The engine. Blocking (SQLite): call from `spawn_blocking`.
 pub struct Engine {
     conn: Mutex<Connection>,
-    registry: RegistryHandle,
-    settings: Settings,
+    pub(crate) registry: RegistryHandle,
+    pub(crate) settings: Settings,
     /// Changed (kind, entity, hour label or day start).
     dirty: Mutex<BTreeSet<(Kind, String, i64)>>,
+    /// Units whose integrity minutes changed since their last evaluation (`crate::integrity`).
+    pub(crate) integrity_dirty: Mutex<BTreeSet<String>>,
 }
 
 /// Where a sensor's readings go in the engine.
@@ -152,7 +156,9 @@ fn entity_of(reg: &Registry, sensor: &str) -> Option<(Kind, String)> {
         Domain::Cems => s.unit.clone().map(|u| (Kind::CemsHour, u)),
         Domain::Air => Some((Kind::AirHour, s.site.clone())),
         Domain::Water => Some((Kind::WaterHour, s.id.clone())),
-        Domain::Power | Domain::Production => None,
+        // A unit's electricity use (ST 44) tells the integrity rules whether it runs.
+        Domain::Power => s.unit.clone().map(|u| (Kind::CemsHour, u)),
+        Domain::Production => None,
     }
 }
 
@@ -210,6 +216,7 @@ impl Engine {
         // `gen` counts queuings: a step deletes only what it read, so input queued while it ran
         // is computed again. `follow`: queued because an earlier hour changed (moving means), not
         // for input of its own; such an hour does not pass the change on.
+        crate::integrity::persist::create_tables(&conn)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS std_backfill (kind INTEGER NOT NULL, entity TEXT NOT NULL,
              ts_ms INTEGER NOT NULL, gen INTEGER NOT NULL DEFAULT 0, follow INTEGER NOT NULL DEFAULT 0,
@@ -227,6 +234,7 @@ impl Engine {
             registry,
             settings,
             dirty: Mutex::new(BTreeSet::new()),
+            integrity_dirty: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -240,7 +248,7 @@ impl Engine {
         self.settings.edition
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         crate::sync::lock(&self.conn)
     }
 
@@ -367,9 +375,9 @@ impl Engine {
                 "INSERT OR REPLACE INTO std_input (sensor, quantity, ts_ms, period, value, flag, imported_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for r in readings {
-                // A CEMS logger's electricity and production-condition readings are not inputs
-                // of the emission standards.
-                if matches!(r.domain, Domain::Power | Domain::Production) {
+                // A CEMS logger's production-condition readings are not inputs of the emission
+                // standards (its electricity use is, of the integrity rules: `entity_of`).
+                if r.domain == Domain::Production {
                     continue;
                 }
                 let Some((kind, entity)) = entity_of(&reg, &r.sensor) else {
@@ -449,10 +457,12 @@ impl Engine {
         };
         // Imported input stays `history_input_keep` after its import.
         let keep_from = now_ms - self.settings.history_keep_ms;
-        Ok(conn.execute(
+        let n = conn.execute(
             "DELETE FROM std_input WHERE ts_ms < ?1 AND (imported_ms IS NULL OR imported_ms < ?2)",
             [cutoff, keep_from],
-        )?)
+        )?;
+        drop(conn);
+        Ok(n + self.integrity_purge(now_ms)?)
     }
 
     /// Whether anything is waiting to be recomputed.
@@ -678,11 +688,18 @@ impl Engine {
         let sensors: Vec<String> = reg
             .sensors
             .values()
-            .filter(|s| s.unit.as_deref() == Some(unit_id) && s.domain == Domain::Cems)
+            .filter(|s| {
+                s.unit.as_deref() == Some(unit_id)
+                    && matches!(s.domain, Domain::Cems | Domain::Power)
+            })
             .map(|s| s.id.clone())
             .collect();
         let input = self.hour_input(&sensors, hour)?;
         let policy = cems::Policy::for_unit(unit, &self.settings.cems);
+        if self.settings.integrity.enabled {
+            let minutes = cems::integrity_minutes(unit, &input, &policy.rules);
+            self.put_integrity_minutes(unit_id, hour, &minutes)?;
+        }
         Ok(cems::hour(unit_id, unit, &input, hour, &policy))
     }
 

@@ -21,6 +21,23 @@ pub struct Runner {
     pub interval: Duration,
     pub metrics: Metrics,
     pub stop: CancellationToken,
+    /// The CN 3020 site parameters loggers declared (for the `parameter_change` rule).
+    pub site_info: Option<Arc<crate::ingest::hj212::site_info::SiteInfo>>,
+}
+
+/// While imported history is being re-evaluated, units are re-evaluated for integrity at most
+/// this often (each evaluation reads the unit's whole history), or `standards.integrity.interval`
+/// when that is longer.
+const INTEGRITY_BUSY_EVERY: Duration = Duration::from_secs(30);
+
+/// What the integrity pass carries from one cycle to the next.
+#[derive(Default)]
+pub struct IntegrityState {
+    last_run: Option<Instant>,
+    /// The parameter changes seen, so a new one marks its unit.
+    params: std::collections::BTreeMap<String, Vec<crate::integrity::ParamChange>>,
+    /// What each unit declared (registration), so a change re-evaluates it.
+    declared: std::collections::BTreeMap<String, crate::integrity::UnitIntegrity>,
 }
 
 fn now_ms() -> i64 {
@@ -41,12 +58,18 @@ impl Runner {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: Vec<String> = Vec::new();
         let mut last_purge = Instant::now();
+        let mut integrity = IntegrityState::default();
+        // Every unit once after a start: a crash may have come between new minutes and their
+        // evaluation.
+        self.engine
+            .integrity_mark(self.engine.registry.snapshot().units.keys().cloned());
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = self.stop.cancelled() => break,
             }
             self.cycle(&mut pending).await;
+            self.integrity(&mut integrity, &mut pending).await;
             if last_purge.elapsed() > Duration::from_secs(3600) {
                 last_purge = Instant::now();
                 let engine = self.engine.clone();
@@ -59,6 +82,114 @@ impl Runner {
         }
         // One last pass so a clean shutdown leaves results current.
         self.cycle(&mut pending).await;
+    }
+
+    /// Re-evaluate the units whose integrity minutes or declared parameters changed.
+    pub async fn integrity(&self, st: &mut IntegrityState, pending: &mut Vec<String>) {
+        if !self.engine.settings.integrity.enabled {
+            return;
+        }
+        let now = now_ms();
+        if let Some(si) = self.site_info.clone() {
+            let engine = self.engine.clone();
+            let since = now - engine.integrity_history_ms() - 86_400_000;
+            let read = tokio::task::spawn_blocking(move || {
+                let reg = engine.registry.snapshot();
+                si.changes_since(since).map(|cs| {
+                    let mut by_unit: std::collections::BTreeMap<String, Vec<_>> =
+                        Default::default();
+                    for c in cs {
+                        let Some(unit) = reg.sensors.get(&c.sensor).and_then(|s| s.unit.clone())
+                        else {
+                            continue;
+                        };
+                        by_unit
+                            .entry(unit)
+                            .or_default()
+                            .push(crate::integrity::ParamChange {
+                                at_ms: c.since_ms,
+                                pol: c.pol,
+                                code: c.code,
+                                before: c.before,
+                                after: c.value,
+                            });
+                    }
+                    by_unit
+                })
+            })
+            .await;
+            if let Ok(Ok(by_unit)) = read {
+                let changed: Vec<String> = by_unit
+                    .iter()
+                    .filter(|(u, v)| st.params.get(*u) != Some(*v))
+                    .map(|(u, _)| u.clone())
+                    .chain(
+                        st.params
+                            .keys()
+                            .filter(|u| !by_unit.contains_key(*u))
+                            .cloned(),
+                    )
+                    .collect();
+                self.engine.integrity_mark(changed);
+                st.params = by_unit;
+            }
+        }
+        let declared: std::collections::BTreeMap<String, crate::integrity::UnitIntegrity> = self
+            .engine
+            .registry
+            .snapshot()
+            .units
+            .iter()
+            .map(|(id, u)| (id.clone(), u.integrity.clone()))
+            .collect();
+        if declared != st.declared {
+            let changed: Vec<String> = declared
+                .iter()
+                .filter(|(id, d)| st.declared.get(*id) != Some(*d))
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.engine.integrity_mark(changed);
+            st.declared = declared;
+        }
+        if self.engine.integrity_pending() == 0 {
+            return;
+        }
+        let every = if self.metrics.standards_backfill_pending.get() > 0 {
+            self.engine
+                .settings
+                .integrity
+                .interval
+                .max(INTEGRITY_BUSY_EVERY)
+        } else {
+            self.engine.settings.integrity.interval
+        };
+        if st.last_run.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        st.last_run = Some(Instant::now());
+        let engine = self.engine.clone();
+        let params = st.params.clone();
+        match tokio::task::spawn_blocking(move || engine.integrity_step(now, &params)).await {
+            Ok(Ok((lines, units))) => {
+                self.metrics.integrity_evaluations.inc_by(units as u64);
+                for l in &lines {
+                    if let Some(rule) = l.split(',').find_map(|kv| kv.strip_prefix("rule=")) {
+                        self.metrics
+                            .integrity_findings
+                            .with_label_values(&[rule])
+                            .inc();
+                    }
+                }
+                if !matches!(self.store, Store::Embedded(_)) {
+                    pending.extend(lines);
+                }
+            }
+            Ok(Err(e)) => {
+                self.metrics.standards_errors.inc();
+                tracing::error!(error = %e, "integrity: evaluation failed; the units stay marked");
+            }
+            Err(e) => tracing::error!(error = %e, "integrity: evaluation task failed"),
+        }
     }
 
     /// Recompute what changed (every `interval`, and once more at shutdown).

@@ -2,6 +2,7 @@
 //! series is a 300 MW unit following a daily load curve, with analyser noise and a daily
 //! calibration inside its declared window (09:00–09:30); each test changes only what it names.
 
+use super::super::sim::{r2, raw_of, Noise};
 use super::super::*;
 
 /// 2026-03-02T00:00:00+08:00 (1772294400000 is 2026-03-01 00:00 CST; one day later).
@@ -21,31 +22,6 @@ fn facts() -> UnitFacts {
         }],
         flow_dry_standard: true,
     }
-}
-
-/// Deterministic standard normal noise (xorshift64 + Box–Muller).
-struct Noise(u64);
-impl Noise {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn gauss(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-12);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
-fn r2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-/// Raw from corrected at `o2` (HJ 75-2017 inverted: C = C_ref × (21 − O2)/(21 − 6)).
-fn raw_of(corrected: f64, o2: f64) -> f64 {
-    corrected * (21.0 - o2) / 15.0
 }
 
 /// One clean minute at `ts` with load `load` MW.
@@ -71,6 +47,7 @@ fn minute(n: &mut Noise, ts: i64, load: f64) -> Minute {
         velocity: Some(r2(flow / (6.06 * 3600.0 * k))),
         moisture: Some(moisture),
         load_mw: Some(r2(load)),
+        facility_power: None,
         stopped: false,
         calibration: false,
     }
@@ -83,7 +60,7 @@ fn load_at(ts: i64, n: &mut Noise) -> f64 {
 
 /// `days` clean days from T0, calibrating 09:05–09:15 every day (flag C, span gas 160 on SO2).
 fn clean(days: i64) -> Vec<Minute> {
-    let mut n = Noise(0x9E37_79B9_7F4A_7C15);
+    let mut n = Noise::new(0x9E37_79B9_7F4A_7C15);
     (0..days * 1440)
         .map(|i| {
             let ts = T0 + i * MINUTE_MS;
@@ -150,21 +127,10 @@ fn constant_value_fires_at_60_identical_minutes_not_59() {
 }
 
 #[test]
-fn narrow_band_fires_only_while_the_load_moves() {
-    // Day 1: SO2 replaced by 15 ± 0.3 (1st–99th percentile range ≈ 1.4 < 2 % of 200 = 4).
-    let narrowed = |flat_load: bool| {
-        let mut m = clean(3);
-        let mut n = Noise(7);
-        for x in &mut m[at(1, 0, 0)..at(2, 0, 0)] {
-            if !x.calibration {
-                x.raw[0] = Some(r2(15.0 + 0.3 * n.gauss()));
-            }
-            if flat_load {
-                x.load_mw = Some(225.0);
-            }
-        }
-        m
-    };
+fn narrow_band_fires_while_the_load_moves_and_on_a_steady_load_only_when_narrower() {
+    // Day 1: SO2 replaced by 15 ± 0.7 (1st–99th percentile range ≈ 4.65 × 0.7 = 3.3: under 2 % of
+    // 200 = 4, over 1 % = 2).
+    let narrowed = |flat_load: bool| narrowed_by(0.7, flat_load);
     let f = run(&narrowed(false), &[]);
     let hits = of(&f, "narrow_band");
     assert_eq!(hits.len(), 1, "{hits:#?}");
@@ -172,16 +138,44 @@ fn narrow_band_fires_only_while_the_load_moves() {
     assert_eq!(hits[0].start_ms, T0 + DAY_MS);
     // The load's 5th–95th percentile swing of the clean curve is ≈ 0.44 × 300 × 0.95 ≫ 60 MW.
     assert!(hits[0].evidence["load_swing_mw"].as_f64().unwrap() > 60.0);
-    // Near miss: the same flat SO2 on a day the load does not move either.
+    // Near miss: the same band on a day the load does not move either (steady load, 3.3 > 2).
     let f = run(&narrowed(true), &[]);
     assert!(of(&f, "narrow_band").is_empty());
+    // At a steady load, 15 ± 0.3 (range ≈ 1.4 < 2) is too narrow for any load.
+    let f = run(&narrowed_by(0.3, true), &[]);
+    let hits = of(&f, "narrow_band");
+    assert_eq!(hits.len(), 1, "{hits:#?}");
+    assert_eq!(hits[0].evidence["allowed"], 2.0);
+    assert!(
+        hits[0].summary_en.contains("steady load"),
+        "{}",
+        hits[0].summary_en
+    );
+}
+
+/// Three clean days with day 1's SO2 replaced by 15 ± `sd`, and the load flat at 225 MW that
+/// day when `flat_load`.
+fn narrowed_by(sd: f64, flat_load: bool) -> Vec<Minute> {
+    {
+        let mut m = clean(3);
+        let mut n = Noise::new(7);
+        for x in &mut m[at(1, 0, 0)..at(2, 0, 0)] {
+            if !x.calibration {
+                x.raw[0] = Some(r2(15.0 + sd * n.gauss()));
+            }
+            if flat_load {
+                x.load_mw = Some(225.0);
+            }
+        }
+        m
+    }
 }
 
 #[test]
 fn detection_limit_hugging_fires_at_four_hours_not_three() {
     for (hours, fires) in [(4, true), (3, false)] {
         let mut m = clean(2);
-        let mut n = Noise(11);
+        let mut n = Noise::new(11);
         // SO2 at 3.0–3.5 (DL 3, band up to 3.6).
         for x in &mut m[at(1, 12, 0)..at(1, 12, 0) + hours * 60] {
             x.raw[0] = Some(r2(3.0 + 0.5 * n.uniform()));
@@ -201,7 +195,7 @@ fn limit_hugging_fires_when_almost_none_are_above() {
     // (12.5 % above the limit, more than 5 %).
     for (above, fires) in [(0, true), (3, false)] {
         let mut m = clean(3);
-        let mut n = Noise(5);
+        let mut n = Noise::new(5);
         for (i, x) in m[at(1, 0, 0)..at(2, 0, 0)].iter_mut().enumerate() {
             let hour = i / 60;
             let v = if hour < above {
