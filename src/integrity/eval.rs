@@ -225,14 +225,27 @@ pub fn run_through(
     Ok((found, n))
 }
 
+/// Generate `sc` for `units` and run it through a fresh engine in `dir`: its labels, the
+/// findings and the readings fed.
+fn run_scenario(
+    units: &[SimUnit],
+    sc: &Scenario,
+    dir: &Path,
+    now_ms: i64,
+) -> Result<(Vec<Label>, Vec<sim::Found>, usize), EvalError> {
+    let (data, labels) = sim::scenario(units, sc);
+    std::fs::create_dir_all(dir).map_err(|e| EvalError::Setup(e.to_string()))?;
+    let e = engine(dir, sc.days)?;
+    let (found, n) = run_through(&e, &data, now_ms)?;
+    Ok((labels, found, n))
+}
+
 /// Run the evaluation in `dir` (two databases: manipulated and clean).
 pub fn run(opts: &EvalOptions, dir: &Path) -> Result<EvalReport, EvalError> {
     let started = Instant::now();
     let units = district_units()?;
     let now = chrono::Utc::now().timestamp_millis();
-    let mut readings = 0;
-    // Manipulated.
-    let sc = Scenario {
+    let manipulated = Scenario {
         t0_ms: sim::days_before(now, opts.days + 1),
         days: opts.days,
         per_rule: opts.per_rule,
@@ -241,17 +254,11 @@ pub fn run(opts: &EvalOptions, dir: &Path) -> Result<EvalReport, EvalError> {
         stops: true,
         rules: Vec::new(),
     };
-    let (data, labels) = sim::scenario(&units, &sc);
-    let dir_m = dir.join("manipulated");
-    std::fs::create_dir_all(&dir_m).map_err(|e| EvalError::Setup(e.to_string()))?;
-    let e = engine(&dir_m, opts.days)?;
-    let (found, n) = run_through(&e, &data, now)?;
-    readings += n;
-    drop(e);
+    let (labels, found, n_manipulated) =
+        run_scenario(&units, &manipulated, &dir.join("manipulated"), now)?;
     // A finding's span is what its rule saw: allow it two hours either side of the label.
-    let scores = sim::score(&found, &labels, 2 * HOUR_MS);
-    // Clean.
-    let sc_clean = Scenario {
+    let (scores, missed) = sim::score(&found, &labels, 2 * HOUR_MS);
+    let clean = Scenario {
         t0_ms: sim::days_before(now, opts.clean_days + 1),
         days: opts.clean_days,
         per_rule: 0,
@@ -260,12 +267,8 @@ pub fn run(opts: &EvalOptions, dir: &Path) -> Result<EvalReport, EvalError> {
         stops: true,
         rules: Vec::new(),
     };
-    let (clean, _) = sim::scenario(&units, &sc_clean);
-    let dir_c = dir.join("clean");
-    std::fs::create_dir_all(&dir_c).map_err(|e| EvalError::Setup(e.to_string()))?;
-    let e = engine(&dir_c, opts.clean_days)?;
-    let (clean_found, n) = run_through(&e, &clean, now)?;
-    readings += n;
+    let (_, clean_found, n_clean) = run_scenario(&units, &clean, &dir.join("clean"), now)?;
+    let readings = n_manipulated + n_clean;
     let mut clean_by_rule: BTreeMap<String, usize> = BTreeMap::new();
     for f in &clean_found {
         *clean_by_rule.entry(f.1.clone()).or_default() += 1;
@@ -283,18 +286,6 @@ pub fn run(opts: &EvalOptions, dir: &Path) -> Result<EvalReport, EvalError> {
                 clean_findings: clean_by_rule.get(*r).copied().unwrap_or(0),
             }
         })
-        .collect();
-    let missed = labels
-        .iter()
-        .filter(|l| {
-            !found.iter().any(|f| {
-                f.0 == l.unit
-                    && f.1 == l.rule
-                    && f.2 < l.end_ms + 2 * HOUR_MS
-                    && f.3 > l.start_ms - 2 * HOUR_MS
-            })
-        })
-        .cloned()
         .collect();
     Ok(EvalReport {
         rows,

@@ -189,6 +189,23 @@ impl<'a> Context<'a> {
         )
     }
 
+    /// Runs of hours where `hit` holds, bridging hours too short to judge (`short`: minutes lost
+    /// to the network, a start-up) so they do not break a run; each run trimmed to its first and
+    /// last hit, with how many hours hit.
+    fn bridged_hour_runs(
+        &self,
+        hit: impl Fn(&Hour) -> bool,
+        short: impl Fn(&Hour) -> bool,
+    ) -> Vec<(std::ops::Range<usize>, usize)> {
+        self.hour_runs(|h| hit(h) || short(h))
+            .into_iter()
+            .filter_map(|r| {
+                let hits: Vec<usize> = r.filter(|&i| hit(&self.hours[i])).collect();
+                Some((*hits.first()?..*hits.last()? + 1, hits.len()))
+            })
+            .collect()
+    }
+
     fn span(&self, r: &std::ops::Range<usize>) -> (i64, i64) {
         let m = self.s.minutes;
         (m[r.start].ts_ms, m[r.end - 1].ts_ms + MINUTE_MS)
@@ -416,20 +433,12 @@ pub fn detection_limit_hugging(c: &Context<'_>) -> Vec<Finding> {
                 hugging.insert(*h);
             }
         }
-        for r in c.hour_runs(|h| {
-            hugging.contains(&h.start_ms)
-                || (short.contains(&h.start_ms) || !per_hour.contains_key(&h.start_ms))
-                    && !hugging.is_empty()
-        }) {
-            let judged: Vec<usize> = r
-                .clone()
-                .filter(|&i| hugging.contains(&c.hours[i].start_ms))
-                .collect();
-            let (Some(&first), Some(&last)) = (judged.first(), judged.last()) else {
-                continue;
-            };
-            let r = first..last + 1;
-            if judged.len() >= th.dl_hours {
+        let runs = c.bridged_hour_runs(
+            |h| hugging.contains(&h.start_ms),
+            |h| short.contains(&h.start_ms) || !per_hour.contains_key(&h.start_ms),
+        );
+        for (r, hits) in runs {
+            if hits >= th.dl_hours {
                 let span = c.hour_span(&r);
                 out.push(c.finding(
                     "detection_limit_hugging",
@@ -554,18 +563,10 @@ pub fn o2_dilution(c: &Context<'_>) -> Vec<Finding> {
         h.o2.filter(|o| *o > bound).map(|o| (o, bound))
     };
     // An hour with too few minutes to judge (data lost to the network) does not break a run.
-    for r in c.hour_runs(|h| above(h).is_some() || h.o2.is_none()) {
-        let judged: Vec<usize> = r
-            .clone()
-            .filter(|&i| above(&c.hours[i]).is_some())
-            .collect();
-        let (Some(&first), Some(&last)) = (judged.first(), judged.last()) else {
-            continue;
-        };
-        if judged.len() < th.o2_hours {
+    for (r, hits) in c.bridged_hour_runs(|h| above(h).is_some(), |h| h.o2.is_none()) {
+        if hits < th.o2_hours {
             continue;
         }
-        let r = first..last + 1;
         let span = c.hour_span(&r);
         let peak = c.hours[r.clone()]
             .iter()
@@ -577,7 +578,7 @@ pub fn o2_dilution(c: &Context<'_>) -> Vec<Finding> {
             "O2",
             span,
             Severity::Critical,
-            json!({"o2_max": round(peak, 2), "band_upper": round(bound, 2), "hours": r.len(), "hours_above": judged.len()}),
+            json!({"o2_max": round(peak, 2), "band_upper": round(bound, 2), "hours": r.len(), "hours_above": hits}),
             format!(
                 "自 {} 起 {} 小时烟气氧含量高达 {:.1}%，超出该机组同负荷下的正常上限 {:.1}%；疑似向采样管路掺入空气稀释",
                 cst(span.0), r.len(), peak, bound

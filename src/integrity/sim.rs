@@ -674,13 +674,19 @@ pub fn readings(
 /// A finding as scored: (unit, rule, start, end).
 pub type Found = (String, String, i64, i64);
 
-/// Per rule: (true findings, all findings, manipulations found, manipulations).
-pub type Scores = BTreeMap<&'static str, (usize, usize, usize, usize)>;
+/// Per rule: (true findings, all findings, manipulations found, manipulations), and the
+/// manipulations no finding matched.
+pub type Scores = (
+    BTreeMap<&'static str, (usize, usize, usize, usize)>,
+    Vec<Label>,
+);
 
 /// A finding matches a label of its rule on its unit when their spans overlap, widened by
 /// `slack_ms` (a finding's span is what the rule saw, which may start or end a little apart).
 pub fn score(findings: &[(String, String, i64, i64)], labels: &[Label], slack_ms: i64) -> Scores {
-    let mut s: Scores = RULES.iter().map(|r| (*r, (0, 0, 0, 0))).collect();
+    let mut s: BTreeMap<&'static str, (usize, usize, usize, usize)> =
+        RULES.iter().map(|r| (*r, (0, 0, 0, 0))).collect();
+    let mut missed = Vec::new();
     let overlaps = |f: &Found, l: &Label| {
         f.0 == l.unit && f.1 == l.rule && f.2 < l.end_ms + slack_ms && f.3 > l.start_ms - slack_ms
     };
@@ -697,10 +703,12 @@ pub fn score(findings: &[(String, String, i64, i64)], labels: &[Label], slack_ms
             e.3 += 1;
             if findings.iter().any(|f| overlaps(f, l)) {
                 e.2 += 1;
+            } else {
+                missed.push(l.clone());
             }
         }
     }
-    s
+    (s, missed)
 }
 
 #[cfg(test)]

@@ -84,11 +84,25 @@ impl Runner {
         self.cycle(&mut pending).await;
     }
 
-    /// Re-evaluate the units whose integrity minutes or declared parameters changed.
+    /// Re-evaluate the units whose integrity minutes, CN 3020 parameters or declarations changed
+    /// (looked at once per `standards.integrity.interval`).
     pub async fn integrity(&self, st: &mut IntegrityState, pending: &mut Vec<String>) {
         if !self.engine.settings.integrity.enabled {
             return;
         }
+        let every = if self.metrics.standards_backfill_pending.get() > 0 {
+            self.engine
+                .settings
+                .integrity
+                .interval
+                .max(INTEGRITY_BUSY_EVERY)
+        } else {
+            self.engine.settings.integrity.interval
+        };
+        if st.last_run.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        st.last_run = Some(Instant::now());
         let now = now_ms();
         if let Some(si) = self.site_info.clone() {
             let engine = self.engine.clone();
@@ -154,19 +168,6 @@ impl Runner {
         if self.engine.integrity_pending() == 0 {
             return;
         }
-        let every = if self.metrics.standards_backfill_pending.get() > 0 {
-            self.engine
-                .settings
-                .integrity
-                .interval
-                .max(INTEGRITY_BUSY_EVERY)
-        } else {
-            self.engine.settings.integrity.interval
-        };
-        if st.last_run.is_some_and(|t| t.elapsed() < every) {
-            return;
-        }
-        st.last_run = Some(Instant::now());
         let engine = self.engine.clone();
         let params = st.params.clone();
         match tokio::task::spawn_blocking(move || engine.integrity_step(now, &params)).await {
