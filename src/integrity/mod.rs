@@ -4,12 +4,15 @@
 //! The rules (`rules.rs`) are pure functions over one unit's minute series: the raw channels as the
 //! analysers report them, the values corrected to reference O2, the unit's load, flow, flue
 //! temperature and velocity, and the data flags. Each is gated on the unit running as its physical
-//! channels show it (load, or flow and flue temperature), never on the flags alone, because a flag
-//! is one of the things that can be falsified. Baselines (the unit's O2 per load band, its flow per
+//! channels show it (load; or flow and flue temperature, or ST 44 power), never on the flags alone,
+//! because a flag is one of the things that can be falsified. Baselines (the unit's O2 per load band, its flow per
 //! MW, its calibration times) are medians over the series itself, so the manipulations the rules
 //! look for, which cover a small share of a unit's history, do not move them.
 //!
-//! Every threshold is in [`Thresholds`], with its default and why it is there.
+//! Every threshold is in [`Thresholds`], with its default and why it is there; what a unit declares
+//! is [`UnitIntegrity`]. The standards engine feeds the rules and keeps their findings
+//! (`persist.rs`); `sim.rs` generates units with labelled manipulations and `eval.rs` measures the
+//! rules on them (`enviromon integrity eval`).
 
 pub mod eval;
 pub mod persist;
