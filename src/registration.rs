@@ -538,20 +538,34 @@ impl Registration {
         before: Option<&registry::Site>,
         after: &registry::Site,
     ) -> Result<(), RegError> {
+        self.save_doc("sites", &after.id, actor, action, before, after)
+    }
+
+    /// Store `after` as row `id` of registry table `table` (`sites`, `units`), audited, and
+    /// swap in the registry reloaded with it.
+    fn save_doc<T: Serialize>(
+        &self,
+        table: &str,
+        id: &str,
+        actor: &str,
+        action: &str,
+        before: Option<&T>,
+        after: &T,
+    ) -> Result<(), RegError> {
         let reg: Registry;
         {
             let mut conn = lock(&self.conn);
             let tx = conn.transaction()?;
             tx.execute(
-                "INSERT OR REPLACE INTO sites (id, doc) VALUES (?1, ?2)",
-                params![after.id, serde_json::to_string(after)?],
+                &format!("INSERT OR REPLACE INTO {table} (id, doc) VALUES (?1, ?2)"),
+                params![id, serde_json::to_string(after)?],
             )?;
-            audit(&tx, actor, action, &after.id, before, after)?;
+            audit(&tx, actor, action, id, before, after)?;
             reg = registry::load(&tx, &self.topic_pattern)?;
             tx.commit()?;
         }
         self.registry.replace(reg);
-        tracing::info!(actor, action, site = %after.id, "registry changed");
+        tracing::info!(actor, action, table, id, "registry changed");
         Ok(())
     }
 
@@ -599,20 +613,14 @@ impl Registration {
         if !errs.is_empty() {
             return Err(RegError::Invalid(errs));
         }
-        let reg: Registry;
-        {
-            let mut conn = lock(&self.conn);
-            let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT OR REPLACE INTO units (id, doc) VALUES (?1, ?2)",
-                params![after.id, serde_json::to_string(&after)?],
-            )?;
-            audit(&tx, actor, "unit_patch", &after.id, Some(&before), &after)?;
-            reg = registry::load(&tx, &self.topic_pattern)?;
-            tx.commit()?;
-        }
-        self.registry.replace(reg);
-        tracing::info!(actor, unit = %after.id, "registry changed: unit integrity declarations");
+        self.save_doc(
+            "units",
+            &after.id,
+            actor,
+            "unit_patch",
+            Some(&before),
+            &after,
+        )?;
         Ok(after)
     }
 

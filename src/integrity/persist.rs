@@ -67,16 +67,16 @@ fn severity_of(s: &str) -> Severity {
 }
 
 /// A finding as line protocol (`integrity_finding`, at its start), for an InfluxDB store.
-pub fn line(f: &StoredFinding, site: &str) -> String {
+pub fn line(f: &Finding, site: &str, ongoing: bool) -> String {
     format!(
         "integrity_finding,site={},unit={},rule={},severity={} channel={},minutes={}i,ongoing={},summary_zh={},summary_en={} {}",
         tag(site),
         tag(&f.unit),
-        tag(&f.rule),
+        tag(f.rule),
         tag(f.severity.as_str()),
         string_field(&f.channel),
         (f.end_ms - f.start_ms) / MINUTE_MS,
-        f.ongoing,
+        ongoing,
         string_field(&f.summary_zh),
         string_field(&f.summary_en),
         f.start_ms
@@ -322,22 +322,7 @@ impl Engine {
                     doc,
                     now_ms
                 ])?;
-                lines.push(line(
-                    &StoredFinding {
-                        unit: unit_id.to_string(),
-                        rule: f.rule.to_string(),
-                        channel: f.channel.clone(),
-                        start_ms: f.start_ms,
-                        end_ms: f.end_ms,
-                        severity: f.severity,
-                        evidence: f.evidence.clone(),
-                        summary_zh: f.summary_zh.clone(),
-                        summary_en: f.summary_en.clone(),
-                        ongoing,
-                        first_seen_ms: now_ms,
-                    },
-                    &unit.site,
-                ));
+                lines.push(line(f, &unit.site, ongoing));
             }
             let mut del = tx.prepare_cached(
                 "DELETE FROM integrity_findings WHERE unit = ?1 AND rule = ?2 AND channel = ?3 AND start_ms = ?4",

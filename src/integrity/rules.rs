@@ -91,20 +91,17 @@ fn runs_of(
 
 impl<'a> Context<'a> {
     pub fn new(s: &'a Series<'a>, th: &'a Thresholds) -> Context<'a> {
-        let mut flows: Vec<f64> = s
-            .minutes
-            .iter()
-            .filter_map(|m| m.flow)
-            .filter(|f| *f > 0.0)
-            .collect();
-        let median_flow = median(&mut flows);
-        let mut powers: Vec<f64> = s
-            .minutes
-            .iter()
-            .filter_map(|m| m.facility_power)
-            .filter(|p| *p > 0.0)
-            .collect();
-        let median_power = median(&mut powers);
+        let median_positive = |get: fn(&Minute) -> Option<f64>| {
+            let mut v: Vec<f64> = s
+                .minutes
+                .iter()
+                .filter_map(get)
+                .filter(|x| *x > 0.0)
+                .collect();
+            median(&mut v)
+        };
+        let median_flow = median_positive(|m| m.flow);
+        let median_power = median_positive(|m| m.facility_power);
         let cap = s.unit.capacity_mw;
         let running = s
             .minutes
